@@ -1,0 +1,158 @@
+"""The command line: a thin layer over the engine. Settings are read here, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .engine import Engine
+from .errors import ConfigurationError, RaglineError
+from .ingest.loaders import iter_files
+from .settings import Settings
+
+# Model files come from installed packages; never reach for a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(help="ragline: retrieval-augmented generation over your documents.",
+                  no_args_is_help=True, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.",
+                                                    envvar="RAGLINE_CONFIG")]
+TenantOption = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant (default: settings).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def sample_corpus_dir() -> Path:
+    """The small corpus shipped inside the package, for a first try."""
+    return Path(str(resources.files("ragline") / "sample_corpus"))
+
+
+def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]]) -> T:
+    """Build the engine from settings, run one operation, and turn errors into messages."""
+
+    async def main() -> T:
+        engine = Engine.from_settings(Settings.load(config))
+        try:
+            return await work(engine)
+        finally:
+            await engine.close()
+
+    try:
+        return asyncio.run(main())
+    except ConfigurationError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except RaglineError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files or directories (.txt .md .html .pdf).")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Ingest the bundled sample corpus.")] = False,
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest documents: re-running is safe, unchanged chunks are skipped."""
+    targets = list(paths or []) + ([sample_corpus_dir()] if sample else [])
+    if not targets:
+        err.print("[red]error:[/] give at least one PATH, or --sample")
+        raise typer.Exit(2)
+    total = sum(1 for _ in iter_files(targets))
+
+    async def work(engine: Engine):
+        with Progress(TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("{task.fields[file]}"), console=err,
+                      transient=True, disable=as_json) as progress:
+            task = progress.add_task("ingest", total=total, file="")
+            return await engine.ingest_paths(
+                targets, tenant, on_file=lambda f: progress.update(task, advance=1, file=Path(f).name))
+
+    report = _run(config, work)
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        for message in report.errors:
+            err.print(f"[yellow]skipped[/] {message}")
+        out.print(f"{report.documents} documents ({report.unchanged_documents} unchanged): "
+                  f"{report.chunks_written} chunks written, {report.chunks_unchanged} unchanged, "
+                  f"{report.chunks_deleted} deleted, in {report.seconds:.1f}s")
+    if report.errors and not report.documents:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    question: Annotated[str, typer.Argument(help="What to look for.")],
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=100)] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Metadata filter KEY=VALUE.")] = None,
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find the chunks that best match a question."""
+    filters = _parse_filters(where or [])
+    context = _run(config, lambda engine: engine.search(question, tenant, top_k, filters))
+    if as_json:
+        out.print_json(context.model_dump_json())
+        return
+    if not context.hits:
+        out.print("no matching chunks (is anything ingested for this tenant?)")
+        return
+    table = Table("#", "score", "document", "text", show_lines=True)
+    for rank, hit in enumerate(context.hits, 1):
+        text = hit.text if len(hit.text) <= 300 else hit.text[:300] + "…"
+        table.add_row(str(rank), f"{hit.score:.3f}", hit.document_id, text)
+    out.print(table)
+
+
+def _parse_filters(pairs: list[str]) -> dict[str, Any]:
+    filters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            err.print(f"[red]error:[/] --where wants KEY=VALUE, got {pair!r}")
+            raise typer.Exit(2)
+        filters[key] = value
+    return filters
+
+
+@app.command()
+def delete(
+    document_id: Annotated[str, typer.Argument(help="The document id (see `ragline search`).")],
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete a document and all its chunks."""
+    removed = _run(config, lambda engine: engine.delete_document(document_id, tenant))
+    out.print(f"deleted {document_id}: {removed} chunks")
+
+
+@app.command()
+def stats(tenant: TenantOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """How many chunks the tenant has, and where they live."""
+    result = _run(config, lambda engine: engine.stats(tenant))
+    if as_json:
+        out.print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key:>12}: {value}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,19 @@
+"""Embedder adapters."""
+
+from __future__ import annotations
+
+from ..errors import ConfigurationError
+from ..ports import Embedder
+from ..settings import Settings
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedder == "minilm":
+        from .minilm import MiniLMEmbedder
+
+        return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)
+    if settings.embedder == "hashing":
+        from .hashing import HashingEmbedder
+
+        return HashingEmbedder()
+    raise ConfigurationError(f"unknown embedder {settings.embedder!r}")

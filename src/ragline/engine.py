@@ -1,0 +1,128 @@
+"""The embedded engine: adapters wired from settings, and the operations users call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import stages
+from .embedders import build_embedder
+from pydantic import ValidationError
+
+from .errors import DocumentError, InvalidInput, NotFound
+from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
+from .ingest.loaders import iter_files, load_file
+from .models import Context, Document, FilterValue, IngestReport, Query
+from .ports import Embedder, VectorStore
+from .settings import Settings
+
+# Documents are written in groups of about this many chunks: memory stays bounded
+# and progress moves, while the embedder still sees full batches.
+_GROUP_CHUNKS = 256
+
+
+def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
+    """Count chunk sizes in the embedder's own tokens when it has a tokenizer."""
+    tokenizer = getattr(embedder, "tokenizer", None)
+    spans = tokenizer_token_spans(tokenizer) if tokenizer is not None else regex_token_spans
+    return Chunker(spans, size=settings.chunk_tokens, overlap=settings.chunk_overlap)
+
+
+class Engine:
+    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.store = store
+        self.chunker = chunker_for(embedder, settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Engine":
+        from .stores.milvus import MilvusStore
+
+        embedder = build_embedder(settings)
+        return cls(settings, embedder, MilvusStore(settings, embedder.dimension))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def __aenter__(self) -> "Engine":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def tenant(self, tenant: str | None) -> str:
+        return tenant or self.settings.default_tenant
+
+    # -- ingestion -------------------------------------------------------------------
+
+    async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
+        return await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store)
+
+    async def ingest_paths(self, paths: Iterable[Path], tenant: str | None = None,
+                           on_file: Callable[[str], None] | None = None) -> IngestReport:
+        """Ingest files and directories; a file that fails is reported, the rest go on."""
+        started = time.perf_counter()
+        total = IngestReport()
+        group: list[Document] = []
+        group_chunks = 0
+        max_bytes = int(self.settings.max_document_mb * 1_000_000)
+        for item in iter_files(list(paths)):
+            try:
+                if isinstance(item, DocumentError):
+                    raise item
+                doc = load_file(item[0], self.tenant(tenant), max_bytes, document_id=item[1])
+                group.append(doc)
+                group_chunks += max(1, len(doc.text) // 1000)  # a cheap estimate
+            except DocumentError as exc:
+                total.errors.append(str(exc))
+            if on_file:
+                on_file(item.source if isinstance(item, DocumentError) else str(item[0]))
+            if group_chunks >= _GROUP_CHUNKS:
+                _add(total, await self.ingest_documents(group))
+                group, group_chunks = [], 0
+        if group:
+            _add(total, await self.ingest_documents(group))
+        total.seconds = time.perf_counter() - started
+        return total
+
+    async def delete_document(self, document_id: str, tenant: str | None = None) -> int:
+        removed = await self.store.delete_document(self.tenant(tenant), document_id)
+        if not removed:
+            raise NotFound(f"no document {document_id!r} in tenant {self.tenant(tenant)!r}")
+        return removed
+
+    # -- retrieval ---------------------------------------------------------------------
+
+    async def search(self, text: str, tenant: str | None = None, top_k: int | None = None,
+                     filters: Mapping[str, FilterValue] | None = None) -> Context:
+        try:
+            query = Query(text=text, tenant=self.tenant(tenant), top_k=top_k or self.settings.top_k,
+                          filters=dict(filters or {}))
+        except ValidationError as exc:
+            raise InvalidInput(_first_error(exc)) from exc
+        return await stages.retrieve(query, embedder=self.embedder, store=self.store)
+
+    async def stats(self, tenant: str | None = None) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant(tenant),
+            "chunks": await self.store.count(self.tenant(tenant)),
+            "collection": self.settings.collection,
+            "milvus_uri": self.settings.milvus_uri,
+            "embedder": self.embedder.name,
+        }
+
+
+def _add(total: IngestReport, part: IngestReport) -> None:
+    for name in ("documents", "unchanged_documents", "chunks_written", "chunks_unchanged",
+                 "chunks_deleted", "chunks_embedded"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.errors.extend(part.errors)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else error["msg"]

@@ -1,0 +1,67 @@
+"""ragline's one error tree.
+
+    RaglineError
+     +-- RetryableError        the same call may succeed later: retry with backoff
+     |    +-- DependencyUnavailable   a store, broker, cache or LLM cannot be reached
+     |    +-- DependencyTimeout       it answered too slowly
+     +-- PermanentError        retrying cannot help: report it or dead-letter it
+          +-- InvalidInput            malformed request, message or document
+          +-- DocumentError           one document could not be loaded (binary, empty, too big...)
+          +-- NotFound
+          +-- ConfigurationError      settings that cannot work
+          +-- Unauthorized / Forbidden
+
+Each adapter maps its vendor's exceptions into this tree in one place; the workers
+retry only ``RetryableError`` and send everything else to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+
+class RaglineError(Exception):
+    """Base of every error ragline raises on purpose."""
+
+
+class RetryableError(RaglineError):
+    """A transient failure: the same call may succeed later."""
+
+
+class DependencyUnavailable(RetryableError):
+    """A dependency (Milvus, Kafka, Redis, the LLM) cannot be reached."""
+
+
+class DependencyTimeout(RetryableError):
+    """A dependency answered too slowly."""
+
+
+class PermanentError(RaglineError):
+    """Retrying cannot help."""
+
+
+class InvalidInput(PermanentError):
+    """A malformed request, message or argument."""
+
+
+class DocumentError(PermanentError):
+    """One document could not be loaded; the rest of a batch goes on."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class NotFound(PermanentError):
+    """The thing asked for does not exist (in the caller's tenant)."""
+
+
+class ConfigurationError(PermanentError):
+    """Settings that cannot work."""
+
+
+class Unauthorized(PermanentError):
+    """No valid credentials."""
+
+
+class Forbidden(PermanentError):
+    """Valid credentials without the right to do this."""

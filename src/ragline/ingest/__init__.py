@@ -1,0 +1,1 @@
+"""Ingestion: loading files into Documents and cutting them into chunks."""

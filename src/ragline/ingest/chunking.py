@@ -1,0 +1,87 @@
+"""Token-based chunking with overlap, in bounded memory.
+
+Windows are counted in the embedding model's own tokens, so a chunk of ``size``
+tokens always fits the model's window. Text is tokenized block by block and
+windows are emitted as they fill, so a large document never holds all its token
+offsets at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+TokenSpans = Callable[[str], list[tuple[int, int]]]
+
+_WORDISH = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_BLOCK_CHARS = 64_000
+
+
+def regex_token_spans(text: str) -> list[tuple[int, int]]:
+    """Words and punctuation marks: a model-free stand-in for a subword tokenizer."""
+    return [m.span() for m in _WORDISH.finditer(text)]
+
+
+def tokenizer_token_spans(tokenizer) -> TokenSpans:  # tokenizers.Tokenizer
+    """Character spans of a Hugging Face tokenizer's tokens, without special tokens."""
+    tokenizer = _without_truncation(tokenizer)
+
+    def spans(text: str) -> list[tuple[int, int]]:
+        return list(tokenizer.encode(text, add_special_tokens=False).offsets)
+
+    return spans
+
+
+def _without_truncation(tokenizer):
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_truncation()
+    copy.no_padding()
+    return copy
+
+
+class Chunker:
+    def __init__(self, token_spans: TokenSpans, size: int = 200, overlap: int = 40) -> None:
+        if not 0 <= overlap < size:
+            raise ValueError(f"overlap ({overlap}) must be in [0, size={size})")
+        self.token_spans = token_spans
+        self.size = size
+        self.overlap = overlap
+
+    def split(self, text: str) -> list[str]:
+        """The chunk texts of ``text``, in order; whitespace-only text has none."""
+        return [piece for start, end in self._windows(text) if (piece := text[start:end].strip())]
+
+    def _windows(self, text: str) -> Iterator[tuple[int, int]]:
+        pending: list[tuple[int, int]] = []
+        emitted = False
+        for offset, block in _blocks(text):
+            pending.extend((offset + s, offset + e) for s, e in self.token_spans(block))
+            while len(pending) >= self.size:
+                yield _word_start(text, pending[0][0]), pending[self.size - 1][1]
+                emitted = True
+                pending = pending[self.size - self.overlap :]
+        if pending and (not emitted or len(pending) > self.overlap):
+            yield _word_start(text, pending[0][0]), pending[-1][1]
+
+
+def _blocks(text: str) -> Iterator[tuple[int, str]]:
+    """Slices of about ``_BLOCK_CHARS`` that end on whitespace, so no word is cut."""
+    start = 0
+    while start < len(text):
+        end = min(start + _BLOCK_CHARS, len(text))
+        if end < len(text):
+            cut = text.rfind(" ", start, end)
+            cut = max(cut, text.rfind("\n", start, end))
+            end = cut + 1 if cut > start else end
+        yield start, text[start:end]
+        start = end
+
+
+def _word_start(text: str, index: int) -> int:
+    """Move back to the start of the word, so an overlap never begins mid-word."""
+    floor = max(0, index - 40)
+    while index > floor and text[index - 1].isalnum():
+        index -= 1
+    return index

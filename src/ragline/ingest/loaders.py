@@ -1,0 +1,175 @@
+"""Files -> Documents: .txt, .md, .html and .pdf, one at a time, with clear errors.
+
+Every failure is a ``DocumentError`` naming the file and the reason, so a batch
+can report it and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+from ..errors import DocumentError
+from ..models import Document
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
+HTML_SUFFIXES = {".html", ".htm"}
+PDF_SUFFIXES = {".pdf"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
+
+_MD_TITLE = re.compile(r"^\s*#\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def iter_files(paths: list[Path]) -> Iterator[tuple[Path, str] | DocumentError]:
+    """(file, document id) pairs under ``paths``, sorted; a missing path is reported, not raised.
+
+    A file's id is its path relative to the working directory when it lies under it.
+    Otherwise: inside a directory given, the directory's name joined with the path
+    within it (``sample_corpus/tea.html``); a file given alone, its name.
+    """
+    for path in paths:
+        if path.is_dir():
+            for file in _walk(path):
+                yield file, _id_under_cwd(file) or f"{path.absolute().name}/{file.relative_to(path).as_posix()}"
+        elif path.exists() or path.is_symlink():
+            yield path, _id_under_cwd(path) or path.name
+        else:
+            yield DocumentError(str(path), "no such file or directory")
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES:
+                yield Path(dirpath) / name
+
+
+def _id_under_cwd(path: Path) -> str | None:
+    try:
+        return path.absolute().relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return None
+
+
+def load_file(path: Path, tenant: str, max_bytes: int, document_id: str) -> Document:
+    """Read one file into a Document, or raise DocumentError saying why not."""
+    size = _size(path)
+    if size > max_bytes:
+        raise DocumentError(
+            str(path),
+            f"too large: {size / 1e6:.1f} MB exceeds the {max_bytes / 1e6:.1f} MB limit "
+            "(raise RAGLINE_MAX_DOCUMENT_MB to allow it)",
+        )
+    data = _read(path)
+    suffix = path.suffix.lower()
+    if suffix in PDF_SUFFIXES:
+        text, title = _pdf_text(path, data), None
+    elif suffix in HTML_SUFFIXES:
+        text, title = _html_text(path, data)
+    else:
+        text = _decode(path, data)
+        title = _md_title(text) if suffix in {".md", ".markdown"} else None
+    if not text.strip():
+        raise DocumentError(str(path), "empty: no text to index")
+    metadata: dict[str, Any] = {"source": str(path), "title": title or path.stem, "type": suffix.lstrip(".") or "txt"}
+    return Document(tenant=tenant, id=document_id, text=text, metadata=metadata)
+
+
+def _size(path: Path) -> int:
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise DocumentError(str(path), f"unreadable: {exc.strerror or exc}") from exc
+    if not path.is_file():
+        raise DocumentError(str(path), "not a regular file")
+    return stat.st_size
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(str(path), f"unreadable: {exc.strerror or exc}") from exc
+
+
+def _decode(path: Path, data: bytes) -> str:
+    if b"\x00" in data[:8192]:
+        raise DocumentError(str(path), "binary file: not text (it contains NUL bytes)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(str(path), f"not UTF-8 text (invalid byte at offset {exc.start})") from exc
+
+
+def _md_title(text: str) -> str | None:
+    match = _MD_TITLE.search(text[:4096])
+    return match.group(1) if match else None
+
+
+class _HTMLText(HTMLParser):
+    _SKIP = {"script", "style", "noscript", "template", "svg", "head"}
+    _BLOCK = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6",
+              "tr", "table", "section", "article", "header", "footer", "pre", "blockquote"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: str | None = None
+        self._skipping = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "title":
+            self._in_title = True
+        elif tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        elif tag in self._SKIP:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title = (self.title or "") + data.strip()
+        elif not self._skipping:
+            self.parts.append(data)
+
+
+def _html_text(path: Path, data: bytes) -> tuple[str, str | None]:
+    parser = _HTMLText()
+    parser.feed(_decode(path, data))
+    parser.close()
+    text = re.sub(r"[ \t\r\f\v]+", " ", "".join(parser.parts))
+    text = re.sub(r"\s*\n\s*", "\n", text).strip()
+    return text, parser.title
+
+
+def _pdf_text(path: Path, data: bytes) -> str:
+    import io
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise DocumentError(str(path), "encrypted PDF: cannot read its text")
+        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
+        raise DocumentError(str(path), f"not a readable PDF ({exc})") from exc
+    if not text.strip():
+        raise DocumentError(str(path), "PDF has no extractable text (scanned images need OCR)")
+    return text

@@ -1,0 +1,137 @@
+"""The messages that flow between stages: pydantic models, JSON on the wire."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+# A metadata filter: field -> value (equality) or a list of values (any of them).
+FilterValue = str | int | float | bool | list[str] | list[int]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int = SCHEMA_VERSION
+
+
+def validate_tenant(tenant: str) -> str:
+    if not _TENANT.match(tenant):
+        raise ValueError(
+            "tenant must be 1-128 characters of letters, digits, '_', '.' or '-', "
+            f"starting with a letter or digit; got {tenant!r}"
+        )
+    return tenant
+
+
+class Document(Message):
+    tenant: str = "default"
+    id: str = Field(min_length=1, max_length=512)
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    received_at: datetime = Field(default_factory=_utcnow)
+
+    _check_tenant = field_validator("tenant")(validate_tenant)
+
+
+class Chunk(Message):
+    id: str
+    tenant: str
+    document_id: str
+    number: int = Field(ge=0)
+    text: str
+    content_hash: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    vector: list[float] | None = None
+
+
+class Query(Message):
+    request_id: str = Field(default_factory=_new_request_id)
+    tenant: str = "default"
+    text: str = Field(min_length=1, max_length=4096)
+    top_k: int = Field(default=5, ge=1, le=100)
+    filters: dict[str, FilterValue] = Field(default_factory=dict)
+    reply_to: str | None = None
+
+    _check_tenant = field_validator("tenant")(validate_tenant)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("query text is blank")
+        return text
+
+
+class Hit(Message):
+    chunk_id: str
+    document_id: str
+    number: int
+    text: str
+    score: float
+    content_hash: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Context(Message):
+    query: Query
+    hits: list[Hit]
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Citation(Message):
+    number: int
+    chunk_id: str
+    document_id: str
+
+
+class Answer(Message):
+    request_id: str
+    tenant: str
+    text: str
+    citations: list[Citation] = Field(default_factory=list)
+    model: str
+    cached: bool = False
+    degraded: bool = False
+    degraded_reason: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class DeadLetter(Message):
+    id: str = Field(default_factory=_new_request_id)
+    topic: str
+    stage: str
+    payload: str
+    error: str
+    error_kind: Literal["retryable", "permanent", "unparseable"]
+    attempts: int = Field(ge=1)
+    first_failure_at: datetime
+    last_failure_at: datetime = Field(default_factory=_utcnow)
+
+
+class IngestReport(BaseModel):
+    """What one ingestion run did; the numbers a user checks after a re-run."""
+
+    documents: int = 0
+    unchanged_documents: int = 0
+    chunks_written: int = 0
+    chunks_unchanged: int = 0
+    chunks_deleted: int = 0
+    chunks_embedded: int = 0
+    errors: list[str] = Field(default_factory=list)
+    seconds: float = 0.0

@@ -1,0 +1,108 @@
+"""The ports: the only ways a stage talks to the outside world.
+
+Each is the smallest Protocol the stages need; adapters live one per file under
+``embedders/``, ``stores/``, ``generators/``, ``caches/`` and ``buses/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .models import Chunk, FilterValue, Hit
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Texts -> L2-normalized float32 vectors, shape (len(texts), dimension)."""
+
+    name: str
+    dimension: int
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """What the store knows of a chunk without its vector: enough to skip re-embedding."""
+
+    id: str
+    document_id: str
+    number: int
+    content_hash: str
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Chunks with vectors, always scoped to one tenant."""
+
+    async def upsert(self, chunks: Sequence[Chunk]) -> None: ...
+
+    async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None: ...
+
+    async def delete_document(self, tenant: str, document_id: str) -> int: ...
+
+    async def stored_chunks(
+        self, tenant: str, document_ids: Sequence[str]
+    ) -> dict[str, list[StoredChunk]]: ...
+
+    async def search(
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        top_k: int,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[Hit]: ...
+
+    async def count(self, tenant: str) -> int: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Prompt -> text, whole or streamed. Filled out by the "Answers" issue."""
+
+    name: str
+
+    async def generate(self, prompt: str, max_tokens: int) -> str: ...
+
+    def stream(self, prompt: str, max_tokens: int) -> AsyncIterator[str]: ...
+
+
+@runtime_checkable
+class Cache(Protocol):
+    """Bytes by key with a TTL. Filled out by the "Cache layer" issue."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    async def delete(self, *keys: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One consumed message; ``commit`` acknowledges it (and all before it)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """Topics with consumer groups. Filled out by the "Async pipeline" issue."""
+
+    async def publish(
+        self, topic: str, value: bytes, key: bytes | None = None,
+        headers: Mapping[str, bytes] | None = None,
+    ) -> None: ...
+
+    def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]: ...
+
+    async def commit(self, delivery: Delivery) -> None: ...

@@ -1,0 +1,101 @@
+"""Settings: read once at the edge (CLI, app factory) and passed down as a value.
+
+Sources, strongest first: explicit arguments, ``RAGLINE_*`` environment variables,
+then an optional TOML file (``--config`` or ``RAGLINE_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="forbid", frozen=True)
+
+    _toml_file: ClassVar[Path | None] = None
+
+    # Vector store. A path opens Milvus Lite; http(s)://host:port a Milvus server or cluster.
+    milvus_uri: str = ".ragline/milvus.db"
+    milvus_token: str | None = None
+    collection: str = Field(default="ragline_chunks", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    # auto: FLAT on Milvus Lite, HNSW on a server.
+    index: Literal["auto", "FLAT", "IVF_FLAT", "HNSW"] = "auto"
+    ivf_nlist: int = Field(default=1024, ge=1)
+    ivf_nprobe: int = Field(default=32, ge=1)
+    hnsw_m: int = Field(default=16, ge=2)
+    hnsw_ef_construction: int = Field(default=200, ge=8)
+    hnsw_ef: int = Field(default=64, ge=1)
+    shards: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=1)
+    milvus_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Embedding.
+    embedder: Literal["minilm", "hashing"] = "minilm"
+    embed_batch_size: int = Field(default=32, ge=1, le=1024)
+    # 0 lets onnxruntime use every core.
+    embed_threads: int = Field(default=0, ge=0)
+
+    # Ingestion.
+    chunk_tokens: int = Field(default=200, ge=16, le=510)
+    chunk_overlap: int = Field(default=40, ge=0)
+    max_document_mb: float = Field(default=20.0, gt=0)
+
+    # Retrieval.
+    default_tenant: str = "default"
+    top_k: int = Field(default=5, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
+                f"chunk_tokens ({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def is_milvus_server(self) -> bool:
+        return self.milvus_uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: object) -> "Settings":
+        """Settings from overrides, the environment and the TOML file, validated."""
+        path = config_file or _env_config_file()
+        if path is not None and not path.is_file():
+            raise ConfigurationError(f"config file not found: {path}")
+        source_cls = type("Settings", (cls,), {"_toml_file": path})
+        try:
+            return source_cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid settings: {exc}") from exc
+
+
+def _env_config_file() -> Path | None:
+    value = os.environ.get("RAGLINE_CONFIG")
+    return Path(value) if value else None

@@ -1,0 +1,283 @@
+"""The Milvus vector store: Milvus Lite for a file path, a server or cluster for a URI.
+
+One collection per deployment. Tenants share it and every read and write is
+filtered by tenant. (A partition key would prune better on large multi-tenant
+servers, but Milvus 2.3 routes upserts to the wrong partition when one is set:
+measured here, an upserted row was invisible to a tenant-filtered search. A plain
+filtered field behaves the same on every Milvus we support.)
+
+Reads use Strong consistency, so a search sees every write that returned before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    ConfigurationError,
+    DependencyTimeout,
+    DependencyUnavailable,
+    InvalidInput,
+    RaglineError,
+)
+from ..models import Chunk, FilterValue, Hit
+from ..ports import StoredChunk
+from ..settings import Settings
+
+MAX_TEXT_BYTES = 65_535
+_PAGE = 16_384  # Milvus's largest query window (limit + offset)
+_WRITE_BATCH = 512
+_FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_COLUMNS = {"document_id", "number", "content_hash"}  # filterable as fields, not metadata
+_HIT_FIELDS = ["document_id", "number", "text", "content_hash", "metadata"]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    kind: str  # FLAT, IVF_FLAT, HNSW
+    build_params: dict[str, int]
+    search_params: dict[str, int]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "IndexSpec":
+        kind = settings.index
+        if kind == "auto":
+            kind = "HNSW" if settings.is_milvus_server else "FLAT"
+        if kind == "HNSW" and not settings.is_milvus_server:
+            raise ConfigurationError("Milvus Lite supports only FLAT and IVF_FLAT indexes, not HNSW")
+        if kind == "IVF_FLAT":
+            return cls(kind, {"nlist": settings.ivf_nlist}, {"nprobe": settings.ivf_nprobe})
+        if kind == "HNSW":
+            return cls(kind, {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction},
+                       {"ef": settings.hnsw_ef})
+        return cls("FLAT", {}, {})
+
+
+@contextlib.contextmanager
+def _translated(uri: str) -> Iterator[None]:
+    """Map pymilvus and gRPC errors onto ragline's error tree: the one place that does."""
+    import grpc
+    from pymilvus.exceptions import MilvusException, MilvusUnavailableException
+
+    try:
+        yield
+    except RaglineError:
+        raise
+    except MilvusUnavailableException as exc:
+        raise DependencyUnavailable(f"Milvus at {uri} is unavailable: {exc.message}") from exc
+    except MilvusException as exc:
+        message = str(exc.message)
+        if exc.code == 1100 or "invalid" in message.lower() and "expr" in message.lower():
+            raise InvalidInput(f"Milvus rejected the request: {message}") from exc
+        if "timeout" in message.lower() or "deadline" in message.lower():
+            raise DependencyTimeout(f"Milvus at {uri} timed out: {message}") from exc
+        raise DependencyUnavailable(f"Milvus at {uri} failed: {message}") from exc
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise DependencyTimeout(f"Milvus at {uri} timed out") from exc
+        raise DependencyUnavailable(f"Milvus at {uri} is unavailable: {exc.code().name}") from exc
+    except (ConnectionError, TimeoutError) as exc:
+        raise DependencyUnavailable(f"Milvus at {uri} is unreachable: {exc}") from exc
+
+
+def _quote(value: str) -> str:
+    """A Milvus string literal (JSON escaping is what its expression grammar accepts)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _literal(value: FilterValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    raise InvalidInput(f"unsupported filter value {value!r}")
+
+
+def filter_expression(tenant: str, filters: Mapping[str, FilterValue] | None = None) -> str:
+    """The boolean expression for a tenant and equality / any-of metadata filters."""
+    clauses = [f"tenant == {_quote(tenant)}"]
+    for key, value in (filters or {}).items():
+        if not _FILTER_KEY.match(key):
+            raise InvalidInput(f"filter key {key!r} must be letters, digits and '_'")
+        field = key if key in _COLUMNS else f'metadata["{key}"]'
+        if isinstance(value, list):
+            if not value:
+                raise InvalidInput(f"filter {key!r} has an empty list of values")
+            clauses.append(f"{field} in [{', '.join(_literal(v) for v in value)}]")
+        else:
+            clauses.append(f"{field} == {_literal(value)}")
+    return " and ".join(clauses)
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    data = text.encode("utf-8")
+    return text if len(data) <= max_bytes else data[:max_bytes].decode("utf-8", errors="ignore")
+
+
+class MilvusStore:
+    """The VectorStore port over pymilvus' MilvusClient."""
+
+    def __init__(self, settings: Settings, dimension: int) -> None:
+        self.uri = settings.milvus_uri
+        self.collection = settings.collection
+        self.dimension = dimension
+        self.index = IndexSpec.from_settings(settings)
+        self.timeout = settings.milvus_timeout_s
+        self._client = self._connect(settings)
+        self._ensure_collection(settings)
+
+    # -- set-up ------------------------------------------------------------------
+
+    def _connect(self, settings: Settings):
+        from pymilvus import MilvusClient
+
+        if not settings.is_milvus_server:
+            Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        with _translated(self.uri), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # milvus-lite's import
+            return MilvusClient(uri=self.uri, token=settings.milvus_token or "", timeout=self.timeout)
+
+    def _ensure_collection(self, settings: Settings) -> None:
+        with _translated(self.uri):
+            if self._client.has_collection(self.collection, timeout=self.timeout):
+                self._check_dimension()
+            else:
+                self._create_collection(settings)
+            self._client.load_collection(self.collection, timeout=self.timeout)
+
+    def _check_dimension(self) -> None:
+        info = self._client.describe_collection(self.collection, timeout=self.timeout)
+        vector = next(f for f in info["fields"] if f["name"] == "vector")
+        stored = int(vector["params"]["dim"])
+        if stored != self.dimension:
+            raise ConfigurationError(
+                f"collection {self.collection!r} holds {stored}-dimensional vectors but the "
+                f"embedder makes {self.dimension}; use another collection or re-ingest"
+            )
+
+    def _create_collection(self, settings: Settings) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=128)
+        schema.add_field("document_id", DataType.VARCHAR, max_length=512)
+        schema.add_field("number", DataType.INT64)
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        index_params = self._client.prepare_index_params()
+        index_params.add_index("vector", index_type=self.index.kind, metric_type="COSINE",
+                               params=self.index.build_params)
+        extra: dict[str, Any] = {}
+        if settings.is_milvus_server:
+            extra = {"num_shards": settings.shards, "replica_number": settings.replicas}
+        self._client.create_collection(
+            self.collection, schema=schema, index_params=index_params,
+            consistency_level="Strong", timeout=self.timeout, **extra,
+        )
+
+    # -- the port ------------------------------------------------------------------
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        def run() -> Any:
+            with _translated(self.uri):
+                return getattr(self._client, method)(self.collection, *args, timeout=self.timeout, **kwargs)
+
+        return await asyncio.to_thread(run)
+
+    async def upsert(self, chunks: Sequence[Chunk]) -> None:
+        rows = [self._row(c) for c in chunks]
+        for start in range(0, len(rows), _WRITE_BATCH):
+            await self._call("upsert", rows[start : start + _WRITE_BATCH])
+
+    def _row(self, chunk: Chunk) -> dict[str, Any]:
+        if chunk.vector is None or len(chunk.vector) != self.dimension:
+            raise InvalidInput(f"chunk {chunk.id} has no {self.dimension}-dimensional vector")
+        return {
+            "id": chunk.id, "tenant": chunk.tenant, "document_id": chunk.document_id,
+            "number": chunk.number, "content_hash": chunk.content_hash,
+            "text": _truncate_utf8(chunk.text, MAX_TEXT_BYTES), "metadata": chunk.metadata,
+            "vector": chunk.vector,
+        }
+
+    async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None:
+        ids = list(chunk_ids)
+        for start in range(0, len(ids), _WRITE_BATCH):
+            batch = ", ".join(_quote(i) for i in ids[start : start + _WRITE_BATCH])
+            await self._call("delete", filter=f"{filter_expression(tenant)} and id in [{batch}]")
+
+    async def delete_document(self, tenant: str, document_id: str) -> int:
+        stored = await self.stored_chunks(tenant, [document_id])
+        ids = [c.id for c in stored.get(document_id, [])]
+        await self.delete_chunks(tenant, ids)
+        return len(ids)
+
+    async def stored_chunks(self, tenant: str, document_ids: Sequence[str]) -> dict[str, list[StoredChunk]]:
+        found: dict[str, list[StoredChunk]] = {d: [] for d in document_ids}
+        fields = ["id", "document_id", "number", "content_hash"]
+        for start in range(0, len(document_ids), 256):
+            batch = list(document_ids[start : start + 256])
+            expr = filter_expression(tenant, {"document_id": batch})
+            rows = await self._call("query", filter=expr, output_fields=fields, limit=_PAGE)
+            if len(rows) >= _PAGE:  # a very large document: page through it by number
+                rows = [r for d in batch for r in await self._rows_by_number(tenant, d, fields)]
+            for row in rows:
+                found[row["document_id"]].append(
+                    StoredChunk(row["id"], row["document_id"], int(row["number"]), row["content_hash"]))
+        return found
+
+    async def _rows_by_number(self, tenant: str, document_id: str, fields: list[str]) -> list[dict]:
+        rows: list[dict] = []
+        low = 0
+        while True:
+            expr = f"{filter_expression(tenant, {'document_id': document_id})} and number >= {low} and number < {low + _PAGE}"
+            page = await self._call("query", filter=expr, output_fields=fields, limit=_PAGE)
+            if not page:
+                return rows
+            rows.extend(page)
+            low += _PAGE
+
+    async def search(self, tenant: str, vector: np.ndarray, top_k: int,
+                     filters: Mapping[str, FilterValue] | None = None) -> list[Hit]:
+        params = dict(self.index.search_params)
+        if "ef" in params:
+            params["ef"] = max(params["ef"], top_k)
+        results = await self._call(
+            "search", data=[np.asarray(vector, dtype=np.float32).tolist()], limit=top_k,
+            filter=filter_expression(tenant, filters), output_fields=_HIT_FIELDS,
+            search_params={"metric_type": "COSINE", "params": params}, consistency_level="Strong",
+        )
+        return [self._hit(r) for r in results[0]]
+
+    @staticmethod
+    def _hit(result: dict[str, Any]) -> Hit:
+        entity = result["entity"]
+        return Hit(chunk_id=result["id"], document_id=entity["document_id"], number=int(entity["number"]),
+                   text=entity["text"], score=float(result["distance"]), content_hash=entity["content_hash"],
+                   metadata=entity.get("metadata") or {})
+
+    async def count(self, tenant: str) -> int:
+        rows = await self._call("query", filter=filter_expression(tenant), output_fields=["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    async def ping(self) -> None:
+        """Raise DependencyUnavailable unless the collection answers."""
+        await self._call("get_collection_stats")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._client.close)
