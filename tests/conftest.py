@@ -1,0 +1,111 @@
+"""Shared fixtures: real Milvus (Lite and a server), the real MiniLM model, temp corpora."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ragline import Settings
+from ragline.embedders.hashing import HashingEmbedder
+from ragline.engine import Engine
+from ragline.stores.milvus import MilvusStore
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from ragline.embedders.minilm import MiniLMEmbedder
+
+    return MiniLMEmbedder(threads=1)
+
+
+@pytest.fixture
+def lite_settings(tmp_path: Path) -> Settings:
+    return Settings.load(milvus_uri=str(tmp_path / "milvus.db"), embedder="hashing",
+                         chunk_tokens=64, chunk_overlap=8)
+
+
+@pytest.fixture
+async def engine(lite_settings: Settings) -> AsyncIterator[Engine]:
+    """An engine over Milvus Lite and the hashing embedder (it counts what it embeds)."""
+    embedder = HashingEmbedder()
+    store = MilvusStore(lite_settings, embedder.dimension)
+    async with Engine(lite_settings, embedder, store) as eng:
+        yield eng
+
+
+def _wait_for_milvus(uri: str, proc: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
+    from pymilvus import MilvusClient
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"milvus-server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if crash := _crash_line(log.parent / "logs"):
+            raise RuntimeError(f"milvus-server failed to start: {crash} (its etcd peer port 2380 is "
+                               "fixed: is another milvus-server running?)")
+        try:
+            MilvusClient(uri=uri, timeout=2).list_collections()
+            return
+        except Exception:
+            time.sleep(1)
+    raise RuntimeError(f"milvus-server did not answer within {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def _crash_line(logs: Path) -> str | None:
+    for name in ("milvus-stderr.log", "milvus-stdout.log"):
+        path = logs / name
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                if "address already in use" in line or line.startswith("panic:"):
+                    return line[:300]
+    return None
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus 2.3 standalone server (package `milvus`) on free loopback ports."""
+    binary = shutil.which("milvus-server") or str(Path(sys.executable).with_name("milvus-server"))
+    data = tmp_path_factory.mktemp("milvus-server")
+    ports = {name: free_port() for name in (
+        "proxy", "etcd", "root-coord", "proxy-internal", "query-coord", "query-node",
+        "index-coord", "index-node", "data-coord", "data-node")}
+    args = [binary, "--data", str(data)] + [a for n, p in ports.items() for a in (f"--{n}-port", str(p))]
+    log = data / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{ports['proxy']}"
+    try:
+        _wait_for_milvus(uri, proc, log)
+        yield uri
+    finally:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=15)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,111 @@
+"""The VectorStore contract, run against Milvus Lite and a real Milvus server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from ragline import Chunk, InvalidInput, Settings
+from ragline.ids import chunk_id, content_hash
+from ragline.stores.milvus import MilvusStore
+
+DIM = 8
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.integration)])
+async def store(request, tmp_path) -> AsyncIterator[MilvusStore]:
+    if request.param == "lite":
+        settings = Settings.load(milvus_uri=str(tmp_path / "contract.db"))
+    else:
+        uri = request.getfixturevalue("milvus_server_uri")
+        settings = Settings.load(milvus_uri=uri, collection=f"c_{uuid.uuid4().hex[:12]}")
+    s = MilvusStore(settings, DIM)
+    yield s
+    await s.close()
+
+
+def unit(i: int) -> list[float]:
+    v = np.zeros(DIM, dtype=np.float32)
+    v[i % DIM] = 1.0
+    return v.tolist()
+
+
+def chunk(tenant: str, doc: str, n: int, text: str = "", axis: int | None = None, **meta) -> Chunk:
+    text = text or f"{doc} chunk {n}"
+    return Chunk(id=chunk_id(tenant, doc, n), tenant=tenant, document_id=doc, number=n, text=text,
+                 content_hash=content_hash(text), metadata=meta, vector=unit(n if axis is None else axis))
+
+
+async def test_a_search_sees_chunks_upserted_just_before(store):
+    await store.upsert([chunk("t", "d", 0), chunk("t", "d", 1)])
+    hits = await store.search("t", np.array(unit(1)), top_k=1)
+    assert [h.chunk_id for h in hits] == [chunk_id("t", "d", 1)]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+async def test_upserting_the_same_chunk_twice_keeps_one_copy(store):
+    await store.upsert([chunk("t", "d", 0, "first")])
+    await store.upsert([chunk("t", "d", 0, "second")])
+    assert await store.count("t") == 1
+    hits = await store.search("t", np.array(unit(0)), top_k=5)
+    assert [h.text for h in hits] == ["second"]
+
+
+async def test_search_never_returns_another_tenants_chunks(store):
+    await store.upsert([chunk("a", "d", 0), chunk("b", "d", 0)])
+    hits = await store.search("b", np.array(unit(0)), top_k=10)
+    assert {h.chunk_id for h in hits} == {chunk_id("b", "d", 0)}
+
+
+async def test_delete_document_removes_only_that_documents_chunks(store):
+    await store.upsert([chunk("t", "d1", 0), chunk("t", "d1", 1), chunk("t", "d2", 0), chunk("u", "d1", 0)])
+    assert await store.delete_document("t", "d1") == 2
+    assert await store.count("t") == 1
+    assert await store.count("u") == 1
+
+
+async def test_delete_chunks_removes_exactly_those(store):
+    await store.upsert([chunk("t", "d", n) for n in range(3)])
+    await store.delete_chunks("t", [chunk_id("t", "d", 1)])
+    stored = await store.stored_chunks("t", ["d"])
+    assert sorted(c.number for c in stored["d"]) == [0, 2]
+
+
+async def test_stored_chunks_reports_ids_and_content_hashes(store):
+    await store.upsert([chunk("t", "d", 0, "hello")])
+    stored = await store.stored_chunks("t", ["d", "missing"])
+    assert stored["missing"] == []
+    assert [(c.id, c.content_hash) for c in stored["d"]] == [(chunk_id("t", "d", 0), content_hash("hello"))]
+
+
+async def test_metadata_filters_narrow_the_search(store):
+    await store.upsert([chunk("t", "en", 0, axis=0, lang="en"), chunk("t", "fr", 0, axis=0, lang="fr")])
+    hits = await store.search("t", np.array(unit(0)), top_k=5, filters={"lang": "fr"})
+    assert [h.document_id for h in hits] == ["fr"]
+    hits = await store.search("t", np.array(unit(0)), top_k=5, filters={"lang": ["en", "fr"]})
+    assert {h.document_id for h in hits} == {"en", "fr"}
+
+
+async def test_a_filter_value_cannot_inject_an_expression(store):
+    await store.upsert([chunk("t", "d", 0, lang="en")])
+    hits = await store.search("t", np.array(unit(0)), top_k=5, filters={"lang": 'x" or tenant != "'})
+    assert hits == []
+
+
+async def test_a_malformed_filter_key_is_invalid_input(store):
+    with pytest.raises(InvalidInput):
+        await store.search("t", np.array(unit(0)), top_k=5, filters={"lang) or (1": "x"})
+
+
+async def test_hits_carry_text_metadata_and_hash(store):
+    await store.upsert([chunk("t", "d", 0, "some text", title="T")])
+    [hit] = await store.search("t", np.array(unit(0)), top_k=1)
+    assert (hit.text, hit.metadata, hit.content_hash) == ("some text", {"title": "T"}, content_hash("some text"))
+
+
+async def test_count_is_per_tenant(store):
+    await store.upsert([chunk("a", "d", n) for n in range(3)] + [chunk("b", "d", 0)])
+    assert (await store.count("a"), await store.count("b"), await store.count("c")) == (3, 1, 0)

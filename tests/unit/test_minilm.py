@@ -1,0 +1,44 @@
+"""The onnxruntime MiniLM must give sentence-transformers' vectors.
+
+tests/data/minilm_reference.npz holds the vectors sentence-transformers itself made
+for every sample-corpus document and chunk and a few queries
+(scripts/make_reference_vectors.py).
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+REFERENCE = Path(__file__).parents[1] / "data" / "minilm_reference.npz"
+
+
+async def test_vectors_match_sentence_transformers_on_the_sample_corpus(minilm):
+    reference = np.load(REFERENCE)
+    ours = await minilm.embed(list(reference["texts"]))
+    cosines = (ours * reference["vectors"]).sum(axis=1)
+    assert len(cosines) >= 20
+    assert cosines.min() >= 0.99, f"worst text: {reference['texts'][cosines.argmin()][:80]!r}"
+
+
+async def test_vectors_are_384_dimensional_and_normalized(minilm):
+    vectors = await minilm.embed(["a", "a much longer sentence about honeybees"])
+    assert vectors.shape == (2, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_tokenizer_truncates_at_256_not_the_shipped_128(minilm):
+    assert len(minilm.tokenizer.encode("word " * 1000).ids) == 256
+
+
+async def test_batching_does_not_change_vectors(minilm):
+    texts = ["short", "a somewhat longer text " * 20, "medium length text here"]
+    together = await minilm.embed(texts)
+    alone = np.vstack([await minilm.embed([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-4)
+
+
+async def test_related_texts_are_closer_than_unrelated(minilm):
+    q, near, far = await minilm.embed(["How do bees find flowers?",
+                                       "Honeybee foragers dance to show where nectar is.",
+                                       "Volcanic eruptions can cool the climate."])
+    assert q @ near > q @ far

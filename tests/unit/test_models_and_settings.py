@@ -1,0 +1,70 @@
+import pytest
+
+import ragline
+from ragline import ConfigurationError, Document, Query, Settings
+from ragline.ids import chunk_id, content_hash
+
+
+def test_public_surface_is_exactly_all():
+    public = {n for n in dir(ragline) if not n.startswith("_")} - {"annotations"}
+    exported = set(ragline.__all__) - {"__version__"}
+    assert exported <= public
+    assert {"Engine", "Settings", "RaglineError", "Document", "Query", "Answer"} <= exported
+
+
+def test_chunk_ids_depend_on_tenant_document_and_position_only():
+    assert chunk_id("t", "d", 0) == chunk_id("t", "d", 0)
+    assert len({chunk_id("t", "d", 0), chunk_id("u", "d", 0), chunk_id("t", "e", 0), chunk_id("t", "d", 1)}) == 4
+
+
+def test_content_hash_changes_with_the_text():
+    assert content_hash("a") != content_hash("b") and content_hash("a") == content_hash("a")
+
+
+def test_errors_split_into_retryable_and_permanent():
+    assert issubclass(ragline.DependencyUnavailable, ragline.RetryableError)
+    assert issubclass(ragline.InvalidInput, ragline.PermanentError)
+    assert issubclass(ragline.RetryableError, ragline.RaglineError)
+
+
+def test_messages_carry_a_schema_version_and_round_trip_as_json():
+    doc = Document(id="d", text="hello", metadata={"k": 1})
+    again = Document.model_validate_json(doc.model_dump_json())
+    assert again == doc and again.schema_version == 1
+
+
+@pytest.mark.parametrize("bad", ["", " ", "a b", "../x", "x" * 200])
+def test_a_malformed_tenant_is_rejected(bad):
+    with pytest.raises(ValueError, match="tenant"):
+        Query(text="q", tenant=bad)
+
+
+def test_a_blank_query_is_rejected():
+    with pytest.raises(ValueError, match="blank"):
+        Query(text="   ")
+
+
+def test_settings_come_from_environment_and_toml(tmp_path, monkeypatch):
+    config = tmp_path / "ragline.toml"
+    config.write_text('collection = "from_toml"\ntop_k = 7\n')
+    monkeypatch.setenv("RAGLINE_TOP_K", "9")
+    settings = Settings.load(config)
+    assert (settings.collection, settings.top_k) == ("from_toml", 9)
+
+
+def test_bad_settings_are_a_configuration_error_naming_the_field():
+    with pytest.raises(ConfigurationError, match="chunk_overlap"):
+        Settings.load(chunk_tokens=50, chunk_overlap=60)
+
+
+def test_a_missing_config_file_is_a_configuration_error(tmp_path):
+    with pytest.raises(ConfigurationError, match="not found"):
+        Settings.load(tmp_path / "nope.toml")
+
+
+def test_hnsw_on_milvus_lite_is_refused_clearly():
+    from ragline.stores.milvus import IndexSpec
+
+    with pytest.raises(ConfigurationError, match="FLAT and IVF_FLAT"):
+        IndexSpec.from_settings(Settings.load(index="HNSW"))
+    assert IndexSpec.from_settings(Settings.load(milvus_uri="http://h:19530")).kind == "HNSW"
