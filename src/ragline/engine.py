@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ from pydantic import ValidationError
 from .errors import DocumentError, InvalidInput, NotFound
 from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
 from .ingest.loaders import iter_files, load_file
-from .models import Context, Document, FilterValue, IngestReport, Query
-from .ports import Embedder, VectorStore
+from .generators import build_generator
+from .generators.extractive import ExtractiveGenerator
+from .models import Answer, Context, Document, FilterValue, IngestReport, Query
+from .ports import Embedder, Generator, VectorStore
 from .settings import Settings
 
 # Documents are written in groups of about this many chunks: memory stays bounded
@@ -31,11 +33,27 @@ def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
 
 
 class Engine:
-    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore,
+                 generator: Generator | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.store = store
         self.chunker = chunker_for(embedder, settings)
+        self._generator = generator
+        self.fallback = ExtractiveGenerator()
+
+    @property
+    def generator(self) -> Generator:
+        """The configured LLM, built on first use (loading a model takes a moment)."""
+        if self._generator is None:
+            self._generator = build_generator(self.settings)
+        return self._generator
+
+    def answering(self) -> stages.Answering:
+        s = self.settings
+        return stages.Answering(self.generator, self.fallback, max_tokens=s.llm_max_tokens,
+                                budget_tokens=s.llm_context_tokens - s.llm_max_tokens - 64,
+                                min_relevance=s.min_relevance, timeout_s=s.llm_timeout_s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Engine":
@@ -46,6 +64,9 @@ class Engine:
 
     async def close(self) -> None:
         await self.store.close()
+        close = getattr(self._generator, "close", None)
+        if close is not None:
+            await close()
 
     async def __aenter__(self) -> "Engine":
         return self
@@ -104,6 +125,21 @@ class Engine:
         except ValidationError as exc:
             raise InvalidInput(_first_error(exc)) from exc
         return await stages.retrieve(query, embedder=self.embedder, store=self.store)
+
+    # -- answers ---------------------------------------------------------------------------
+
+    async def ask(self, question: str, tenant: str | None = None, top_k: int | None = None,
+                  filters: Mapping[str, FilterValue] | None = None) -> Answer:
+        """Retrieve, then answer with citations; degraded (extractive) if the LLM fails."""
+        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters)
+        return await stages.generate(context, answering=self.answering())
+
+    async def stream(self, question: str, tenant: str | None = None, top_k: int | None = None,
+                     filters: Mapping[str, FilterValue] | None = None) -> AsyncIterator[str | Answer]:
+        """Text pieces as they are generated, then the final Answer."""
+        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters)
+        async for item in stages.generate_stream(context, answering=self.answering()):
+            yield item
 
     async def stats(self, tenant: str | None = None) -> dict[str, Any]:
         return {

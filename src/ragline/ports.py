@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .generators.prompts import Prompt
 from .models import Chunk, FilterValue, Hit
 
 
@@ -64,13 +65,13 @@ class VectorStore(Protocol):
 
 @runtime_checkable
 class Generator(Protocol):
-    """Prompt -> text, whole or streamed. Filled out by the "Answers" issue."""
+    """A grounded prompt -> text, whole or streamed (generators/prompts.py: Prompt)."""
 
     name: str
 
-    async def generate(self, prompt: str, max_tokens: int) -> str: ...
+    async def generate(self, prompt: Prompt, max_tokens: int) -> str: ...
 
-    def stream(self, prompt: str, max_tokens: int) -> AsyncIterator[str]: ...
+    def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]: ...
 
 
 @runtime_checkable

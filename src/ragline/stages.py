@@ -5,16 +5,20 @@ The same code runs in a unit test, in the embedded engine and in a bus worker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from .errors import RaglineError
+from .generators.extractive import ExtractiveGenerator, content_words
+from .generators.prompts import NOT_IN_SOURCES, Prompt, build_prompt, citations_for, says_it_does_not_know
 from .ids import chunk_id, content_hash
 from .ingest.chunking import Chunker
-from .models import Chunk, Context, Document, IngestReport, Query
-from .ports import Embedder, VectorStore
+from .models import Answer, Chunk, Citation, Context, Document, IngestReport, Query
+from .ports import Embedder, Generator, VectorStore
 
 
 @dataclass
@@ -94,3 +98,128 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore) -> C
     t2 = time.perf_counter()
     return Context(query=query, hits=hits,
                    timings_ms={"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000})
+
+
+@dataclass(frozen=True)
+class Answering:
+    """What the generate stage needs: the LLM, its fallback and their limits."""
+
+    generator: Generator
+    fallback: ExtractiveGenerator
+    max_tokens: int = 192
+    budget_tokens: int = 1800
+    min_relevance: float = 0.22
+    timeout_s: float = 30.0
+
+    @property
+    def is_extractive(self) -> bool:
+        return isinstance(self.generator, ExtractiveGenerator)
+
+
+def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
+    """The grounded prompt, or None when the context cannot answer the question.
+
+    Two gates, both cheap: the best passage must be similar enough to the question,
+    and some sentence must hold enough of its words. Below them the answer is "not in
+    the sources" without asking the LLM, which small models would answer by invention.
+    """
+    relevant = [h for h in context.hits if h.score >= answering.min_relevance]
+    if not relevant:
+        return None
+    prompt = build_prompt(context.query.text, relevant, answering.budget_tokens)
+    return prompt if answering.fallback.supported(prompt) else None
+
+
+async def generate(context: Context, *, answering: Answering) -> Answer:
+    """Answer from the context; if the LLM fails or times out, answer extractively and say so."""
+    answer: Answer | None = None
+    async for item in generate_stream(context, answering=answering, streaming=False):
+        if isinstance(item, Answer):
+            answer = item
+    assert answer is not None
+    return answer
+
+
+async def generate_stream(context: Context, *, answering: Answering,
+                          streaming: bool = True) -> AsyncIterator[str | Answer]:
+    """Text pieces as they are generated, then the final Answer.
+
+    With ``streaming=False`` the LLM is asked for the whole text at once, which lets an
+    OpenAI-compatible generator micro-batch concurrent questions into one request.
+    """
+    started = time.perf_counter()
+    prompt = _prompt_for(context, answering)
+    if prompt is None:
+        yield NOT_IN_SOURCES
+        yield _answer(context, NOT_IN_SOURCES, None, "none", started)
+        return
+    pieces: list[str] = []
+    try:
+        async for piece in _produce(prompt, answering, streaming):
+            pieces.append(piece)
+            yield piece
+        model, reason = answering.generator.name, None
+        if answering.is_extractive:
+            model = "extractive"
+    except (RaglineError, TimeoutError) as exc:
+        reason = f"LLM failed ({type(exc).__name__}: {exc}); extractive answer given"
+        model = "extractive"
+        if pieces:
+            reason = f"LLM stream broke after {len(pieces)} pieces ({exc})"
+            model = answering.generator.name
+        else:
+            pieces = [answering.fallback.answer(prompt)]
+            yield pieces[0]
+    text = "".join(pieces).strip()
+    yield _answer(context, text, prompt, model, started, reason)
+
+
+async def _produce(prompt: Prompt, answering: Answering, streaming: bool) -> AsyncIterator[str]:
+    generator, max_tokens = answering.generator, answering.max_tokens
+    if streaming:
+        async for piece in _bounded(generator.stream(prompt, max_tokens), answering.timeout_s):
+            yield piece
+    else:
+        yield await asyncio.wait_for(generator.generate(prompt, max_tokens), answering.timeout_s)
+
+
+async def _bounded(stream: AsyncIterator[str], timeout_s: float) -> AsyncIterator[str]:
+    """The stream, failing with TimeoutError once ``timeout_s`` have passed in all."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    iterator = aiter(stream)
+    try:
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no complete answer within {timeout_s:g}s")
+            try:
+                yield await asyncio.wait_for(anext(iterator), remaining)
+            except StopAsyncIteration:
+                return
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _answer(context: Context, text: str, prompt: Prompt | None, model: str, started: float,
+            degraded_reason: str | None = None) -> Answer:
+    citations = [] if prompt is None else citations_for(text, prompt) or attribute(text, prompt)
+    timings = dict(context.timings_ms, generate=(time.perf_counter() - started) * 1000)
+    return Answer(request_id=context.query.request_id, tenant=context.query.tenant, text=text,
+                  citations=citations, model=model, degraded=degraded_reason is not None,
+                  degraded_reason=degraded_reason, timings_ms=timings)
+
+
+def attribute(text: str, prompt: Prompt, min_share: float = 0.5) -> list[Citation]:
+    """For an answer without [n] markers: the passage holding most of its words, if most are there."""
+    if says_it_does_not_know(text):
+        return []
+    words = set(content_words(text))
+    if not words:
+        return []
+    share, passage = max(((len(words & set(content_words(p.hit.text))) / len(words), p) for p in prompt.passages),
+                         key=lambda pair: pair[0])
+    if share < min_share:
+        return []
+    return [Citation(number=passage.number, chunk_id=passage.hit.chunk_id, document_id=passage.hit.document_id)]

