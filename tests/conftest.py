@@ -113,3 +113,53 @@ def _kill_group(proc: subprocess.Popen) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.2)
+
+
+class LLMServer:
+    """llama.cpp's server (xllamacpp) with SmolLM2 in a child process, stoppable mid-test."""
+
+    def __init__(self, port: int, parallel: int = 4) -> None:
+        self.port = port
+        self.parallel = parallel
+        self.url = f"http://127.0.0.1:{port}/v1"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60) -> None:
+        import httpx
+
+        script = Path(__file__).with_name("llm_server.py")
+        self.proc = subprocess.Popen([sys.executable, str(script), str(self.port), str(self.parallel)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"LLM server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("LLM server did not answer in time")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[LLMServer]:
+    server = LLMServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def running_llm(llm_server: LLMServer) -> LLMServer:
+    """The session's LLM server, restarted if an earlier test stopped it."""
+    if llm_server.proc is None:
+        llm_server.start()
+    return llm_server

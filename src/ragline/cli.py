@@ -40,11 +40,11 @@ def sample_corpus_dir() -> Path:
     return Path(str(resources.files("ragline") / "sample_corpus"))
 
 
-def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]]) -> T:
+def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]], **overrides: Any) -> T:
     """Build the engine from settings, run one operation, and turn errors into messages."""
 
     async def main() -> T:
-        engine = Engine.from_settings(Settings.load(config))
+        engine = Engine.from_settings(Settings.load(config, **overrides))
         try:
             return await work(engine)
         finally:
@@ -130,6 +130,41 @@ def _parse_filters(pairs: list[str]) -> dict[str, Any]:
             raise typer.Exit(2)
         filters[key] = value
     return filters
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=50)] = None,
+    generator: Annotated[str | None, typer.Option(
+        "--generator", "-g", help="local | openai | extractive (default: settings).")] = None,
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question from the documents, streaming, then list its sources."""
+
+    async def work(engine: Engine):
+        final = None
+        async for item in engine.stream(question, tenant, top_k):
+            if isinstance(item, str):
+                if not as_json:
+                    out.print(item, end="", soft_wrap=True, highlight=False, markup=False)
+            else:
+                final = item
+        return final
+
+    answer = _run(config, work, generator=generator)
+    if as_json:
+        out.print_json(answer.model_dump_json())
+        return
+    out.print()
+    if answer.degraded:
+        err.print(f"[yellow]degraded:[/] {answer.degraded_reason}")
+    for citation in answer.citations:
+        out.print(f"  [{citation.number}] {citation.document_id}", markup=False, highlight=False)
+    timings = ", ".join(f"{k} {v:.0f} ms" for k, v in answer.timings_ms.items())
+    err.print(f"[dim]{answer.model} · {timings}[/]")
 
 
 @app.command()

@@ -1,0 +1,140 @@
+"""Answers against real LLMs: llama.cpp's OpenAI-compatible server, and SmolLM2 in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragline import Answer, Settings
+from ragline.cli import sample_corpus_dir
+from ragline.engine import Engine
+from ragline.generators.extractive import ExtractiveGenerator
+from ragline.generators.openai import OpenAIGenerator
+from ragline.generators.prompts import NOT_IN_SOURCES, build_prompt
+from ragline.models import Hit
+from ragline.stores.milvus import MilvusStore
+
+pytestmark = pytest.mark.integration
+
+OUT_OF_CORPUS = ["Who won the 2018 FIFA World Cup?", "Who wrote Pride and Prejudice?",
+                 "What is the capital of Australia?", "What is the boiling point of mercury?"]
+PASSAGE = Hit(chunk_id="c1", document_id="lighthouses.md", number=0, score=0.9, content_hash="h",
+              text="In 1822 the French physicist Augustin-Jean Fresnel presented a new kind of lens.")
+
+
+@pytest.fixture(scope="module")
+async def sample_engine(tmp_path_factory, minilm) -> AsyncIterator[Engine]:
+    """MiniLM + Milvus Lite over the sample corpus; tests swap in their generator."""
+    settings = Settings.load(milvus_uri=str(tmp_path_factory.mktemp("answers") / "m.db"), llm_timeout_s=60)
+    engine = Engine(settings, minilm, MilvusStore(settings, minilm.dimension), generator=ExtractiveGenerator())
+    await engine.ingest_paths([sample_corpus_dir()])
+    yield engine
+    await engine.close()
+
+
+def openai_generator(url: str, **kwargs) -> OpenAIGenerator:
+    return OpenAIGenerator(url, "smollm2", max_retries=0, connect_timeout_s=1, timeout_s=60, **kwargs)
+
+
+@pytest.fixture
+def with_generator(sample_engine):
+    def use(generator) -> Engine:
+        sample_engine._generator = generator
+        return sample_engine
+    return use
+
+
+async def test_plain_streamed_and_chat_calls_return_text(running_llm):
+    prompt = build_prompt("Who presented the lens, and when?", [PASSAGE], 1000)
+    for api in ("completions", "chat"):
+        generator = openai_generator(running_llm.url, api=api)
+        assert (await generator.generate(prompt, 24)).strip()
+        pieces = [p async for p in generator.stream(prompt, 24)]
+        assert len(pieces) > 1 and "".join(pieces).strip()
+        await generator.close()
+
+
+async def test_concurrent_prompts_reach_the_server_as_one_http_request(running_llm):
+    posts: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        if request.method == "POST":
+            posts.append(request.url.path)
+
+    generator = openai_generator(running_llm.url, batch_wait_ms=50, event_hooks={"request": [count]})
+    questions = [f"Question {i}: who presented the lens?" for i in range(8)]
+    answers = await asyncio.gather(*(generator.generate(build_prompt(q, [PASSAGE], 1000), 16) for q in questions))
+    await generator.close()
+    assert posts == ["/v1/completions"]
+    assert generator.batcher.batch_sizes == [8]
+    assert all(a.strip() for a in answers)
+
+
+async def test_when_the_llm_stops_every_question_still_gets_an_answer_and_recovers(running_llm, with_generator):
+    engine = with_generator(openai_generator(running_llm.url))
+    question = "Who invented the Fresnel lens and when?"
+    assert not (await engine.ask(question)).degraded
+    running_llm.stop()
+    degraded = await asyncio.gather(*(engine.ask(q) for q in [question, "What does RuBisCO do?"]))
+    assert all(a.degraded and a.model == "extractive" and a.citations for a in degraded)
+    assert "1822" in degraded[0].text and "unreachable" in degraded[0].degraded_reason
+    streamed = [item async for item in engine.stream(question)]
+    assert streamed[-1].degraded and "1822" in streamed[0]
+    running_llm.start()
+    recovered = await engine.ask(question)
+    assert not recovered.degraded and recovered.model == "smollm2"
+
+
+async def test_stream_yields_text_pieces_then_the_final_answer(running_llm, with_generator):
+    engine = with_generator(openai_generator(running_llm.url))
+    items = [item async for item in engine.stream("Who invented the Fresnel lens and when?")]
+    *pieces, final = items
+    assert isinstance(final, Answer) and len(pieces) > 1
+    assert final.text == "".join(pieces).strip()
+    assert {"embed", "search", "generate"} <= set(final.timings_ms)
+
+
+async def test_a_slow_llm_times_out_into_an_extractive_answer(running_llm, sample_engine):
+    settings = sample_engine.settings.model_copy(update={"llm_timeout_s": 0.05})
+    engine = Engine(settings, sample_engine.embedder, sample_engine.store, openai_generator(running_llm.url))
+    answer = await engine.ask("Who invented the Fresnel lens and when?")
+    assert answer.degraded and "Timeout" in answer.degraded_reason and "1822" in answer.text
+
+
+@pytest.fixture(scope="module")
+def local_generator():
+    from ragline.generators.local import LocalGenerator
+
+    return LocalGenerator(threads=1, parallel=1)
+
+
+@pytest.mark.parametrize("question", OUT_OF_CORPUS)
+async def test_the_local_model_says_not_in_sources_for_questions_the_corpus_cannot_answer(
+        question, local_generator, with_generator):
+    answer = await with_generator(local_generator).ask(question)
+    assert answer.text == NOT_IN_SOURCES and answer.citations == [] and not answer.degraded
+
+
+async def test_the_local_model_answers_from_the_right_document(local_generator, with_generator):
+    answer = await with_generator(local_generator).ask("Who invented the Fresnel lens and when?")
+    assert "Fresnel" in answer.text and answer.model == "SmolLM2-135M-Instruct"
+    assert [c.document_id.rsplit("/", 1)[-1] for c in answer.citations] == ["lighthouses.md"]
+
+
+@pytest.mark.parametrize("kind", ["extractive", "local", "openai"])
+async def test_generator_contract_generate_and_stream_give_text(kind, request):
+    """The Generator port, run against every adapter."""
+    if kind == "openai":
+        generator = openai_generator(request.getfixturevalue("running_llm").url)
+    elif kind == "local":
+        generator = request.getfixturevalue("local_generator")
+    else:
+        generator = ExtractiveGenerator()
+    prompt = build_prompt("Who presented a new kind of lens in 1822?", [PASSAGE], 1000)
+    assert (await generator.generate(prompt, 24)).strip()
+    assert "".join([p async for p in generator.stream(prompt, 24)]).strip()
+    assert generator.name
