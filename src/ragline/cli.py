@@ -189,5 +189,88 @@ def stats(tenant: TenantOption = None, config: ConfigOption = None, as_json: Jso
             out.print(f"{key:>12}: {value}")
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: settings, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings, 8080).")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Turn authentication OFF (local development only).")] = False,
+    sample: Annotated[bool, typer.Option("--sample", help="Ingest the bundled sample corpus first.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Run the HTTP API and chat page on embedded defaults."""
+    import uvicorn
+
+    from .api.app import create_app
+    from .api.auth import KeyStore
+
+    try:
+        settings = Settings.load(config, host=host, port=port, **({"auth_enabled": False} if no_auth else {}))
+    except ConfigurationError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if sample:
+        _run(config, lambda engine: engine.ingest_paths([sample_corpus_dir()]))
+    if not settings.auth_enabled:
+        err.print("[bold red]WARNING: authentication is OFF. Anyone who can reach this port can read, "
+                  "write and delete every tenant's documents. Use only for local development.[/]")
+    else:
+        keys = KeyStore(Path(settings.keys_file))
+        if not keys.list():
+            key, record = keys.create(settings.default_tenant, ["query", "ingest", "admin"], "first key")
+            err.print(f"[bold]No API keys yet; created one for tenant {record.tenant!r} "
+                      f"(scopes query, ingest, admin). It is shown only now:[/]\n  {key}")
+    err.print(f"ragline serving on http://{settings.host}:{settings.port}/ (chat page), API under /v1, docs at /docs")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+
+
+keys_app = typer.Typer(help="Manage API keys (stored as hashes in the keys file).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _keystore(config: Path | None):
+    from .api.auth import KeyStore
+
+    return KeyStore(Path(Settings.load(config).keys_file))
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="The tenant the key acts for.")] = "default",
+    scopes: Annotated[str, typer.Option(help="Comma-separated: query, ingest, admin.")] = "query",
+    name: Annotated[str, typer.Option(help="A label for humans.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    try:
+        key, record = _keystore(config).create(tenant, [s.strip() for s in scopes.split(",") if s.strip()], name)
+    except (RaglineError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"created key {record.id} for tenant {record.tenant!r}, scopes {', '.join(record.scopes)}")
+    out.print(key, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None) -> None:
+    """Key ids, tenants, scopes and status (never the keys)."""
+    table = Table("id", "tenant", "scopes", "name", "created", "status")
+    for r in _keystore(config).list():
+        table.add_row(r.id, r.tenant, ",".join(r.scopes), r.name, r.created_at, "revoked" if r.revoked else "active")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (see `ragline keys list`).")],
+                config: ConfigOption = None) -> None:
+    """Revoke a key; running servers refuse it at once."""
+    try:
+        _keystore(config).revoke(key_id)
+    except RaglineError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    out.print(f"revoked {key_id}")
+
+
 if __name__ == "__main__":
     app()

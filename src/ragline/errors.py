@@ -4,6 +4,7 @@
      +-- RetryableError        the same call may succeed later: retry with backoff
      |    +-- DependencyUnavailable   a store, broker, cache or LLM cannot be reached
      |    +-- DependencyTimeout       it answered too slowly
+     |    +-- RateLimited             the caller sent too much; retry after a while
      +-- PermanentError        retrying cannot help: report it or dead-letter it
           +-- InvalidInput            malformed request, message or document
           +-- DocumentError           one document could not be loaded (binary, empty, too big...)
@@ -32,6 +33,14 @@ class DependencyUnavailable(RetryableError):
 
 class DependencyTimeout(RetryableError):
     """A dependency answered too slowly."""
+
+
+class RateLimited(RetryableError):
+    """Too many requests from one caller; try again after ``retry_after_s``."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after_s:.1f}s")
+        self.retry_after_s = retry_after_s
 
 
 class PermanentError(RaglineError):

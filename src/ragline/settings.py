@@ -81,6 +81,21 @@ class Settings(BaseSettings):
     local_threads: int = Field(default=1, ge=1)
     local_parallel: int = Field(default=2, ge=1)
 
+    # The HTTP service.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    auth_enabled: bool = True  # off only by `ragline serve --no-auth`, which says so loudly
+    keys_file: str = ".ragline/keys.json"
+    jwt_secret: str | None = None  # HS256
+    jwt_public_key_file: str | None = None  # RS256, PEM
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_tenant_claim: str = "tenant"
+    rate_limit_rps: float = Field(default=20.0, ge=0)  # per API key / token subject; 0 = off
+    rate_limit_burst: int = Field(default=40, ge=1)
+    max_body_mb: float = Field(default=25.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "Settings":
         if self.chunk_overlap >= self.chunk_tokens:

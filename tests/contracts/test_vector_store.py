@@ -109,3 +109,9 @@ async def test_hits_carry_text_metadata_and_hash(store):
 async def test_count_is_per_tenant(store):
     await store.upsert([chunk("a", "d", n) for n in range(3)] + [chunk("b", "d", 0)])
     assert (await store.count("a"), await store.count("b"), await store.count("c")) == (3, 1, 0)
+
+
+async def test_document_chunks_come_back_in_order_within_the_tenant(store):
+    await store.upsert([chunk("t", "d", 2, "c"), chunk("t", "d", 0, "a"), chunk("t", "d", 1, "b"), chunk("u", "d", 0)])
+    assert [h.text for h in await store.document_chunks("t", "d")] == ["a", "b", "c"]
+    assert await store.document_chunks("t", "other") == []

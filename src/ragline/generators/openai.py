@@ -70,6 +70,10 @@ class OpenAIGenerator:
     async def close(self) -> None:
         await self._client.aclose()
 
+    async def ping(self) -> None:
+        """Raise unless the server answers its model list (no retries)."""
+        await self._get("/models")
+
     # -- the Generator port ---------------------------------------------------------------
 
     async def generate(self, prompt: Prompt, max_tokens: int) -> str:

@@ -270,6 +270,13 @@ class MilvusStore:
                    text=entity["text"], score=float(result["distance"]), content_hash=entity["content_hash"],
                    metadata=entity.get("metadata") or {})
 
+    async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]:
+        """A document's chunks in order, with text and metadata (score 1.0)."""
+        rows = await self._call("query", filter=filter_expression(tenant, {"document_id": document_id}),
+                                output_fields=["id", *_HIT_FIELDS], limit=_PAGE)
+        hits = [self._hit({"id": r["id"], "distance": 1.0, "entity": r}) for r in rows]
+        return sorted(hits, key=lambda h: h.number)
+
     async def count(self, tenant: str) -> int:
         rows = await self._call("query", filter=filter_expression(tenant), output_fields=["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0

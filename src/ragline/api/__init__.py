@@ -1,0 +1,1 @@
+"""The HTTP service: FastAPI app, auth, rate limits, the chat page."""

@@ -1,0 +1,189 @@
+"""Who is calling: API keys (stored only as hashes) and JWT bearer tokens.
+
+An API key looks like ``rl_<key id>_<secret>``. The key file keeps, per key id, the
+sha256 of the secret (a random 256-bit secret needs no slow hash), the tenant, the
+scopes and whether it is revoked; it is re-read when it changes, so
+``ragline keys create|revoke`` takes effect without a restart.
+
+JWTs are verified with an HS256 secret or an RS256 public key; expiry (required),
+audience and issuer are checked; the tenant and scopes come from claims.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import ConfigurationError, Forbidden, NotFound, Unauthorized
+from ..models import validate_tenant
+
+SCOPES = ("query", "ingest", "admin")
+_PREFIX = "rl_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    scopes: frozenset[str]
+    subject: str  # key id, JWT subject, or "anonymous"
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes and "admin" not in self.scopes:
+            raise Forbidden(f"this credential lacks the {scope!r} scope")
+
+
+@dataclass
+class KeyRecord:
+    id: str
+    secret_sha256: str
+    tenant: str
+    scopes: list[str]
+    name: str = ""
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    revoked: bool = False
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyStore:
+    """API keys in a JSON file: hashes only, never the keys themselves."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._records: dict[str, KeyRecord] = {}
+        self._stamp: tuple[float, int] | None = None
+
+    def create(self, tenant: str, scopes: list[str], name: str = "") -> tuple[str, KeyRecord]:
+        """A new key: the full key is returned once and stored nowhere."""
+        validate_tenant(tenant)
+        unknown = set(scopes) - set(SCOPES)
+        if unknown or not scopes:
+            raise ConfigurationError(f"scopes must be among {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        record = KeyRecord(key_id, _digest(secret), tenant, sorted(set(scopes)), name)
+        with self._lock:
+            self._load()
+            self._records[key_id] = record
+            self._save()
+        return f"{_PREFIX}{key_id}_{secret}", record
+
+    def revoke(self, key_id: str) -> None:
+        with self._lock:
+            self._load()
+            if key_id not in self._records:
+                raise NotFound(f"no API key {key_id!r}")
+            self._records[key_id].revoked = True
+            self._save()
+
+    def list(self) -> list[KeyRecord]:
+        with self._lock:
+            self._load()
+            return list(self._records.values())
+
+    def verify(self, key: str) -> Principal:
+        key_id, _, secret = key.removeprefix(_PREFIX).partition("_")
+        with self._lock:
+            self._load()
+            record = self._records.get(key_id)
+        if not key.startswith(_PREFIX) or record is None or not hmac.compare_digest(record.secret_sha256, _digest(secret)):
+            raise Unauthorized("invalid API key")
+        if record.revoked:
+            raise Unauthorized("this API key has been revoked")
+        return Principal(record.tenant, frozenset(record.scopes), f"key:{record.id}")
+
+    def _load(self) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._records, self._stamp = {}, None
+            return
+        stamp = (stat.st_mtime, stat.st_size)
+        if stamp != self._stamp:
+            data = json.loads(self.path.read_text())
+            self._records = {r["id"]: KeyRecord(**r) for r in data.get("keys", [])}
+            self._stamp = stamp
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"keys": [asdict(r) for r in self._records.values()]}, indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(self.path)
+        self._stamp = None
+
+
+@dataclass(frozen=True)
+class JWTConfig:
+    secret: str | None = None  # HS256
+    public_key: str | None = None  # RS256, PEM
+    audience: str | None = None
+    issuer: str | None = None
+    tenant_claim: str = "tenant"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret or self.public_key)
+
+
+def verify_jwt(token: str, config: JWTConfig) -> Principal:
+    import jwt
+
+    if not config.enabled:
+        raise Unauthorized("JWT bearer tokens are not accepted here (no JWT key configured)")
+    key, algorithm = (config.public_key, "RS256") if config.public_key else (config.secret, "HS256")
+    try:
+        claims = jwt.decode(token, key, algorithms=[algorithm], audience=config.audience, issuer=config.issuer,
+                            options={"require": ["exp"], "verify_aud": config.audience is not None})
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("the token has expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"invalid token: {exc}") from exc
+    tenant = claims.get(config.tenant_claim)
+    if not isinstance(tenant, str):
+        raise Unauthorized(f"the token has no {config.tenant_claim!r} claim")
+    try:
+        validate_tenant(tenant)
+    except ValueError as exc:
+        raise Unauthorized(str(exc)) from exc
+    scopes = claims.get("scopes", claims.get("scope", ""))
+    scopes = scopes.split() if isinstance(scopes, str) else list(scopes)
+    return Principal(tenant, frozenset(scopes), f"jwt:{claims.get('sub', '?')}")
+
+
+class Authenticator:
+    """Turns request credentials into a Principal, or raises Unauthorized."""
+
+    def __init__(self, keys: KeyStore, jwt_config: JWTConfig, enabled: bool = True,
+                 default_tenant: str = "default") -> None:
+        self.keys = keys
+        self.jwt = jwt_config
+        self.enabled = enabled
+        self.default_tenant = default_tenant
+
+    def authenticate(self, authorization: str | None, api_key: str | None, tenant_header: str | None) -> Principal:
+        if not self.enabled:
+            tenant = tenant_header or self.default_tenant
+            try:
+                validate_tenant(tenant)
+            except ValueError as exc:
+                raise Unauthorized(str(exc)) from exc
+            return Principal(tenant, frozenset(SCOPES), "anonymous")
+        token = api_key
+        if not token and authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthorized("use 'Authorization: Bearer <API key or JWT>' or an X-API-Key header")
+        if not token:
+            raise Unauthorized("missing credentials: send 'Authorization: Bearer <API key or JWT>'")
+        token = token.strip()
+        return self.keys.verify(token) if token.startswith(_PREFIX) else verify_jwt(token, self.jwt)

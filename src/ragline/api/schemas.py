@@ -1,0 +1,88 @@
+"""Request and response bodies of the HTTP API (the OpenAPI spec is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models import FilterValue, Hit, IngestReport
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QueryRequest(Strict):
+    question: str = Field(min_length=1, max_length=4096, description="The question to answer.")
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to answer from.")
+    filters: dict[str, FilterValue] = Field(default_factory=dict, description="Metadata equality / any-of filters.")
+    stream: bool = Field(default=False, description="Server-sent events: `token` events, then `answer`.")
+
+
+class SearchRequest(Strict):
+    query: str = Field(min_length=1, max_length=4096)
+    top_k: int | None = Field(default=None, ge=1, le=100)
+    filters: dict[str, FilterValue] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+    timings_ms: dict[str, float]
+
+
+class DocumentIn(Strict):
+    id: str | None = Field(default=None, min_length=1, max_length=512,
+                           description="Stable id; derived from the text when absent.")
+    text: str = Field(min_length=1, max_length=20_000_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentsRequest(Strict):
+    documents: list[DocumentIn] = Field(min_length=1, max_length=1000)
+    wait: bool = Field(default=False, description="Return only once the documents are searchable.")
+
+
+class DocumentsResponse(BaseModel):
+    status: Literal["searchable", "accepted"]
+    ids: list[str]
+    report: IngestReport | None = None
+    seconds: float | None = None
+    errors: list[str] = Field(default_factory=list)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    tenant: str
+    chunks: list[Hit]
+    metadata: dict[str, Any]
+
+
+class DeleteResponse(BaseModel):
+    id: str
+    deleted_chunks: int
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """OpenAI's chat completion request; fields ragline does not use are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = "ragline"
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, served as application/problem+json."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None

@@ -1,0 +1,29 @@
+"""Prometheus metrics (the observability issue extends these; the names are the design's)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# Buckets fitted to a 1 s p99 SLO: fine below 1 s, coarse above.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.query_latency = Histogram("rag_query_latency_seconds", "Query latency by stage", ["stage"],
+                                       buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.search_success = Counter("vector_search_success_total", "Vector searches that succeeded",
+                                      registry=self.registry)
+        self.search_failure = Counter("vector_search_failure_total", "Vector searches that failed",
+                                      registry=self.registry)
+        self.llm_requests = Counter("llm_requests_total", "Answers by LLM outcome", ["outcome"],
+                                    registry=self.registry)
+        self.http_requests = Counter("ragline_http_requests_total", "HTTP requests by route and status",
+                                     ["route", "status"], registry=self.registry)
+
+    def observe_answer(self, answer) -> None:
+        for stage, ms in answer.timings_ms.items():
+            self.query_latency.labels(stage=stage).observe(ms / 1000)
+        outcome = "degraded" if answer.degraded else ("skipped" if answer.model == "none" else "ok")
+        self.llm_requests.labels(outcome=outcome).inc()
