@@ -163,3 +163,55 @@ def running_llm(llm_server: LLMServer) -> LLMServer:
     if llm_server.proc is None:
         llm_server.start()
     return llm_server
+
+
+class LiveServer:
+    """A real uvicorn server on a loopback port, running the app in a background thread."""
+
+    def __init__(self, app, port: int) -> None:
+        import threading
+
+        import uvicorn
+
+        self.url = f"http://127.0.0.1:{port}"
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                   timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def serve_app(tmp_path: Path):
+    """Start ragline's app (hashing embedder, Milvus Lite, extractive answers) with settings overrides."""
+    from ragline.api.app import create_app
+    from ragline.generators.extractive import ExtractiveGenerator
+
+    servers: list[LiveServer] = []
+
+    def start(**overrides) -> LiveServer:
+        values = dict(milvus_uri=str(tmp_path / f"api{len(servers)}.db"), embedder="hashing", generator="extractive",
+                      keys_file=str(tmp_path / "keys.json"), chunk_tokens=64, chunk_overlap=8, min_relevance=0.0)
+        values.update(overrides)
+        settings = Settings.load(**values)
+        embedder = HashingEmbedder()
+        engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension), ExtractiveGenerator())
+        server = LiveServer(create_app(settings, engine), free_port()).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
