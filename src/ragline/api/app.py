@@ -47,6 +47,17 @@ _STATUS: list[tuple[type[RaglineError], int, str]] = [
     (DependencyUnavailable, 503, "Dependency unavailable"),
 ]
 
+_PROBLEM_CODES = {400: "Malformed request", 401: "Missing or invalid credentials", 403: "Missing scope",
+                  404: "Not found in the caller's tenant", 413: "Request body too large",
+                  422: "Invalid request", 429: "Rate limited (see Retry-After)",
+                  500: "Internal error", 503: "A dependency is unavailable", 504: "A dependency timed out"}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/problem+json": {
+        "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for code, text in _PROBLEM_CODES.items()
+}
+
+
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None,
             errors: list[dict[str, Any]] | None = None) -> JSONResponse:
     body = Problem(title=title, status=status, detail=detail, errors=errors).model_dump(exclude_none=True)
@@ -116,8 +127,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             if engine is None:
                 await app.state.engine.close()
 
-    app = FastAPI(title="ragline", version="0.1.0", lifespan=lifespan,
-                  description="Retrieval-augmented answers over your documents, per tenant.")
+    app = FastAPI(title="ragline", version="0.1.0", lifespan=lifespan, responses=PROBLEM_RESPONSES,
+                  description="Retrieval-augmented answers over your documents, per tenant. Errors are "
+                              "RFC 9457 problem details (application/problem+json).")
+    _register_problem_schema(app)
     app.state.settings = settings
     app.state.metrics = Metrics()
     keys = KeyStore(Path(settings.keys_file))
@@ -129,6 +142,25 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     _install_routes(app)
     openai_compat.install(app)
     return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Put the Problem model in the spec's components, where PROBLEM_RESPONSES points."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            for path in schema["paths"].values():  # FastAPI's own 422 schema is not what we send
+                for operation in path.values():
+                    operation.get("responses", {})["422"] = PROBLEM_RESPONSES[422]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _jwt_config(settings: Settings) -> JWTConfig:
