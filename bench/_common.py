@@ -22,6 +22,14 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def report(result: dict) -> None:
     """The last line of a benchmark's output: one JSON object."""
-    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}), flush=True)
+    print(json.dumps(_rounded(result)), flush=True)

@@ -24,6 +24,14 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install -U pip 'setuptools<81' wheel
 if [ "${1:-}" = "--test" ]; then
   "${PIP[@]}" install -e '.[test]'
+  # The chat page is tested in headless Chromium (Debian's package).
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+    else
+      echo "note: install Debian's chromium to run the chat-page browser tests" >&2
+    fi
+  fi
 else
   "${PIP[@]}" install -e .
 fi

@@ -201,13 +201,14 @@ def serve_app(tmp_path: Path):
 
     servers: list[LiveServer] = []
 
-    def start(**overrides) -> LiveServer:
+    def start(generator=None, **overrides) -> LiveServer:
         values = dict(milvus_uri=str(tmp_path / f"api{len(servers)}.db"), embedder="hashing", generator="extractive",
                       keys_file=str(tmp_path / "keys.json"), chunk_tokens=64, chunk_overlap=8, min_relevance=0.0)
         values.update(overrides)
         settings = Settings.load(**values)
         embedder = HashingEmbedder()
-        engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension), ExtractiveGenerator())
+        engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension),
+                        generator or ExtractiveGenerator())
         server = LiveServer(create_app(settings, engine), free_port()).__enter__()
         servers.append(server)
         return server

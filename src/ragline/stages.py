@@ -6,6 +6,7 @@ The same code runs in a unit test, in the embedded engine and in a bus worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -199,7 +200,10 @@ async def _bounded(stream: AsyncIterator[str], timeout_s: float) -> AsyncIterato
     finally:
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
-            await aclose()
+            # After a cancellation the pending anext() is itself being cancelled, which
+            # unwinds the generator (closing its HTTP stream); it cannot be closed twice.
+            with contextlib.suppress(RuntimeError):
+                await aclose()
 
 
 def _answer(context: Context, text: str, prompt: Prompt | None, model: str, started: float,

@@ -44,7 +44,7 @@ class OpenAIGenerator:
     def __init__(self, base_url: str, model: str = "", *, api: str = "completions", template: str = "chatml",
                  api_key: str | None = None, timeout_s: float = 30.0, connect_timeout_s: float = 2.0,
                  max_retries: int = 2, backoff_s: float = 0.2, concurrency: int = 64, batch_max: int = 32,
-                 batch_wait_ms: float = 5.0, temperature: float = 0.0,
+                 batch_wait_ms: float = 5.0, temperature: float = 0.0, extra_body: dict[str, Any] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None, event_hooks: dict | None = None) -> None:
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
@@ -55,6 +55,7 @@ class OpenAIGenerator:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.temperature = temperature
+        self.extra_body = dict(extra_body or {})  # server-specific sampling parameters
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, transport=transport, event_hooks=event_hooks,
@@ -133,7 +134,8 @@ class OpenAIGenerator:
                             yield piece
 
     async def _body(self, max_tokens: Hashable, **payload: Any) -> dict[str, Any]:
-        body = {"model": await self._model(), "max_tokens": max_tokens, "temperature": self.temperature, **payload}
+        body = {"model": await self._model(), "max_tokens": max_tokens, "temperature": self.temperature,
+                **self.extra_body, **payload}
         if "prompt" in payload:
             body["stop"] = STOP_SEQUENCES.get(self.template, [])
         return body
