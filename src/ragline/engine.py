@@ -14,10 +14,14 @@ from pydantic import ValidationError
 from .errors import DocumentError, InvalidInput, NotFound
 from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
 from .ingest.loaders import iter_files, load_file
+from .caches import build_cache
+from .caches.answer_cache import AnswerCache
+from .caches.embedding_cache import CachedEmbedder
 from .generators import build_generator
+from .observability import Metrics
 from .generators.extractive import ExtractiveGenerator
 from .models import Answer, Context, Document, FilterValue, IngestReport, Query
-from .ports import Embedder, Generator, VectorStore
+from .ports import Cache, Embedder, Generator, VectorStore
 from .settings import Settings
 
 # Documents are written in groups of about this many chunks: memory stays bounded
@@ -34,8 +38,15 @@ def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
 
 class Engine:
     def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore,
-                 generator: Generator | None = None) -> None:
+                 generator: Generator | None = None, cache: Cache | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.cache = cache
+        self.answers: AnswerCache | None = None
+        if cache is not None:
+            embedder = CachedEmbedder(embedder, cache, settings.embedding_cache_ttl_s, self.metrics.counter("embedding"))
+            self.answers = AnswerCache(cache, settings.answer_cache_ttl_s, self.metrics.counter("answer"))
         self.embedder = embedder
         self.store = store
         self.chunker = chunker_for(embedder, settings)
@@ -53,17 +64,21 @@ class Engine:
         s = self.settings
         return stages.Answering(self.generator, self.fallback, max_tokens=s.llm_max_tokens,
                                 budget_tokens=s.llm_context_tokens - s.llm_max_tokens - 64,
-                                min_relevance=s.min_relevance, timeout_s=s.llm_timeout_s)
+                                min_relevance=s.min_relevance, timeout_s=s.llm_timeout_s, answers=self.answers)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Engine":
         from .stores.milvus import MilvusStore
 
         embedder = build_embedder(settings)
-        return cls(settings, embedder, MilvusStore(settings, embedder.dimension))
+        metrics = Metrics()
+        cache = build_cache(settings, on_state_change=metrics.cache_state)
+        return cls(settings, embedder, MilvusStore(settings, embedder.dimension), cache=cache, metrics=metrics)
 
     async def close(self) -> None:
         await self.store.close()
+        if self.cache is not None:
+            await self.cache.close()
         close = getattr(self._generator, "close", None)
         if close is not None:
             await close()
@@ -80,7 +95,8 @@ class Engine:
     # -- ingestion -------------------------------------------------------------------
 
     async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
-        return await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store)
+        return await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
+                                   answers=self.answers)
 
     async def ingest_paths(self, paths: Iterable[Path], tenant: str | None = None,
                            on_file: Callable[[str], None] | None = None) -> IngestReport:
@@ -110,10 +126,14 @@ class Engine:
         return total
 
     async def delete_document(self, document_id: str, tenant: str | None = None) -> int:
-        removed = await self.store.delete_document(self.tenant(tenant), document_id)
-        if not removed:
-            raise NotFound(f"no document {document_id!r} in tenant {self.tenant(tenant)!r}")
-        return removed
+        tenant = self.tenant(tenant)
+        ids = [c.id for c in (await self.store.stored_chunks(tenant, [document_id]))[document_id]]
+        if not ids:
+            raise NotFound(f"no document {document_id!r} in tenant {tenant!r}")
+        await self.store.delete_chunks(tenant, ids)
+        if self.answers is not None:
+            await self.answers.evict_chunks(tenant, ids)
+        return len(ids)
 
     # -- retrieval ---------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Buckets fitted to a 1 s p99 SLO: fine below 1 s, coarse above.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
@@ -21,6 +23,22 @@ class Metrics:
                                     registry=self.registry)
         self.http_requests = Counter("ragline_http_requests_total", "HTTP requests by route and status",
                                      ["route", "status"], registry=self.registry)
+
+        self.cache_requests = Counter("ragline_cache_requests_total", "Cache lookups by cache and result",
+                                      ["cache", "result"], registry=self.registry)
+        self.cache_up = Gauge("ragline_cache_up", "1 while the cache backend answers, 0 while it is skipped",
+                              registry=self.registry)
+        self.cache_up.set(1)
+
+    def counter(self, cache: str) -> Callable[[str, int], None]:
+        """A (result, n) callback counting one cache's hits and misses."""
+        def count(result: str, n: int) -> None:
+            if n:
+                self.cache_requests.labels(cache=cache, result=result).inc(n)
+        return count
+
+    def cache_state(self, state: str) -> None:
+        self.cache_up.set(0 if state == "open" else 1)
 
     def observe_answer(self, answer) -> None:
         for stage, ms in answer.timings_ms.items():

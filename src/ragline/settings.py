@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     local_threads: int = Field(default=1, ge=1)
     local_parallel: int = Field(default=2, ge=1)
 
+    # Caches. memory: in-process; redis://host:6379/0: Redis (shared by replicas, and
+    # then also the rate limiter's state); none: no caching.
+    cache_url: str = "memory"
+    cache_prefix: str = "ragline:"
+    cache_timeout_s: float = Field(default=0.25, gt=0)  # Redis slower than this counts as down
+    cache_breaker_open_s: float = Field(default=5.0, gt=0)  # then skip it this long before retrying
+    answer_cache_ttl_s: float = Field(default=30.0, gt=0)
+    embedding_cache_ttl_s: float = Field(default=86_400.0, gt=0)
+    memory_cache_max_entries: int = Field(default=50_000, ge=1)
+    memory_cache_max_mb: float = Field(default=256.0, gt=0)
+
     # The HTTP service.
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from .caches.answer_cache import AnswerCache
 from .errors import RaglineError
 from .generators.extractive import ExtractiveGenerator, content_words
 from .generators.prompts import NOT_IN_SOURCES, Prompt, build_prompt, citations_for, says_it_does_not_know
@@ -64,7 +65,7 @@ async def _plan(documents: Sequence[Document], chunker: Chunker, store: VectorSt
 
 
 async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: Embedder,
-                 store: VectorStore) -> IngestReport:
+                 store: VectorStore, answers: AnswerCache | None = None) -> IngestReport:
     """Make the store hold exactly these documents' current chunks; idempotent.
 
     Unchanged chunks are neither embedded nor written; chunks a document no longer
@@ -80,6 +81,8 @@ async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: E
     for doc, plan in zip(documents, plans):
         if plan.delete:
             await store.delete_chunks(doc.tenant, plan.delete)
+        if answers is not None and (plan.write or plan.delete):
+            await answers.evict_chunks(doc.tenant, [c.id for c in plan.write] + plan.delete)
     return IngestReport(
         documents=len(documents),
         unchanged_documents=sum(1 for p in plans if not p.write and not p.delete),
@@ -111,6 +114,7 @@ class Answering:
     budget_tokens: int = 1800
     min_relevance: float = 0.22
     timeout_s: float = 30.0
+    answers: AnswerCache | None = None
 
     @property
     def is_extractive(self) -> bool:
@@ -149,6 +153,16 @@ async def generate_stream(context: Context, *, answering: Answering,
     OpenAI-compatible generator micro-batch concurrent questions into one request.
     """
     started = time.perf_counter()
+    cache_key = None
+    if answering.answers is not None:
+        cache_key = answering.answers.key(context.query.tenant, context.query.text, answering.generator.name,
+                                          context.hits)
+        cached = await answering.answers.get(cache_key, context.query.request_id)
+        if cached is not None:
+            yield cached.text
+            timings = dict(context.timings_ms, cache=(time.perf_counter() - started) * 1000)
+            yield cached.model_copy(update={"timings_ms": timings})
+            return
     prompt = _prompt_for(context, answering)
     if prompt is None:
         yield NOT_IN_SOURCES
@@ -172,7 +186,10 @@ async def generate_stream(context: Context, *, answering: Answering,
             pieces = [answering.fallback.answer(prompt)]
             yield pieces[0]
     text = "".join(pieces).strip()
-    yield _answer(context, text, prompt, model, started, reason)
+    answer = _answer(context, text, prompt, model, started, reason)
+    if cache_key is not None:
+        await answering.answers.put(cache_key, answer, context.hits)
+    yield answer
 
 
 async def _produce(prompt: Prompt, answering: Answering, streaming: bool) -> AsyncIterator[str]:

@@ -29,12 +29,11 @@ from ..errors import (DependencyTimeout, DependencyUnavailable, DocumentError, F
 from ..ids import content_hash
 from ..ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ..models import Answer, Document
-from ..observability import Metrics
 from ..settings import Settings
 from . import openai_compat
 from .auth import Authenticator, JWTConfig, KeyStore, Principal
 from .deps import IngestCaller, QueryCaller
-from .ratelimit import RateLimiter, retry_after_header
+from .ratelimit import RateLimiter, RedisRateLimiter, retry_after_header
 from .schemas import (DeleteResponse, DocumentOut, DocumentsRequest, DocumentsResponse, Problem, QueryRequest,
                       SearchRequest, SearchResponse)
 
@@ -118,6 +117,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = engine or Engine.from_settings(settings)
+        app.state.metrics = app.state.engine.metrics
         app.state.tasks = set()
         try:
             yield
@@ -132,11 +132,10 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                               "RFC 9457 problem details (application/problem+json).")
     _register_problem_schema(app)
     app.state.settings = settings
-    app.state.metrics = Metrics()
     keys = KeyStore(Path(settings.keys_file))
     app.state.keys = keys
     app.state.auth = Authenticator(keys, _jwt_config(settings), settings.auth_enabled, settings.default_tenant)
-    app.state.limiter = RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+    app.state.limiter = _limiter(settings)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1_000_000))
     _install_error_handlers(app)
     _install_routes(app)
@@ -161,6 +160,14 @@ def _register_problem_schema(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+def _limiter(settings: Settings):
+    """Buckets in Redis when Redis is the cache (limits hold across replicas), else in-process."""
+    if settings.cache_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisRateLimiter(settings.cache_url, settings.rate_limit_rps, settings.rate_limit_burst,
+                                settings.cache_prefix, settings.cache_timeout_s)
+    return RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
 
 
 def _jwt_config(settings: Settings) -> JWTConfig:

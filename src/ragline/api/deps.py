@@ -18,14 +18,14 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 def caller(scope: str) -> Callable[..., Principal]:
     """A dependency: the authenticated, rate-limited caller holding ``scope``."""
 
-    def dependency(request: Request,
+    async def dependency(request: Request,
                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
                    api_key: Annotated[str | None, Depends(api_key_header)] = None) -> Principal:
         authorization = f"Bearer {credentials.credentials}" if credentials else request.headers.get("authorization")
         principal = request.app.state.auth.authenticate(
             authorization, api_key, request.headers.get("x-ragline-tenant"))
         principal.require(scope)
-        wait = request.app.state.limiter.acquire(principal.subject)
+        wait = await request.app.state.limiter.acquire(principal.subject)
         if wait:
             raise RateLimited(wait)
         return principal

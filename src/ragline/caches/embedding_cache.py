@@ -1,0 +1,42 @@
+"""An Embedder that remembers: repeated queries and unchanged chunk texts are embedded once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .keys import embedding_key
+
+
+class CachedEmbedder:
+    def __init__(self, embedder, cache, ttl_s: float = 86_400.0,
+                 count: Callable[[str, int], None] | None = None) -> None:
+        self.inner = embedder
+        self.cache = cache
+        self.ttl_s = ttl_s
+        self.count = count or (lambda result, n: None)
+        self.name = embedder.name
+        self.dimension = embedder.dimension
+
+    @property
+    def tokenizer(self):
+        return getattr(self.inner, "tokenizer", None)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [embedding_key(self.name, t) for t in texts]
+        found = await asyncio.gather(*(self.cache.get(k) for k in keys))
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        missing = [i for i, value in enumerate(found) if value is None or len(value) != 4 * self.dimension]
+        for i, value in enumerate(found):
+            if i not in missing:
+                out[i] = np.frombuffer(value, dtype=np.float32)
+        self.count("hit", len(texts) - len(missing))
+        self.count("miss", len(missing))
+        if missing:
+            vectors = await self.inner.embed([texts[i] for i in missing])
+            out[missing] = vectors
+            await asyncio.gather(*(self.cache.set(keys[i], vectors[j].astype(np.float32).tobytes(), self.ttl_s)
+                                   for j, i in enumerate(missing)))
+        return out
