@@ -55,6 +55,7 @@ async def main() -> None:
             assert cached
             hits.append(ms)
         engine._generator = build_generator(settings.model_copy(update={"generator": "extractive"}))
+        await engine.cache.close()  # the replay starts cold
         ranks = np.random.default_rng(11).zipf(1.3, size=args.log)
         log = [QUESTIONS[(r - 1) % len(QUESTIONS)] for r in ranks]  # another generator: a fresh key space
         cached = [(await timed(engine, q))[1] for q in log]
