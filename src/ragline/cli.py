@@ -101,16 +101,19 @@ def search(
     question: Annotated[str, typer.Argument(help="What to look for.")],
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=100)] = None,
     where: Annotated[list[str] | None, typer.Option("--where", help="Metadata filter KEY=VALUE.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="dense | bm25 | hybrid (default: settings).")] = None,
     tenant: TenantOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find the chunks that best match a question."""
     filters = _parse_filters(where or [])
-    context = _run(config, lambda engine: engine.search(question, tenant, top_k, filters))
+    context = _run(config, lambda engine: engine.search(question, tenant, top_k, filters, mode))
     if as_json:
         out.print_json(context.model_dump_json())
         return
+    if context.notice:
+        err.print(f"[yellow]note:[/] {context.notice}")
     if not context.hits:
         out.print("no matching chunks (is anything ingested for this tenant?)")
         return

@@ -138,13 +138,14 @@ class Engine:
     # -- retrieval ---------------------------------------------------------------------
 
     async def search(self, text: str, tenant: str | None = None, top_k: int | None = None,
-                     filters: Mapping[str, FilterValue] | None = None) -> Context:
+                     filters: Mapping[str, FilterValue] | None = None, mode: str | None = None) -> Context:
         try:
             query = Query(text=text, tenant=self.tenant(tenant), top_k=top_k or self.settings.top_k,
-                          filters=dict(filters or {}))
+                          filters=dict(filters or {}), mode=mode)
         except ValidationError as exc:
             raise InvalidInput(_first_error(exc)) from exc
-        return await stages.retrieve(query, embedder=self.embedder, store=self.store)
+        return await stages.retrieve(query, embedder=self.embedder, store=self.store,
+                                     mode=self.settings.retrieval_mode)
 
     # -- answers ---------------------------------------------------------------------------
 

@@ -64,8 +64,9 @@ class Query(Message):
     request_id: str = Field(default_factory=_new_request_id)
     tenant: str = "default"
     text: str = Field(min_length=1, max_length=4096)
-    top_k: int = Field(default=5, ge=1, le=100)
+    top_k: int = Field(default=5, ge=1, le=500)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
+    mode: Literal["dense", "bm25", "hybrid"] | None = None  # None: the deployment's setting
     reply_to: str | None = None
 
     _check_tenant = field_validator("tenant")(validate_tenant)
@@ -83,7 +84,8 @@ class Hit(Message):
     document_id: str
     number: int
     text: str
-    score: float
+    score: float  # what ranked it: cosine (dense), BM25, or fused RRF (hybrid)
+    similarity: float | None = None  # cosine to the question, whatever the mode
     content_hash: str
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -91,6 +93,8 @@ class Hit(Message):
 class Context(Message):
     query: Query
     hits: list[Hit]
+    mode: str = "dense"  # the retrieval mode actually used
+    notice: str | None = None  # e.g. why another mode than the one asked for was used
     timings_ms: dict[str, float] = Field(default_factory=dict)
 
 

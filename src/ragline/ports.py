@@ -50,12 +50,17 @@ class VectorStore(Protocol):
         self, tenant: str, document_ids: Sequence[str]
     ) -> dict[str, list[StoredChunk]]: ...
 
+    full_text: bool  # whether bm25 / hybrid modes are available
+
     async def search(
         self,
         tenant: str,
         vector: np.ndarray,
         top_k: int,
         filters: Mapping[str, FilterValue] | None = None,
+        *,
+        text: str | None = None,
+        mode: str = "dense",
     ) -> list[Hit]: ...
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]: ...

@@ -52,9 +52,12 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=40, ge=0)
     max_document_mb: float = Field(default=20.0, gt=0)
 
-    # Retrieval.
+    # Retrieval. hybrid: dense and BM25 fused by reciprocal rank fusion (Milvus Lite and
+    # servers >= 2.5; older servers serve dense and say so).
     default_tenant: str = "default"
     top_k: int = Field(default=5, ge=1, le=100)
+    retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    rrf_k: int = Field(default=60, ge=1)
 
     # Answers. local: SmolLM2 in-process; openai: an OpenAI-compatible server (vLLM);
     # extractive: no LLM, the context's best sentences.

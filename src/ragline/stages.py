@@ -93,14 +93,23 @@ async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: E
     )
 
 
-async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore) -> Context:
-    """Embed the question and find its best chunks in the caller's tenant."""
+async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode: str = "dense") -> Context:
+    """Embed the question and find its best chunks in the caller's tenant.
+
+    ``mode`` (dense, bm25, hybrid) applies unless the query names its own; a store
+    without full-text search serves dense and the context says so.
+    """
+    mode = query.mode or mode
+    notice = None
+    if mode != "dense" and not store.full_text:
+        notice = f"{mode} retrieval needs Milvus full-text search (Lite or >= 2.5); served dense"
+        mode = "dense"
     t0 = time.perf_counter()
     vector = (await embedder.embed([query.text]))[0]
     t1 = time.perf_counter()
-    hits = await store.search(query.tenant, vector, query.top_k, query.filters)
+    hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.text, mode=mode)
     t2 = time.perf_counter()
-    return Context(query=query, hits=hits,
+    return Context(query=query, hits=hits, mode=mode, notice=notice,
                    timings_ms={"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000})
 
 
@@ -128,11 +137,15 @@ def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
     and some sentence must hold enough of its words. Below them the answer is "not in
     the sources" without asking the LLM, which small models would answer by invention.
     """
-    relevant = [h for h in context.hits if h.score >= answering.min_relevance]
+    relevant = [h for h in context.hits if _similarity(h) >= answering.min_relevance]
     if not relevant:
         return None
     prompt = build_prompt(context.query.text, relevant, answering.budget_tokens)
     return prompt if answering.fallback.supported(prompt) else None
+
+
+def _similarity(hit) -> float:
+    return hit.score if hit.similarity is None else hit.similarity
 
 
 async def generate(context: Context, *, answering: Answering) -> Answer:

@@ -115,3 +115,15 @@ async def test_document_chunks_come_back_in_order_within_the_tenant(store):
     await store.upsert([chunk("t", "d", 2, "c"), chunk("t", "d", 0, "a"), chunk("t", "d", 1, "b"), chunk("u", "d", 0)])
     assert [h.text for h in await store.document_chunks("t", "d")] == ["a", "b", "c"]
     assert await store.document_chunks("t", "other") == []
+
+
+async def test_bm25_and_hybrid_find_by_words_where_full_text_search_exists(store):
+    await store.upsert([chunk("t", "volcano", 0, "Pinatubo erupted in 1991", axis=0),
+                        chunk("t", "bees", 0, "Honeybees dance", axis=1), chunk("u", "x", 0, "Pinatubo again", axis=0)])
+    for mode in ("bm25", "hybrid"):
+        hits = await store.search("t", np.array(unit(1)), top_k=5, text="Pinatubo", mode=mode)
+        if store.full_text:
+            assert hits[0].document_id == "volcano" and {h.document_id for h in hits} <= {"volcano", "bees"}
+            assert hits[0].similarity == pytest.approx(0.0, abs=1e-4)  # cosine, not the fused score
+        else:  # Milvus < 2.5: dense only, so the bee chunk (same vector) comes first
+            assert hits[0].document_id == "bees"

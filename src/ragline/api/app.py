@@ -222,12 +222,13 @@ def _install_routes(app: FastAPI) -> None:
     async def search(body: SearchRequest, request: Request, who: QueryCaller) -> SearchResponse:
         metrics = request.app.state.metrics
         try:
-            context = await _engine(request).search(body.query, who.tenant, body.top_k, body.filters)
+            context = await _engine(request).search(body.query, who.tenant, body.top_k, body.filters, body.mode)
         except (DependencyUnavailable, DependencyTimeout):
             metrics.search_failure.inc()
             raise
         metrics.search_success.inc()
-        return SearchResponse(hits=context.hits, timings_ms=context.timings_ms)
+        return SearchResponse(hits=context.hits, mode=context.mode, notice=context.notice,
+                              timings_ms=context.timings_ms)
 
     @app.post("/v1/documents", response_model=DocumentsResponse, tags=["documents"],
               responses={202: {"model": DocumentsResponse}})

@@ -24,10 +24,14 @@ class SearchRequest(Strict):
     query: str = Field(min_length=1, max_length=4096)
     top_k: int | None = Field(default=None, ge=1, le=100)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+        default=None, description="Retrieval mode; default: the deployment's.")
 
 
 class SearchResponse(BaseModel):
     hits: list[Hit]
+    mode: str
+    notice: str | None = None
     timings_ms: dict[str, float]
 
 

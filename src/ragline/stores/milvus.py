@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,6 +34,8 @@ from ..errors import (
 from ..models import Chunk, FilterValue, Hit
 from ..ports import StoredChunk
 from ..settings import Settings
+
+log = logging.getLogger("ragline.milvus")
 
 MAX_TEXT_BYTES = 65_535
 _PAGE = 16_384  # Milvus's largest query window (limit + offset)
@@ -136,6 +139,8 @@ class MilvusStore:
         self.index = IndexSpec.from_settings(settings)
         self.timeout = settings.milvus_timeout_s
         self._client = self._connect(settings)
+        self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
+        self.rrf_k = settings.rrf_k
         self._ensure_collection(settings)
 
     # -- set-up ------------------------------------------------------------------
@@ -152,13 +157,25 @@ class MilvusStore:
     def _ensure_collection(self, settings: Settings) -> None:
         with _translated(self.uri):
             if self._client.has_collection(self.collection, timeout=self.timeout):
-                self._check_dimension()
+                self._check_schema()
             else:
+                self.full_text = self._server_supports_bm25(settings)
                 self._create_collection(settings)
             self._client.load_collection(self.collection, timeout=self.timeout)
 
-    def _check_dimension(self) -> None:
+    def _server_supports_bm25(self, settings: Settings) -> bool:
+        if not settings.is_milvus_server:
+            return True
+        version = str(self._client.get_server_version(timeout=self.timeout)).lstrip("v")
+        major_minor = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+        if major_minor < (2, 5):
+            log.warning("Milvus %s has no BM25 full-text search: bm25 and hybrid retrieval serve dense", version)
+            return False
+        return True
+
+    def _check_schema(self) -> None:
         info = self._client.describe_collection(self.collection, timeout=self.timeout)
+        self.full_text = any(f["name"] == "sparse" for f in info["fields"])
         vector = next(f for f in info["fields"] if f["name"] == "vector")
         stored = int(vector["params"]["dim"])
         if stored != self.dimension:
@@ -176,12 +193,20 @@ class MilvusStore:
         schema.add_field("document_id", DataType.VARCHAR, max_length=512)
         schema.add_field("number", DataType.INT64)
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **(
+            {"enable_analyzer": True} if self.full_text else {}))
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
         index_params = self._client.prepare_index_params()
         index_params.add_index("vector", index_type=self.index.kind, metric_type="COSINE",
                                params=self.index.build_params)
+        if self.full_text:
+            from pymilvus import Function, FunctionType
+
+            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
+                                         input_field_names=["text"], output_field_names=["sparse"]))
+            index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         extra: dict[str, Any] = {}
         if settings.is_milvus_server:
             extra = {"num_shards": settings.shards, "replica_number": settings.replicas}
@@ -252,23 +277,57 @@ class MilvusStore:
             low += _PAGE
 
     async def search(self, tenant: str, vector: np.ndarray, top_k: int,
-                     filters: Mapping[str, FilterValue] | None = None) -> list[Hit]:
+                     filters: Mapping[str, FilterValue] | None = None, *, text: str | None = None,
+                     mode: str = "dense") -> list[Hit]:
+        """Top-k chunks by dense similarity, BM25 over the text, or both fused by RRF."""
+        if mode != "dense" and (not self.full_text or not text):
+            mode = "dense"
+        expr = filter_expression(tenant, filters)
+        dense = {"metric_type": "COSINE", "params": self._dense_params(top_k)}
+        vectors = [np.asarray(vector, dtype=np.float32).tolist()]
+        if mode != "dense":
+            try:
+                return await self._full_text_search(mode, vectors, text, dense, expr, top_k)
+            except RaglineError as exc:
+                if "Invalid sparse row" not in str(exc):
+                    raise
+                # BM25 over a collection with no text yet divides by zero inside Milvus
+        results = await self._call("search", data=vectors, anns_field="vector", limit=top_k, filter=expr,
+                                   output_fields=_HIT_FIELDS, search_params=dense, consistency_level="Strong")
+        return [self._hit(r) for r in results[0]]
+
+    async def _full_text_search(self, mode: str, vectors: list, text: str, dense: dict, expr: str,
+                                top_k: int) -> list[Hit]:
+        fields = [*_HIT_FIELDS, "vector"]  # to report each hit's dense similarity too
+        if mode == "bm25":
+            results = await self._call("search", data=[text], anns_field="sparse", limit=top_k, filter=expr,
+                                       output_fields=fields, search_params={"metric_type": "BM25"},
+                                       consistency_level="Strong")
+        else:
+            from pymilvus import AnnSearchRequest, RRFRanker
+
+            requests = [AnnSearchRequest(vectors, "vector", dense, limit=top_k, expr=expr),
+                        AnnSearchRequest([text], "sparse", {"metric_type": "BM25"}, limit=top_k, expr=expr)]
+            results = await self._call("hybrid_search", requests, RRFRanker(self.rrf_k), limit=top_k,
+                                       output_fields=fields, consistency_level="Strong")
+        query = np.asarray(vectors[0], dtype=np.float32)
+        return [self._hit(r, similarity=float(query @ np.asarray(r["entity"]["vector"], dtype=np.float32)))
+                for r in results[0]]
+
+    def _dense_params(self, top_k: int) -> dict[str, int]:
         params = dict(self.index.search_params)
         if "ef" in params:
             params["ef"] = max(params["ef"], top_k)
-        results = await self._call(
-            "search", data=[np.asarray(vector, dtype=np.float32).tolist()], limit=top_k,
-            filter=filter_expression(tenant, filters), output_fields=_HIT_FIELDS,
-            search_params={"metric_type": "COSINE", "params": params}, consistency_level="Strong",
-        )
-        return [self._hit(r) for r in results[0]]
+        return params
 
     @staticmethod
-    def _hit(result: dict[str, Any]) -> Hit:
+    def _hit(result: dict[str, Any], similarity: float | None = None) -> Hit:
+        """A search result; ``score`` ranks (cosine, BM25 or RRF), ``similarity`` is always cosine."""
         entity = result["entity"]
+        score = float(result["distance"])
         return Hit(chunk_id=result["id"], document_id=entity["document_id"], number=int(entity["number"]),
-                   text=entity["text"], score=float(result["distance"]), content_hash=entity["content_hash"],
-                   metadata=entity.get("metadata") or {})
+                   text=entity["text"], score=score, similarity=score if similarity is None else similarity,
+                   content_hash=entity["content_hash"], metadata=entity.get("metadata") or {})
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]:
         """A document's chunks in order, with text and metadata (score 1.0)."""
