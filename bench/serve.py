@@ -64,7 +64,8 @@ async def load(client: httpx.AsyncClient, path: str, field: str, concurrency: in
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"rps": total / elapsed, "p50_ms": median(latencies), "p99_ms": percentile(latencies, 99)}
+    return {"rps": total / elapsed, "p50_ms": median(latencies), "p99_ms": percentile(latencies, 99),
+            "deciles_ms": [percentile(latencies, q) for q in range(10, 100, 10)]}
 
 
 async def main() -> None:

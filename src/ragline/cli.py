@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -190,6 +191,82 @@ def stats(tenant: TenantOption = None, config: ConfigOption = None, as_json: Jso
     else:
         for key, value in result.items():
             out.print(f"{key:>12}: {value}")
+
+
+@app.command("eval")
+def evaluate(
+    dataset_dir: Annotated[Path, typer.Argument(help="A BEIR dataset: corpus.jsonl, queries.jsonl, qrels/test.tsv.")],
+    mode: Annotated[str, typer.Option("--mode", help="dense, bm25, hybrid, or several comma-separated.")] = "hybrid",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the results as JSON here.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Measure retrieval on a BEIR dataset (nDCG@10, Recall@10/100, MRR@10) in a fresh collection."""
+    import statistics
+    import tempfile
+
+    from . import evaluation
+
+    modes = [m.strip() for m in mode.split(",") if m.strip()]
+    if not modes or set(modes) - {"dense", "bm25", "hybrid"}:
+        err.print(f"[red]error:[/] --mode takes dense, bm25, hybrid (comma-separated), not {mode!r}")
+        raise typer.Exit(2)
+    try:
+        dataset = evaluation.load_beir(dataset_dir)
+    except RaglineError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    total = sum(1 for _ in dataset.corpus.open())
+    results: dict[str, dict[str, Any]] = {}
+
+    async def work(engine: Engine):
+        with Progress(TextColumn("[bold]ingesting corpus"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as progress:
+            task = progress.add_task("ingest", total=total)
+            started = time.perf_counter()
+            chunks = await evaluation.ingest(engine, dataset, lambda n: progress.update(task, advance=n))
+            ingest_s = time.perf_counter() - started
+        for m in modes:
+            run, latencies = await evaluation.run_queries(engine, dataset, m)
+            results[m] = {**evaluation.score(dataset.qrels, run), "search_p50_ms": statistics.median(latencies)}
+        return chunks, ingest_s
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = {"milvus_uri": str(Path(tmp) / "eval.db"), "collection": "eval", "cache_url": "none"}
+        chunks, ingest_s = _run(config, work, **overrides)
+    table = Table("mode", *evaluation.MEASURES, "search p50 ms", title=f"{dataset.name}: {len(dataset.queries)} queries")
+    for m, r in results.items():
+        table.add_row(m, *(f"{r[k]:.4f}" for k in evaluation.MEASURES), f"{r['search_p50_ms']:.1f}")
+    err.print(table)
+    summary = {"dataset": dataset.name, "queries": len(dataset.queries), "documents": total, "chunks": chunks,
+               "ingest_s": round(ingest_s, 1), "mode": modes[0], **results[modes[0]], "modes": results}
+    if output:
+        output.write_text(json.dumps(summary, indent=2))
+    out.print(json.dumps(summary), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def bench(
+    only: Annotated[str | None, typer.Option(help="Comma-separated subset: ingest, search, generate, answers, "
+                                                   "serve, cache (default: all).")] = None,
+    results_dir: Annotated[Path, typer.Option("--results", help="Where to write the report.")] = Path("results"),
+) -> None:
+    """Run the benchmarks in bench/ and write results.json, summary.md and PNG plots."""
+    from . import benchmarks
+
+    names = [n.strip() for n in only.split(",")] if only else list(benchmarks.ALL)
+    unknown = set(names) - set(benchmarks.ALL)
+    if unknown:
+        err.print(f"[red]error:[/] unknown benchmarks: {', '.join(sorted(unknown))}")
+        raise typer.Exit(2)
+    results = {}
+    for name in names:
+        err.print(f"running bench/{name}.py ...")
+        results[name] = benchmarks.run_one(name)
+        err.print(f"  {json.dumps(results[name])[:300]}")
+    for path in benchmarks.write_report(results, results_dir):
+        out.print(f"wrote {path}")
+    if any("error" in r for r in results.values()):
+        raise typer.Exit(1)
 
 
 @app.command()
