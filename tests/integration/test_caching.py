@@ -154,3 +154,13 @@ def test_rate_limits_hold_across_api_replicas_sharing_redis(serve_app, running_r
     statuses = [httpx.post(f"{replicas[i % 2].url}/v1/search", json={"query": "x"},
                            headers={"X-API-Key": key}).status_code for i in range(3)]
     assert statuses == [200, 200, 429]
+
+
+@pytest.mark.integration
+def test_readiness_reports_a_dead_redis_without_failing(serve_app, running_redis):
+    server = serve_app(cache_url=running_redis.url, auth_enabled=False)
+    assert httpx.get(f"{server.url}/readyz").json()["dependencies"]["cache"]["status"] == "ok"
+    running_redis.stop()
+    response = httpx.get(f"{server.url}/readyz")
+    assert response.status_code == 200 and response.json()["dependencies"]["cache"]["status"] == "unavailable"
+    assert httpx.post(f"{server.url}/v1/search", json={"query": "bees"}).status_code == 200

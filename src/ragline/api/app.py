@@ -338,6 +338,12 @@ async def _readiness(engine: Engine) -> dict[str, dict[str, Any]]:
         checks["vector_store"] = {"status": "ok", "required": True}
     except (RaglineError, TimeoutError) as exc:
         checks["vector_store"] = {"status": "unavailable", "required": True, "error": str(exc)}
+    if engine.cache is not None:
+        checks["cache"] = {"status": "ok", "required": False, "backend": engine.cache.name}
+        try:
+            await asyncio.wait_for(engine.cache.ping(), 2)
+        except (RaglineError, TimeoutError) as exc:
+            checks["cache"].update(status="unavailable", error=f"{exc}; serving without the cache")
     checks["llm"] = {"status": "ok", "required": False, "generator": engine.settings.generator}
     ping = getattr(engine.generator, "ping", None)
     if ping is not None:

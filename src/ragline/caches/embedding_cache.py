@@ -29,9 +29,8 @@ class CachedEmbedder:
         found = await asyncio.gather(*(self.cache.get(k) for k in keys))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         missing = [i for i, value in enumerate(found) if value is None or len(value) != 4 * self.dimension]
-        for i, value in enumerate(found):
-            if i not in missing:
-                out[i] = np.frombuffer(value, dtype=np.float32)
+        for i in set(range(len(texts))) - set(missing):
+            out[i] = np.frombuffer(found[i], dtype=np.float32)
         self.count("hit", len(texts) - len(missing))
         self.count("miss", len(missing))
         if missing:

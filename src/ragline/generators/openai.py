@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ..errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RetryableError
+from ..breaker import CircuitBreaker
 from .batching import MicroBatcher
 from .prompts import STOP_SEQUENCES, Prompt, render
 
@@ -45,7 +46,7 @@ class OpenAIGenerator:
                  api_key: str | None = None, timeout_s: float = 30.0, connect_timeout_s: float = 2.0,
                  max_retries: int = 2, backoff_s: float = 0.2, concurrency: int = 64, batch_max: int = 32,
                  batch_wait_ms: float = 5.0, temperature: float = 0.0, extra_body: dict[str, Any] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, event_hooks: dict | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, transport: httpx.AsyncBaseTransport | None = None, event_hooks: dict | None = None) -> None:
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
         self.base_url = base_url.rstrip("/")
@@ -56,6 +57,8 @@ class OpenAIGenerator:
         self.backoff_s = backoff_s
         self.temperature = temperature
         self.extra_body = dict(extra_body or {})  # server-specific sampling parameters
+        # open after repeated failures: questions then go straight to the extractive answer
+        self.breaker = breaker or CircuitBreaker(f"LLM at {self.base_url}", failures_to_open=3, open_s=5.0)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, transport=transport, event_hooks=event_hooks,
@@ -84,15 +87,18 @@ class OpenAIGenerator:
 
     async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
         """Tokens as the server sends them; retried only until the first one arrives."""
+        self._check_breaker()
         for attempt in range(self.max_retries + 1):
             started = False
             try:
                 async for piece in self._stream_once(prompt, max_tokens):
                     started = True
                     yield piece
+                self.breaker.success()
                 return
-            except RetryableError:
+            except RetryableError as exc:
                 if started or attempt == self.max_retries:
+                    self.breaker.failure(exc)
                     raise
                 await self._backoff(attempt)
 
@@ -161,14 +167,23 @@ class OpenAIGenerator:
             return response.json()
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        self._check_breaker()
         for attempt in range(self.max_retries + 1):
             try:
-                return await call()
-            except RetryableError:
+                result = await call()
+                self.breaker.success()
+                return result
+            except RetryableError as exc:
                 if attempt == self.max_retries:
+                    self.breaker.failure(exc)
                     raise
                 await self._backoff(attempt)
         raise AssertionError("unreachable")
+
+    def _check_breaker(self) -> None:
+        if not self.breaker.allow():
+            raise DependencyUnavailable(f"LLM at {self.base_url} is failing; not retried for a few seconds "
+                                        "(circuit breaker open)")
 
     async def _backoff(self, attempt: int) -> None:
         await asyncio.sleep(self.backoff_s * (2 ** attempt) * (0.5 + random.random()))

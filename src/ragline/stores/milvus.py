@@ -193,8 +193,8 @@ class MilvusStore:
         schema.add_field("document_id", DataType.VARCHAR, max_length=512)
         schema.add_field("number", DataType.INT64)
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **(
-            {"enable_analyzer": True} if self.full_text else {}))
+        analyzer = {"enable_analyzer": True, "analyzer_params": {"type": settings.bm25_analyzer}}
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **(analyzer if self.full_text else {}))
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
         index_params = self._client.prepare_index_params()
