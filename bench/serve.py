@@ -1,6 +1,6 @@
 """HTTP throughput and latency of /v1/search and /v1/query (extractive answers, so the LLM
 does not dominate) at concurrency 1, 8 and 32, against `ragline serve` on loopback with
-MiniLM and Milvus Lite over the sample corpus.
+MiniLM and Milvus Lite over the sample corpus, hybrid retrieval, caches off.
 
 Last line: {"search": {"c1": {"rps", "p50_ms", "p99_ms"}, ...}, "query": {...}}.
 
@@ -34,9 +34,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(tmp: str, port: int) -> subprocess.Popen:
+def start(tmp: str, port: int, cache: str) -> subprocess.Popen:
     env = dict(os.environ, RAGLINE_MILVUS_URI=f"{tmp}/serve.db", RAGLINE_GENERATOR="extractive",
-               RAGLINE_RATE_LIMIT_RPS="0", RAGLINE_KEYS_FILE=f"{tmp}/keys.json", HF_HUB_OFFLINE="1")
+               RAGLINE_RATE_LIMIT_RPS="0", RAGLINE_KEYS_FILE=f"{tmp}/keys.json", HF_HUB_OFFLINE="1",
+               RAGLINE_CACHE_URL=cache)
     ragline = Path(sys.executable).with_name("ragline")
     proc = subprocess.Popen([str(ragline), "serve", "--no-auth", "--sample", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -72,11 +73,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--cache", default="none",
+                        help="none (default: every request does the work; bench/cache.py measures caching) or memory")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start(tmp, port)
+        proc = start(tmp, port, args.cache)
         try:
             results: dict[str, dict] = {"search": {}, "query": {}}
             limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
@@ -88,6 +91,7 @@ async def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+    results["cache"] = args.cache
     report(results)
 
 

@@ -79,10 +79,10 @@ def _plots(results: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
 
     written = []
     serve = results.get("serve", {})
-    if "search" in serve:
+    if isinstance(serve.get("search"), dict):
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
         for endpoint in ("search", "query"):
-            levels = sorted(serve[endpoint], key=lambda c: int(c[1:]))
+            levels = sorted((c for c in serve[endpoint] if c[1:].isdigit()), key=lambda c: int(c[1:]))
             conc = [int(c[1:]) for c in levels]
             left.plot(conc, [serve[endpoint][c]["rps"] for c in levels], marker="o", label=f"/v1/{endpoint}")
             for c in levels:
