@@ -150,15 +150,16 @@ class Engine:
     # -- answers ---------------------------------------------------------------------------
 
     async def ask(self, question: str, tenant: str | None = None, top_k: int | None = None,
-                  filters: Mapping[str, FilterValue] | None = None) -> Answer:
+                  filters: Mapping[str, FilterValue] | None = None, mode: str | None = None) -> Answer:
         """Retrieve, then answer with citations; degraded (extractive) if the LLM fails."""
-        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters)
+        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode)
         return await stages.generate(context, answering=self.answering())
 
     async def stream(self, question: str, tenant: str | None = None, top_k: int | None = None,
-                     filters: Mapping[str, FilterValue] | None = None) -> AsyncIterator[str | Answer]:
+                     filters: Mapping[str, FilterValue] | None = None,
+                     mode: str | None = None) -> AsyncIterator[str | Answer]:
         """Text pieces as they are generated, then the final Answer."""
-        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters)
+        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode)
         async for item in stages.generate_stream(context, answering=self.answering()):
             yield item
 

@@ -228,3 +228,18 @@ def test_the_openai_client_gets_answers_plain_and_streamed(api):
     pieces = [c.choices[0].delta.content or "" for c in
               openai.chat.completions.create(model="ragline", messages=messages, stream=True)]
     assert "".join(pieces) == reply.choices[0].message.content
+
+
+def test_the_retrieval_mode_can_be_chosen_per_request(api):
+    _, client, _ = api
+    a = client()
+    ingest(a, {"id": "bees", "text": BEES}, {"id": "tea", "text": TEA})
+    for mode in ("dense", "bm25", "hybrid"):
+        body = a.post("/v1/search", json={"query": "oxidised", "top_k": 1, "mode": mode}).json()
+        assert body["mode"] == mode and body["notice"] is None
+        if mode != "dense":  # the word itself: full-text search must find it
+            assert body["hits"][0]["document_id"] == "tea"
+    answer = a.post("/v1/query", json={"question": "Which tea is fully oxidised?", "mode": "bm25"})
+    assert answer.status_code == 200 and answer.json()["citations"][0]["document_id"] == "tea"
+    bad = a.post("/v1/search", json={"query": "x", "mode": "fuzzy"})
+    assert bad.status_code == 422 and "body.mode" in bad.json()["detail"]

@@ -214,7 +214,7 @@ def _install_routes(app: FastAPI) -> None:
         if body.stream:
             return StreamingResponse(_answer_events(request, engine, body, who), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        answer = await engine.ask(body.question, who.tenant, body.top_k, body.filters)
+        answer = await engine.ask(body.question, who.tenant, body.top_k, body.filters, body.mode)
         request.app.state.metrics.observe_answer(answer)
         return answer
 
@@ -286,7 +286,7 @@ def _install_routes(app: FastAPI) -> None:
 async def _answer_events(request: Request, engine: Engine, body: QueryRequest, who: Principal) -> AsyncIterator[str]:
     """SSE: `token` events as text arrives, then `answer`; an `error` event if it fails midway."""
     try:
-        async for item in engine.stream(body.question, who.tenant, body.top_k, body.filters):
+        async for item in engine.stream(body.question, who.tenant, body.top_k, body.filters, body.mode):
             if isinstance(item, Answer):
                 request.app.state.metrics.observe_answer(item)
                 yield sse("answer", item)

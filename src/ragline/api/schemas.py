@@ -18,6 +18,8 @@ class QueryRequest(Strict):
     top_k: int | None = Field(default=None, ge=1, le=50, description="Passages to answer from.")
     filters: dict[str, FilterValue] = Field(default_factory=dict, description="Metadata equality / any-of filters.")
     stream: bool = Field(default=False, description="Server-sent events: `token` events, then `answer`.")
+    mode: Literal["dense", "bm25", "hybrid"] | None = Field(
+        default=None, description="Retrieval mode; default: the deployment's.")
 
 
 class SearchRequest(Strict):
