@@ -1,0 +1,104 @@
+"""Stage workers over the bus (in-process and Kafka): outputs, dead letters, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from ragline import DependencyUnavailable, Settings
+from ragline.buses.memory import MemoryBus
+from ragline.embedders.hashing import HashingEmbedder
+from ragline.engine import Engine
+from ragline.generators.extractive import ExtractiveGenerator
+from ragline.models import Answer, Document, Query
+from ragline.stores.milvus import MilvusStore
+from ragline.workers import (Output, Topics, Worker, dead_letters, generate_handler, ingest_handler, replay,
+                             retrieve_handler)
+
+BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.integration)])
+async def bus(request):
+    if request.param == "memory":
+        backend = MemoryBus()
+    else:
+        from ragline.buses.kafka import KafkaBus
+
+        backend = KafkaBus(request.getfixturevalue("kafka_broker").bootstrap, session_timeout_ms=2000)
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def topics(bus) -> Topics:
+    """Fresh topics per test, so runs on the shared broker never see each other."""
+    suffix = uuid.uuid4().hex[:8]
+    names = Topics(*(f"{name}-{suffix}" for name in ("docs", "queries", "context", "answers", "dlq")))
+    if hasattr(bus, "create_topics"):  # Kafka: consumers only see topics that exist when they subscribe
+        from ragline.buses.kafka import TopicSpec
+
+        await bus.create_topics([TopicSpec(name, partitions=2) for name in vars(names).values()])
+    return names
+
+
+@pytest.fixture
+async def engine(tmp_path):
+    settings = Settings.load(milvus_uri=str(tmp_path / "w.db"), embedder="hashing", generator="extractive",
+                             min_relevance=0.0, cache_url="none")
+    embedder = HashingEmbedder()
+    async with Engine(settings, embedder, MilvusStore(settings, embedder.dimension), ExtractiveGenerator()) as eng:
+        yield eng
+
+
+async def test_five_malformed_messages_go_to_the_dlq_while_the_good_ones_flow(bus, topics, engine):
+    bad = [b"not json", b"{}", b'{"id": "x"}', b'{"id": "", "text": "t"}', b"\xff\xfe"]
+    for i, payload in enumerate(bad):
+        await bus.publish(topics.docs, payload)
+        await bus.publish(topics.docs, Document(id=f"good{i}", text=f"{BEES} ({i})").model_dump_json().encode())
+    worker = Worker(bus, "ingest", topics.docs, "ingesters", ingest_handler(engine), topics.dlq)
+    await asyncio.wait_for(worker.run(limit=10), 60)
+    assert (worker.processed, worker.dead) == (5, 5)
+    assert await engine.store.count("default") == 5
+    letters = await dead_letters(bus, topics.dlq, "dlq-reader", idle_s=3)
+    assert len(letters) == 5 and {lt.error_kind for lt in letters} == {"unparseable"}
+    assert all(lt.topic == topics.docs and lt.stage == "ingest" and lt.attempts == 1 for lt in letters)
+
+
+async def test_a_query_flows_through_retrieve_and_generate_workers_to_an_answer(bus, topics, engine):
+    await engine.ingest_documents([Document(id="bees", text=BEES)])
+    query = Query(text="What does the waggle dance tell nest mates?")
+    await bus.publish(topics.queries, query.model_dump_json().encode(), query.request_id.encode())
+    retriever = Worker(bus, "retrieve", topics.queries, "retrievers", retrieve_handler(engine, topics), topics.dlq)
+    generator = Worker(bus, "generate", topics.context, "generators", generate_handler(engine, topics), topics.dlq)
+    await asyncio.wait_for(asyncio.gather(retriever.run(limit=1), generator.run(limit=1)), 60)
+    stream = bus.consume([topics.answers], "api")
+    delivery = await asyncio.wait_for(anext(stream), 30)
+    await stream.aclose()
+    answer = Answer.model_validate_json(delivery.value)
+    assert answer.request_id == query.request_id and delivery.key == query.request_id.encode()
+    assert answer.citations[0].document_id == "bees"
+
+
+async def test_a_retryable_failure_is_retried_then_dead_lettered_and_replay_delivers_it(bus, topics):
+    down = {"value": True}
+    seen: list[bytes] = []
+
+    async def flaky(delivery):
+        if down["value"]:
+            raise DependencyUnavailable("store is down")
+        seen.append(delivery.value)
+        return [Output(topics.answers, delivery.value)]
+
+    await bus.publish(topics.queries, b"payload-1")
+    worker = Worker(bus, "retrieve", topics.queries, "retrievers", flaky, topics.dlq, max_attempts=3, backoff_s=0.01)
+    await asyncio.wait_for(worker.run(limit=1), 60)
+    [letter] = await dead_letters(bus, topics.dlq, "dlq-reader", idle_s=3)
+    assert (letter.error_kind, letter.attempts, letter.payload) == ("retryable", 3, "payload-1")
+    assert "store is down" in letter.error and letter.first_failure_at <= letter.last_failure_at
+    down["value"] = False
+    assert await replay(bus, [letter]) == 1
+    await asyncio.wait_for(worker.run(limit=2), 60)
+    assert seen == [b"payload-1"]
