@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,12 @@ class Engine:
     # -- ingestion -------------------------------------------------------------------
 
     async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
-        return await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
-                                   answers=self.answers)
+        report = await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
+                                     answers=self.answers)
+        now = datetime.now(timezone.utc)  # writes use Strong consistency: searchable from here on
+        for document in documents:
+            self.metrics.freshness.observe(max(0.0, (now - document.received_at).total_seconds()))
+        return report
 
     async def ingest_paths(self, paths: Iterable[Path], tenant: str | None = None,
                            on_file: Callable[[str], None] | None = None) -> IngestReport:

@@ -67,7 +67,11 @@ class Query(Message):
     top_k: int = Field(default=5, ge=1, le=500)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     mode: Literal["dense", "bm25", "hybrid"] | None = None  # None: the deployment's setting
+    # Request-reply over the bus: where the answer goes ("topic" or "topic:partition"),
+    # whether text is streamed there as it is generated, and when nobody waits any more.
     reply_to: str | None = None
+    stream: bool = False
+    deadline: datetime | None = None
 
     _check_tenant = field_validator("tenant")(validate_tenant)
 
@@ -114,6 +118,24 @@ class Answer(Message):
     degraded: bool = False
     degraded_reason: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Delta(Message):
+    """A piece of a streamed answer on the reply route; ``attempt`` tells generations apart."""
+
+    request_id: str
+    text: str
+    seq: int = Field(ge=0)
+    attempt: str
+
+
+class Failure(Message):
+    """On the reply route when a stage gives up on a query, so the caller need not wait."""
+
+    request_id: str
+    stage: str
+    error_type: str
+    error: str
 
 
 class DeadLetter(Message):

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Buckets fitted to a 1 s p99 SLO: fine below 1 s, coarse above.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0)
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class Metrics:
@@ -29,6 +30,30 @@ class Metrics:
         self.cache_up = Gauge("ragline_cache_up", "1 while the cache backend answers, 0 while it is skipped",
                               registry=self.registry)
         self.cache_up.set(1)
+
+        # The pipeline: workers and the gateway.
+        self.stage_messages = Counter("ragline_stage_messages_total", "Messages a stage worker finished, by outcome",
+                                      ["stage", "outcome"], registry=self.registry)
+        self.stage_seconds = Histogram("ragline_stage_seconds", "Time a stage worker spent on one message",
+                                       ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.dead_letters = Counter("ragline_dead_letters_total", "Messages sent to the dead-letter topic",
+                                    ["topic", "reason"], registry=self.registry)
+        self.freshness = Histogram("rag_ingest_freshness_seconds", "Document received -> searchable",
+                                   buckets=FRESHNESS_BUCKETS, registry=self.registry)
+        self.inflight = Gauge("ragline_inflight_requests", "Queries waiting for their answer", registry=self.registry)
+        self.duplicate_answers = Counter("ragline_duplicate_answers_total",
+                                         "Answers dropped because their request was already answered",
+                                         registry=self.registry)
+        self.reply_timeouts = Counter("ragline_reply_timeouts_total", "Queries whose answer did not come in time",
+                                      registry=self.registry)
+
+    def stage_done(self, stage: str, seconds: float, outcome: str) -> None:
+        self.stage_messages.labels(stage=stage, outcome=outcome).inc()
+        if outcome == "ok":
+            self.stage_seconds.labels(stage=stage).observe(seconds)
+
+    def dead_letter(self, topic: str, reason: str) -> None:
+        self.dead_letters.labels(topic=topic, reason=reason).inc()
 
     def counter(self, cache: str) -> Callable[[str, int], None]:
         """A (result, n) callback counting one cache's hits and misses."""

@@ -108,13 +108,23 @@ class Delivery:
 
 @runtime_checkable
 class Bus(Protocol):
-    """Topics with consumer groups. Filled out by the "Async pipeline" issue."""
+    """Topics with consumer groups, at-least-once.
+
+    ``commit(d)`` acknowledges ``d`` and every delivery of its partition that this
+    consumer was handed before it (Kafka's semantics). ``tail`` reads a topic from its
+    current end without a consumer group (request-reply listeners); its position is
+    fixed once the awaitable returns, so nothing published after that is missed.
+    """
 
     async def publish(
         self, topic: str, value: bytes, key: bytes | None = None,
-        headers: Mapping[str, bytes] | None = None,
+        headers: Mapping[str, bytes] | None = None, partition: int | None = None,
     ) -> None: ...
 
     def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]: ...
 
     async def commit(self, delivery: Delivery) -> None: ...
+
+    async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]: ...
+
+    async def close(self) -> None: ...

@@ -21,6 +21,9 @@ from pydantic_settings import (
 from .errors import ConfigurationError
 
 
+_TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAGLINE_", extra="forbid", frozen=True)
 
@@ -114,6 +117,33 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(default=25.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0)
 
+    # The bus. Empty: the API calls the stages directly (lowest latency, and a client that
+    # disconnects cancels its generation); memory: the same topology as Kafka over
+    # in-process queues, workers inside the API process; kafka://host:9092[,host2:9092]:
+    # the API is a gateway and `ragline worker ...` processes run the stages.
+    bus_url: str = ""
+    topic_docs: str = Field(default="rag-docs", pattern=_TOPIC)
+    topic_queries: str = Field(default="rag-queries", pattern=_TOPIC)
+    topic_context: str = Field(default="rag-context", pattern=_TOPIC)
+    topic_answers: str = Field(default="rag-answers", pattern=_TOPIC)
+    topic_dlq: str = Field(default="rag-dlq", pattern=_TOPIC)
+    topic_partitions: int = Field(default=6, ge=1)  # the most workers per stage that can share the load
+    topic_replication_factor: int = Field(default=1, ge=1)  # 3 in production
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)  # 2 in production
+    topic_retention_hours: float = Field(default=24.0, gt=0)
+    dlq_retention_days: float = Field(default=7.0, gt=0)
+    kafka_session_timeout_ms: int = Field(default=6000, ge=500)
+    kafka_fetch_wait_max_ms: int = Field(default=10, ge=0)
+    kafka_client_id: str = "ragline"
+    kafka_linger_ms: float = Field(default=5.0, ge=0)  # documents and dead letters: batch
+    kafka_interactive_linger_ms: float = Field(default=0.0, ge=0)  # queries, context, answers: someone waits
+    worker_concurrency: int = Field(default=32, ge=1)  # messages in hand per worker (LLM batches)
+    worker_max_attempts: int = Field(default=5, ge=1)
+    worker_backoff_s: float = Field(default=0.2, ge=0)
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    reply_timeout_s: float = Field(default=30.0, gt=0)  # the API's 504 after this long
+    reply_partition: int | None = Field(default=None, ge=0)  # this API replica's partition of the answers topic
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "Settings":
         if self.chunk_overlap >= self.chunk_tokens:
@@ -121,6 +151,12 @@ class Settings(BaseSettings):
                 f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
                 f"chunk_tokens ({self.chunk_tokens})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _known_bus(self) -> "Settings":
+        if self.bus_url not in ("", "memory") and not self.bus_url.startswith("kafka://"):
+            raise ValueError(f"bus_url must be empty, 'memory' or kafka://host:port[,host:port]; got {self.bus_url!r}")
         return self
 
     @property

@@ -1,10 +1,16 @@
 """Bus workers: run one stage over a topic, at least once, never losing a message.
 
 For each message: parse it, run the stage, publish its output, and only then commit.
-Retryable errors are retried with exponential backoff; after ``max_attempts``, and at
-once for permanent errors and messages that do not parse, the message goes to the
-dead-letter topic with the error, the stage, the attempt count and timestamps, and
-is committed there: a poison message never blocks its partition.
+Up to ``concurrency`` messages are in hand at once (so an LLM can batch them), and
+offsets are committed in order per partition: a message is acknowledged only when it
+and every message before it are done. Retryable errors are retried with exponential
+backoff; after ``max_attempts``, and at once for permanent errors and messages that do
+not parse, the message goes to the dead-letter topic with the error, the stage, the
+attempt count and timestamps: a poison message never blocks its partition. When the
+message was a query, the caller also gets a ``Failure`` on its reply route at once.
+
+``stop()`` is a graceful shutdown: no new messages are taken, those in hand finish
+within the grace period or are handed back uncommitted (another worker gets them).
 """
 
 from __future__ import annotations
@@ -12,18 +18,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
 from . import stages
 from .errors import RetryableError
-from .models import Context, DeadLetter, Document, Query
+from .models import Answer, Context, DeadLetter, Delta, Document, Failure, Query
 from .ports import Bus, Delivery
 
 log = logging.getLogger("ragline.worker")
+
+# Headers on reply routes: what the value is.
+KIND = "ragline-kind"
+REPLAYED = b"replayed"
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,11 @@ class Topics:
     answers: str = "rag-answers"
     dlq: str = "rag-dlq"
 
+    @classmethod
+    def from_settings(cls, settings) -> "Topics":
+        return cls(settings.topic_docs, settings.topic_queries, settings.topic_context, settings.topic_answers,
+                   settings.topic_dlq)
+
 
 @dataclass(frozen=True)
 class Output:
@@ -41,14 +59,33 @@ class Output:
     value: bytes
     key: bytes | None = None
     headers: Mapping[str, bytes] | None = None
+    partition: int | None = None
 
 
 Handler = Callable[[Delivery], Awaitable[list[Output]]]
+# What to tell the caller when a message is given up: outputs for its reply route.
+OnDead = Callable[[Delivery, Exception], list[Output]]
+
+
+def route(reply_to: str) -> tuple[str, int | None]:
+    """"topic" or "topic:partition" (Kafka topic names never hold ':')."""
+    topic, _, partition = reply_to.partition(":")
+    return topic, int(partition) if partition.isdigit() else None
+
+
+@dataclass
+class _Lane:
+    """The deliveries of one partition in the order they were taken; commits follow it."""
+
+    order: deque[Delivery] = field(default_factory=deque)
+    done: set[int] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Worker:
     def __init__(self, bus: Bus, stage: str, topic: str, group: str, handler: Handler, dlq_topic: str,
-                 max_attempts: int = 5, backoff_s: float = 0.1) -> None:
+                 max_attempts: int = 5, backoff_s: float = 0.1, *, concurrency: int = 1,
+                 on_dead: OnDead | None = None, metrics=None) -> None:
         self.bus = bus
         self.stage = stage
         self.topic = topic
@@ -57,30 +94,101 @@ class Worker:
         self.dlq_topic = dlq_topic
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        self.concurrency = concurrency
+        self.on_dead = on_dead
+        self.metrics = metrics
         self.processed = 0
         self.dead = 0
+        self.running = False
+        self._stop = asyncio.Event()
+        self._pending: asyncio.Future | None = None
 
-    async def run(self, limit: int | None = None) -> None:
-        """Consume until cancelled, or until ``limit`` messages are done."""
+    def stop(self) -> None:
+        """Take no more messages; ``run`` returns once those in hand are done or handed back."""
+        self._stop.set()
+
+    async def run(self, limit: int | None = None, grace_s: float = 10.0) -> None:
+        """Consume until stopped or cancelled, or until ``limit`` messages are taken and done."""
         stream = self.bus.consume([self.topic], self.group)
+        slots = asyncio.Semaphore(self.concurrency)
+        lanes: dict[tuple[str, int], _Lane] = {}
+        tasks: set[asyncio.Task] = set()
+        taken = 0
+        self.running = True
         try:
-            async for delivery in stream:
-                await self.handle(delivery)
-                if limit is not None and self.processed + self.dead >= limit:
-                    return
+            while not self._stop.is_set() and (limit is None or taken < limit):
+                await slots.acquire()
+                delivery = await self._next(stream)
+                if delivery is None:
+                    slots.release()
+                    break
+                taken += 1
+                lane = lanes.setdefault((delivery.topic, delivery.partition), _Lane())
+                lane.order.append(delivery)
+                task = asyncio.create_task(self._process(delivery, lane, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                _, late = await asyncio.wait(set(tasks), timeout=grace_s if self._stop.is_set() else None)
+                for task in late:  # not done in time: hand them back (uncommitted, redelivered)
+                    task.cancel()
+                if late:
+                    log.warning("%s: %d messages handed back at shutdown", self.stage, len(late))
+                    await asyncio.gather(*late, return_exceptions=True)
         finally:
-            await stream.aclose()
+            self.running = False
+            for task in tasks:
+                task.cancel()
+            if self._pending is not None:  # only now, as it closes the consumer the commits need
+                self._pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, RuntimeError):
+                    await self._pending
+                self._pending = None
+            with contextlib.suppress(RuntimeError):  # a cancelled anext() already unwound it
+                await stream.aclose()
+
+    async def _next(self, stream) -> Delivery | None:
+        """The next message, or None once stopped (the pending read is left for ``run`` to drop)."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(stream))
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({self._pending, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not self._pending.done():
+            return None
+        delivery, self._pending = self._pending.result(), None
+        return delivery
+
+    async def _process(self, delivery: Delivery, lane: _Lane, slots: asyncio.Semaphore) -> None:
+        try:
+            await self.handle(delivery)
+            lane.done.add(delivery.offset)
+            async with lane.lock:
+                last = None
+                while lane.order and lane.order[0].offset in lane.done:
+                    last = lane.order.popleft()
+                    lane.done.discard(last.offset)
+                if last is not None:
+                    await self.bus.commit(last)
+        except Exception:  # the bus is down: leave it uncommitted, it will be delivered again
+            log.exception("%s: could not finish a message from %s; it stays uncommitted", self.stage, self.topic)
+        finally:
+            slots.release()
 
     async def handle(self, delivery: Delivery) -> bool:
-        """Process one message; True if it succeeded, False if it was dead-lettered."""
+        """Process one message and publish its outputs (or its dead letter); True on success."""
         first_failure = None
+        started = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             try:
                 outputs = await self.handler(delivery)
-                for out in outputs:
-                    await self.bus.publish(out.topic, out.value, out.key, out.headers)
-                await self.bus.commit(delivery)
+                await asyncio.gather(*(self.bus.publish(o.topic, o.value, o.key, o.headers, o.partition)
+                                       for o in outputs))
                 self.processed += 1
+                if self.metrics is not None:
+                    self.metrics.stage_done(self.stage, time.perf_counter() - started, "ok")
                 return True
             except (ValidationError, ValueError) as exc:
                 return await self._dead(delivery, exc, "unparseable", attempt, first_failure)
@@ -88,6 +196,7 @@ class Worker:
                 first_failure = first_failure or _now()
                 if attempt == self.max_attempts:
                     return await self._dead(delivery, exc, "retryable", attempt, first_failure)
+                log.info("%s: attempt %d failed (%s); retrying", self.stage, attempt, exc)
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
             except Exception as exc:  # a permanent error, or a bug: dead-letter it, never crash-loop
                 return await self._dead(delivery, exc, "permanent", attempt, first_failure)
@@ -100,9 +209,14 @@ class Worker:
                             first_failure_at=first_failure or _now())
         log.warning("dead letter from %s (%s after %d attempts): %s", self.stage, kind, attempts, letter.error)
         await self.bus.publish(self.dlq_topic, letter.model_dump_json().encode(), delivery.key,
-                               {"ragline-stage": self.stage.encode()})
-        await self.bus.commit(delivery)
+                               {"ragline-stage": self.stage.encode(), "ragline-error-kind": kind.encode()})
+        for out in (self.on_dead(delivery, exc) if self.on_dead else []):
+            with contextlib.suppress(Exception):  # telling the caller is a courtesy; the letter is kept
+                await self.bus.publish(out.topic, out.value, out.key, out.headers, out.partition)
         self.dead += 1
+        if self.metrics is not None:
+            self.metrics.dead_letter(delivery.topic, kind)
+            self.metrics.stage_done(self.stage, 0.0, "dead")
         return False
 
 
@@ -110,7 +224,28 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _expired(query: Query) -> bool:
+    return query.deadline is not None and query.deadline < _now()
+
+
+def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Query]) -> OnDead:
+    def on_dead(delivery: Delivery, exc: Exception) -> list[Output]:
+        try:
+            query = query_of(delivery.value)
+        except Exception:  # unparseable: there is no caller to tell
+            return []
+        failure = Failure(request_id=query.request_id, stage=stage, error_type=type(exc).__name__, error=str(exc))
+        topic, partition = route(query.reply_to or topics.answers)
+        return [Output(topic, failure.model_dump_json().encode(), query.request_id.encode(),
+                       {KIND: b"failure"}, partition)]
+    return on_dead
+
+
+# -- the three stages as handlers ------------------------------------------------------
+
+
 def ingest_handler(engine) -> Handler:
+    """Documents become searchable; the engine records their freshness (received -> searchable)."""
     async def handle(delivery: Delivery) -> list[Output]:
         await engine.ingest_documents([Document.model_validate_json(delivery.value)])
         return []
@@ -120,39 +255,119 @@ def ingest_handler(engine) -> Handler:
 def retrieve_handler(engine, topics: Topics) -> Handler:
     async def handle(delivery: Delivery) -> list[Output]:
         query = Query.model_validate_json(delivery.value)
+        if _expired(query):
+            log.info("retrieve: request %s expired before it was served; dropped", query.request_id)
+            return []
         context = await stages.retrieve(query, embedder=engine.embedder, store=engine.store,
                                         mode=engine.settings.retrieval_mode)
         return [Output(topics.context, context.model_dump_json().encode(), query.request_id.encode())]
     return handle
 
 
-def generate_handler(engine, topics: Topics) -> Handler:
+def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_interval_s: float = 0.03) -> Handler:
+    """Answers to the query's reply route; streamed queries get ``Delta`` pieces first.
+
+    A redelivered context (the worker died after publishing, before committing) is
+    answered again; the gateway keeps the first answer per request id and drops the rest.
+    """
     async def handle(delivery: Delivery) -> list[Output]:
         context = Context.model_validate_json(delivery.value)
-        answer = await stages.generate(context, answering=engine.answering())
-        return [Output(context.query.reply_to or topics.answers, answer.model_dump_json().encode(),
-                       context.query.request_id.encode())]
+        query = context.query
+        if _expired(query):
+            log.info("generate: request %s expired before it was served; dropped", query.request_id)
+            return []
+        topic, partition = route(query.reply_to or topics.answers)
+        key = query.request_id.encode()
+        if not query.stream or bus is None:
+            answer = await stages.generate(context, answering=engine.answering())
+        else:
+            answer = await _stream_deltas(engine, context, topic, partition, key, delta_interval_s)
+        return [Output(topic, answer.model_dump_json().encode(), key, {KIND: b"answer"}, partition)]
+
+    async def _stream_deltas(engine, context: Context, topic: str, partition: int | None, key: bytes,
+                             interval_s: float) -> Answer:
+        attempt, seq, buffered, last = uuid.uuid4().hex[:12], 0, [], time.perf_counter()
+        answer = None
+
+        async def flush() -> None:
+            nonlocal seq, buffered, last
+            if buffered:
+                delta = Delta(request_id=context.query.request_id, text="".join(buffered), seq=seq, attempt=attempt)
+                await bus.publish(topic, delta.model_dump_json().encode(), key,
+                                                 {KIND: b"delta"}, partition)
+                seq, buffered, last = seq + 1, [], time.perf_counter()
+
+        async for item in stages.generate_stream(context, answering=engine.answering()):
+            if isinstance(item, Answer):
+                answer = item
+            else:
+                buffered.append(item)
+                if time.perf_counter() - last >= interval_s:
+                    await flush()
+        await flush()
+        assert answer is not None
+        return answer
+
     return handle
 
 
-async def dead_letters(bus: Bus, dlq_topic: str, group: str, idle_s: float = 1.0) -> list[DeadLetter]:
-    """Every dead letter the group has not committed, read until the topic stays idle."""
+def on_dead_for(stage: str, topics: Topics) -> OnDead | None:
+    if stage == "retrieve":
+        return _failure_to_caller(stage, topics, Query.model_validate_json)
+    if stage == "generate":
+        return _failure_to_caller(stage, topics, lambda raw: Context.model_validate_json(raw).query)
+    return None
+
+
+def build_worker(stage: str, engine, bus: Bus, topics: Topics, *, group: str | None = None,
+                 concurrency: int = 1, max_attempts: int = 5, backoff_s: float = 0.2, metrics=None) -> Worker:
+    """One stage's worker, wired the same way in a worker process and in the embedded pipeline."""
+    handlers = {
+        "ingest": (topics.docs, lambda: ingest_handler(engine)),
+        "retrieve": (topics.queries, lambda: retrieve_handler(engine, topics)),
+        "generate": (topics.context, lambda: generate_handler(engine, topics, bus)),
+    }
+    if stage not in handlers:
+        raise ValueError(f"unknown stage {stage!r}; one of {', '.join(handlers)}")
+    topic, make = handlers[stage]
+    return Worker(bus, stage, topic, group or f"ragline-{stage}", make(), topics.dlq, max_attempts, backoff_s,
+                  concurrency=concurrency, on_dead=on_dead_for(stage, topics), metrics=metrics)
+
+
+# -- the dead-letter topic ------------------------------------------------------------------
+
+
+async def dead_letters(bus: Bus, dlq_topic: str, group: str | None = None, idle_s: float = 1.0,
+                       include_replayed: bool = True) -> list[DeadLetter]:
+    """Every dead letter on the topic, read from the start until it stays idle.
+
+    A fresh group per call (nothing is committed), so listing never hides a letter.
+    Letters already replayed are left out unless ``include_replayed``.
+    """
     letters: list[DeadLetter] = []
-    stream = bus.consume([dlq_topic], group)
+    replayed: set[str] = set()
+    stream = bus.consume([dlq_topic], group or f"ragline-dlq-reader-{uuid.uuid4().hex[:8]}")
     try:
         while True:
             try:
                 delivery = await asyncio.wait_for(anext(stream), idle_s)
             except TimeoutError:
-                return letters
-            letters.append(DeadLetter.model_validate_json(delivery.value))
+                break
+            if delivery.headers.get(KIND) == REPLAYED:
+                replayed.add(delivery.value.decode())
+                continue
+            with contextlib.suppress(ValidationError, ValueError):
+                letters.append(DeadLetter.model_validate_json(delivery.value))
     finally:
         with contextlib.suppress(RuntimeError):  # a cancelled anext() already unwound it
             await stream.aclose()
+    return [lt for lt in letters if include_replayed or lt.id not in replayed]
 
 
-async def replay(bus: Bus, letters: list[DeadLetter]) -> int:
-    """Send dead letters' payloads back to the topics they came from."""
+async def replay(bus: Bus, letters: list[DeadLetter], dlq_topic: str | None = None) -> int:
+    """Send dead letters' payloads back to the topics they came from (and note it on the DLQ)."""
     for letter in letters:
-        await bus.publish(letter.topic, letter.payload.encode())
+        await bus.publish(letter.topic, letter.payload.encode(), None, {"ragline-replay-of": letter.id.encode()})
+        if dlq_topic is not None:
+            await bus.publish(dlq_topic, letter.id.encode(), None, {KIND: REPLAYED})
     return len(letters)

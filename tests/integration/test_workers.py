@@ -100,5 +100,5 @@ async def test_a_retryable_failure_is_retried_then_dead_lettered_and_replay_deli
     assert "store is down" in letter.error and letter.first_failure_at <= letter.last_failure_at
     down["value"] = False
     assert await replay(bus, [letter]) == 1
-    await asyncio.wait_for(worker.run(limit=2), 60)
+    await asyncio.wait_for(worker.run(limit=1), 60)
     assert seen == [b"payload-1"]

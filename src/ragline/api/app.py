@@ -119,11 +119,21 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.state.engine = engine or Engine.from_settings(settings)
         app.state.metrics = app.state.engine.metrics
         app.state.tasks = set()
+        app.state.gateway = None
+        bus = pipeline = None
         try:
+            if settings.bus_url:
+                bus, pipeline, app.state.gateway = await _start_gateway(settings, app.state.engine)
             yield
         finally:
             if app.state.tasks:  # drain background ingestion before closing the store
                 await asyncio.gather(*app.state.tasks, return_exceptions=True)
+            if pipeline is not None:
+                await pipeline.close(grace_s=settings.shutdown_grace_s)
+            elif app.state.gateway is not None:
+                await app.state.gateway.close()
+            if bus is not None:
+                await bus.close()
             if engine is None:
                 await app.state.engine.close()
 
@@ -141,6 +151,28 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     _install_routes(app)
     openai_compat.install(app)
     return app
+
+
+async def _start_gateway(settings: Settings, engine: Engine):
+    """Queries through the bus: workers in this process (memory) or elsewhere (Kafka)."""
+    from ..buses import build_bus
+    from ..pipeline import Gateway, Pipeline
+    from ..workers import Topics
+
+    bus = build_bus(settings)
+    topics = Topics.from_settings(settings)
+    try:
+        if settings.bus_url == "memory":
+            pipeline = await Pipeline(engine, bus, topics, concurrency=settings.worker_concurrency,
+                                      timeout_s=settings.reply_timeout_s, max_attempts=settings.worker_max_attempts,
+                                      backoff_s=settings.worker_backoff_s).start()
+            return bus, pipeline, pipeline.gateway
+        gateway = Gateway(bus, topics, timeout_s=settings.reply_timeout_s, reply_partition=settings.reply_partition,
+                          metrics=engine.metrics)
+        return bus, None, await gateway.start()
+    except BaseException:
+        await bus.close()
+        raise
 
 
 def _register_problem_schema(app: FastAPI) -> None:
@@ -214,7 +246,11 @@ def _install_routes(app: FastAPI) -> None:
         if body.stream:
             return StreamingResponse(_answer_events(request, engine, body, who), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        answer = await engine.ask(body.question, who.tenant, body.top_k, body.filters, body.mode)
+        gateway = request.app.state.gateway
+        if gateway is not None:
+            answer = await gateway.ask(_bus_query(request, body, who))
+        else:
+            answer = await engine.ask(body.question, who.tenant, body.top_k, body.filters, body.mode)
         request.app.state.metrics.observe_answer(answer)
         return answer
 
@@ -269,7 +305,7 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"model": Problem}})
     async def readyz(request: Request):
-        checks = await _readiness(_engine(request))
+        checks = await _readiness(_engine(request), request.app.state)
         ok = all(c["status"] == "ok" for c in checks.values() if c.get("required"))
         body = {"status": "ok" if ok else "unavailable", "dependencies": checks}
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -285,8 +321,11 @@ def _install_routes(app: FastAPI) -> None:
 
 async def _answer_events(request: Request, engine: Engine, body: QueryRequest, who: Principal) -> AsyncIterator[str]:
     """SSE: `token` events as text arrives, then `answer`; an `error` event if it fails midway."""
+    gateway = request.app.state.gateway
     try:
-        async for item in engine.stream(body.question, who.tenant, body.top_k, body.filters, body.mode):
+        items = (gateway.stream(_bus_query(request, body, who)) if gateway is not None
+                 else engine.stream(body.question, who.tenant, body.top_k, body.filters, body.mode))
+        async for item in items:
             if isinstance(item, Answer):
                 request.app.state.metrics.observe_answer(item)
                 yield sse("answer", item)
@@ -296,9 +335,25 @@ async def _answer_events(request: Request, engine: Engine, body: QueryRequest, w
         yield sse("error", json.loads(_problem(exc).body))
 
 
+def _bus_query(request: Request, body: QueryRequest, who: Principal):
+    from ..pipeline import validate_query
+
+    settings = request.app.state.settings
+    return validate_query(text=body.question, tenant=who.tenant, top_k=body.top_k or settings.answer_top_k,
+                          filters=dict(body.filters or {}), mode=body.mode)
+
+
 async def _ingest(request: Request, docs: list[Document], wait: bool, errors: list[str]):
     engine = _engine(request)
     ids = [d.id for d in docs]
+    gateway = request.app.state.gateway
+    if gateway is not None:
+        if wait:
+            raise InvalidInput("wait=true is not available while ingestion goes through the bus; the documents "
+                               "are searchable once the ingest workers have them (poll GET /v1/documents/{id})")
+        await gateway.submit(docs)
+        return JSONResponse(DocumentsResponse(status="accepted", ids=ids, errors=errors).model_dump(mode="json"),
+                            status_code=202)
     if wait:
         started = time.perf_counter()
         report = await engine.ingest_documents(docs)
@@ -331,7 +386,7 @@ async def _load_upload(upload: UploadFile, tenant: str, settings: Settings) -> D
     return doc.model_copy(update={"metadata": {**doc.metadata, "source": name}})
 
 
-async def _readiness(engine: Engine) -> dict[str, dict[str, Any]]:
+async def _readiness(engine: Engine, app_state: Any = None) -> dict[str, dict[str, Any]]:
     checks: dict[str, dict[str, Any]] = {}
     try:
         await asyncio.wait_for(engine.store.ping(), 5)
@@ -344,6 +399,10 @@ async def _readiness(engine: Engine) -> dict[str, dict[str, Any]]:
             await asyncio.wait_for(engine.cache.ping(), 2)
         except (RaglineError, TimeoutError) as exc:
             checks["cache"].update(status="unavailable", error=f"{exc}; serving without the cache")
+    gateway = getattr(app_state, "gateway", None)
+    if gateway is not None:
+        checks["bus"] = {"status": "ok" if gateway.listening else "unavailable", "required": True,
+                         "url": engine.settings.bus_url}
     checks["llm"] = {"status": "ok", "required": False, "generator": engine.settings.generator}
     ping = getattr(engine.generator, "ping", None)
     if ping is not None:

@@ -1,7 +1,8 @@
 """The Kafka bus over confluent-kafka.
 
-Producer: idempotent, acks=all, linger.ms=5 (transactions can be switched on for
-brokers that support them). Consumers: one per ``consume`` call, in a consumer
+Producers: idempotent, acks=all, linger.ms=5; the request-reply topics (a person is
+waiting) use a second producer with linger.ms=0 by default: three hops of 5 ms lingering
+were most of the latency Kafka added (measured in bench/pipeline.py). Consumers: one per ``consume`` call, in a consumer
 group, auto-commit off; ``commit`` commits a message's offset synchronously, so a
 stage commits only after its output is produced. Blocking client calls run in
 threads; delivery reports are served by a polling thread.
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +43,14 @@ class TopicSpec:
 
 
 class KafkaBus:
+    name = "kafka"
+
     def __init__(self, bootstrap_servers: str, *, client_id: str = "ragline", session_timeout_ms: int = 6000,
-                 fetch_wait_max_ms: int = 20, poll_s: float = 0.1, extra: Mapping[str, Any] | None = None) -> None:
+                 fetch_wait_max_ms: int = 20, poll_s: float = 0.1, linger_ms: float = 5,
+                 interactive_topics: Collection[str] = (), interactive_linger_ms: float = 0,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        """``interactive_topics`` (queries, context, answers: someone is waiting) get their
+        own producer with ``interactive_linger_ms``; everything else batches for ``linger_ms``."""
         from confluent_kafka import Producer
 
         self.servers = bootstrap_servers
@@ -51,19 +59,27 @@ class KafkaBus:
         self.fetch_wait_max_ms = fetch_wait_max_ms
         self.poll_s = poll_s
         self.extra = dict(extra or {})
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap_servers, "client.id": client_id, "enable.idempotence": True,
-            "acks": "all", "linger.ms": 5, "message.timeout.ms": 30_000, **self.extra})
-        self._closing = threading.Event()
-        self._poller = threading.Thread(target=self._serve_delivery_reports, name="kafka-producer-poll", daemon=True)
-        self._poller.start()
+        self.interactive_topics = frozenset(interactive_topics)
 
-    def _serve_delivery_reports(self) -> None:
+        def producer(linger: float) -> Producer:
+            return Producer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
+                             "enable.idempotence": True, "acks": "all", "linger.ms": linger,
+                             "message.timeout.ms": 30_000, **self.extra})
+
+        self._producer = producer(linger_ms)
+        self._interactive = producer(interactive_linger_ms) if self.interactive_topics else self._producer
+        self._closing = threading.Event()
+        self._pollers = [threading.Thread(target=self._serve_delivery_reports, args=(p,), daemon=True,
+                                          name="kafka-producer-poll") for p in {self._producer, self._interactive}]
+        for thread in self._pollers:
+            thread.start()
+
+    def _serve_delivery_reports(self, producer) -> None:
         while not self._closing.is_set():
-            self._producer.poll(0.05)
+            producer.poll(0.05)
 
     async def publish(self, topic: str, value: bytes, key: bytes | None = None,
-                      headers: Mapping[str, bytes] | None = None) -> None:
+                      headers: Mapping[str, bytes] | None = None, partition: int | None = None) -> None:
         """Returns once the broker has acknowledged the message (acks=all)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
@@ -74,8 +90,9 @@ class KafkaBus:
             loop.call_soon_threadsafe(lambda: None if done.done() else outcome())
 
         with _translated(self.servers):
-            self._producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()),
-                                   on_delivery=report)
+            producer = self._interactive if topic in self.interactive_topics else self._producer
+            producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()),
+                                   on_delivery=report, **({} if partition is None else {"partition": partition}))
         await done
 
     async def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]:
@@ -102,6 +119,52 @@ class KafkaBus:
         finally:
             await asyncio.to_thread(consumer.close)
 
+    async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]:
+        """Read ``topic`` (one partition, or all) from its current end, without a group."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        consumer = Consumer({
+            "bootstrap.servers": self.servers, "client.id": self.client_id,
+            "group.id": f"{self.client_id}-tail-{uuid.uuid4().hex[:12]}", "enable.auto.commit": False,
+            "fetch.wait.max.ms": self.fetch_wait_max_ms, **self.extra})
+
+        def assign_at_end() -> None:
+            metadata = consumer.list_topics(topic, timeout=10)
+            info = metadata.topics.get(topic)
+            if info is None or info.error is not None or not info.partitions:
+                raise DependencyUnavailable(f"Kafka at {self.servers}: topic {topic!r} is not available "
+                                            f"({getattr(info, 'error', None)}); run `ragline topics create`")
+            numbers = sorted(info.partitions) if partition is None else [partition]
+            ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                                             timeout=10)[1]) for p in numbers]
+            consumer.assign(ends)
+
+        try:
+            with _translated(self.servers):
+                await asyncio.to_thread(assign_at_end)
+        except BaseException:
+            await asyncio.to_thread(consumer.close)
+            raise
+        return self._poll_forever(consumer)
+
+    async def _poll_forever(self, consumer) -> AsyncIterator[Delivery]:
+        from confluent_kafka import KafkaError
+
+        try:
+            while True:
+                message = await asyncio.to_thread(consumer.poll, self.poll_s)
+                if message is None:
+                    continue
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise DependencyUnavailable(f"Kafka at {self.servers}: {message.error()}")
+                yield Delivery(message.topic(), message.key(), message.value() or b"",
+                               {k: v or b"" for k, v in (message.headers() or [])},
+                               message.partition(), message.offset())
+        finally:
+            await asyncio.to_thread(consumer.close)
+
     async def commit(self, delivery: Delivery) -> None:
         consumer, message = delivery.handle
         with _translated(self.servers):
@@ -124,8 +187,10 @@ class KafkaBus:
         return list(futures)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._producer.flush, 10)
+        for producer in {self._producer, self._interactive}:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(producer.flush, 10)
         self._closing.set()
-        await asyncio.to_thread(self._poller.join, 2)
+        for thread in self._pollers:
+            await asyncio.to_thread(thread.join, 2)
 

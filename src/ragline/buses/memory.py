@@ -3,7 +3,8 @@
 Each group reads every topic from the start; within a group, consumers share the
 messages (competing consumers). A message handed to a consumer and not committed
 before that consumer goes away (its iterator is closed or cancelled) is handed out
-again, as Kafka does after a rebalance.
+again, as Kafka does after a rebalance. Committing a delivery acknowledges it and
+everything the same consumer was handed before it from that topic.
 """
 
 from __future__ import annotations
@@ -21,18 +22,21 @@ from ..ports import Delivery
 class _Group:
     next_offset: int = 0
     redeliver: deque[int] = field(default_factory=deque)
-    inflight: dict[int, int] = field(default_factory=dict)  # offset -> consumer id
+    inflight: dict[int, tuple[int, int]] = field(default_factory=dict)  # offset -> (consumer id, hand-out number)
 
 
 class MemoryBus:
+    name = "memory"
+
     def __init__(self) -> None:
         self._logs: dict[str, list[Delivery]] = defaultdict(list)
         self._groups: dict[tuple[str, str], _Group] = defaultdict(_Group)
         self._wakeup = asyncio.Event()
         self._ids = itertools.count()
+        self._handouts = itertools.count()
 
     async def publish(self, topic: str, value: bytes, key: bytes | None = None,
-                      headers: Mapping[str, bytes] | None = None) -> None:
+                      headers: Mapping[str, bytes] | None = None, partition: int | None = None) -> None:
         log = self._logs[topic]
         log.append(Delivery(topic, key, value, dict(headers or {}), 0, len(log)))
         self._notify()
@@ -51,8 +55,23 @@ class MemoryBus:
             self._release(topics, group, me)
 
     async def commit(self, delivery: Delivery) -> None:
-        group = delivery.handle
-        self._groups[(group, delivery.topic)].inflight.pop(delivery.offset, None)
+        group, me, handout = delivery.handle
+        state = self._groups[(group, delivery.topic)]
+        done = [o for o, (owner, n) in state.inflight.items() if owner == me and n <= handout]
+        for offset in done:
+            del state.inflight[offset]
+
+    async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]:
+        return self._tail(topic, len(self._logs[topic]))
+
+    async def _tail(self, topic: str, position: int) -> AsyncIterator[Delivery]:
+        log = self._logs[topic]
+        while True:
+            wakeup = self._wakeup
+            while position < len(log):
+                yield log[position]
+                position += 1
+            await wakeup.wait()
 
     async def close(self) -> None:
         return None
@@ -66,16 +85,18 @@ class MemoryBus:
                 offset, state.next_offset = state.next_offset, state.next_offset + 1
             else:
                 continue
-            state.inflight[offset] = me
+            handout = next(self._handouts)
+            state.inflight[offset] = (me, handout)
             original = log[offset]
-            return Delivery(topic, original.key, original.value, original.headers, 0, offset, handle=group)
+            return Delivery(topic, original.key, original.value, original.headers, 0, offset,
+                            handle=(group, me, handout))
         return None
 
     def _release(self, topics: Sequence[str], group: str, me: int) -> None:
         """A consumer left: what it held uncommitted goes to the others."""
         for topic in topics:
             state = self._groups[(group, topic)]
-            mine = sorted(o for o, owner in state.inflight.items() if owner == me)
+            mine = sorted(o for o, (owner, _) in state.inflight.items() if owner == me)
             for offset in mine:
                 del state.inflight[offset]
             state.redeliver.extend(mine)

@@ -1,0 +1,204 @@
+"""Request-reply over the bus, and the whole pipeline in one process.
+
+``Gateway`` is the API's side of the bus: it publishes queries to ``rag-queries`` with
+a reply route, listens on that route (from its end, without a consumer group) and hands
+each answer to the request waiting for it. Several gateways (API replicas) can share
+one answers topic, each listening on its own partition (``reply_partition``) or all of
+them; an answer for a request this gateway does not hold is ignored, and a second
+answer for a request already answered (a redelivery) is dropped and counted.
+
+``Pipeline`` runs the three stage workers and a gateway over one bus in this process:
+the in-process topology of the embedded service, or a single-process Kafka deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta, timezone
+
+from pydantic import ValidationError
+
+from . import errors
+from .errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RaglineError
+from .models import Answer, Delta, Document, Failure, Query
+from .ports import Bus, Delivery
+from .workers import KIND, Topics, Worker, build_worker
+
+log = logging.getLogger("ragline.gateway")
+
+_REMEMBERED = 100_000  # answered request ids kept to recognise duplicates
+
+
+class Gateway:
+    def __init__(self, bus: Bus, topics: Topics, *, timeout_s: float = 30.0, reply_partition: int | None = None,
+                 metrics=None) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.timeout_s = timeout_s
+        self.reply_partition = reply_partition
+        self.reply_to = topics.answers if reply_partition is None else f"{topics.answers}:{reply_partition}"
+        self.metrics = metrics
+        self.answered = 0
+        self.duplicates = 0
+        self._waiting: dict[str, asyncio.Queue[Delivery]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._listener: asyncio.Task | None = None
+
+    async def start(self) -> "Gateway":
+        stream = await self.bus.tail(self.topics.answers, self.reply_partition)
+        self._listener = asyncio.create_task(self._listen(stream), name="gateway-replies")
+        return self
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._listener
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and not self._listener.done()
+
+    async def _listen(self, stream: AsyncIterator[Delivery]) -> None:
+        try:
+            async for delivery in stream:
+                request_id = (delivery.key or b"").decode("utf-8", "replace")
+                waiting = self._waiting.get(request_id)
+                if waiting is not None:
+                    waiting.put_nowait(delivery)
+                elif request_id in self._finished and delivery.headers.get(KIND, b"answer") == b"answer":
+                    self.duplicates += 1
+                    if self.metrics is not None:
+                        self.metrics.duplicate_answers.inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the reply listener on %s stopped; queries will time out", self.topics.answers)
+            raise
+        finally:
+            with contextlib.suppress(RuntimeError):
+                await stream.aclose()
+
+    async def ask(self, query: Query) -> Answer:
+        async for item in self.stream(query, stream=False):
+            if isinstance(item, Answer):
+                return item
+        raise DependencyUnavailable("the pipeline ended the reply without an answer")  # pragma: no cover
+
+    async def stream(self, query: Query, stream: bool = True) -> AsyncIterator[str | Answer]:
+        """Publish the query; yield text pieces (when streamed), then the Answer."""
+        if not self.listening:
+            raise DependencyUnavailable(f"not listening for answers on {self.topics.answers}; the bus is down")
+        deadline = datetime.now(timezone.utc) + timedelta(seconds=self.timeout_s)
+        query = query.model_copy(update={"reply_to": self.reply_to, "stream": stream, "deadline": deadline})
+        request_id = query.request_id
+        inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._waiting[request_id] = inbox
+        if self.metrics is not None:
+            self.metrics.inflight.inc()
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.timeout_s
+        attempt = None
+        try:
+            await asyncio.wait_for(self.bus.publish(self.topics.queries, query.model_dump_json().encode(),
+                                                    request_id.encode()), self.timeout_s)
+            while True:
+                try:
+                    delivery = await asyncio.wait_for(inbox.get(), max(0.0, until - loop.time()))
+                except TimeoutError:
+                    if self.metrics is not None:
+                        self.metrics.reply_timeouts.inc()
+                    raise DependencyTimeout(
+                        f"no answer to request {request_id} within {self.timeout_s:g}s: the pipeline's "
+                        f"retrieve/generate workers are down or behind (see consumer lag)") from None
+                kind = delivery.headers.get(KIND, b"answer")
+                if kind == b"answer":
+                    self.answered += 1
+                    yield Answer.model_validate_json(delivery.value)
+                    return
+                if kind == b"failure":
+                    raise _as_error(Failure.model_validate_json(delivery.value))
+                if kind == b"delta":
+                    delta = Delta.model_validate_json(delivery.value)
+                    attempt = attempt or delta.attempt  # a redelivered generation repeats itself: keep one
+                    if delta.attempt == attempt:
+                        yield delta.text
+        except TimeoutError:
+            raise DependencyTimeout(f"could not publish request {request_id} within {self.timeout_s:g}s") from None
+        finally:
+            self._waiting.pop(request_id, None)
+            self._finished[request_id] = None
+            while len(self._finished) > _REMEMBERED:
+                self._finished.popitem(last=False)
+            if self.metrics is not None:
+                self.metrics.inflight.dec()
+
+    async def submit(self, documents: Sequence[Document]) -> None:
+        """Publish documents to the ingestion topic; keyed by tenant and id, so one
+        document's versions stay in order on one partition."""
+        await asyncio.gather(*(self.bus.publish(self.topics.docs, doc.model_dump_json().encode(),
+                                                f"{doc.tenant}/{doc.id}".encode()) for doc in documents))
+
+
+def _as_error(failure: Failure) -> RaglineError:
+    """A stage's failure as the error the caller would have had in-process."""
+    kind = getattr(errors, failure.error_type, None)
+    message = f"the {failure.stage} stage failed: {failure.error}"
+    if isinstance(kind, type) and issubclass(kind, RaglineError) and kind not in (errors.RateLimited,
+                                                                                 errors.DocumentError):
+        return kind(message)
+    if failure.error_type in ("ValidationError", "ValueError"):
+        return InvalidInput(message)
+    return DependencyUnavailable(message)
+
+
+class Pipeline:
+    """The stage workers and a gateway over one bus, in this process."""
+
+    def __init__(self, engine, bus: Bus, topics: Topics | None = None, *,
+                 stages: Sequence[str] = ("ingest", "retrieve", "generate"), concurrency: int = 8,
+                 timeout_s: float = 30.0, max_attempts: int = 5, backoff_s: float = 0.2) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.topics = topics or Topics()
+        self.workers: dict[str, Worker] = {
+            stage: build_worker(stage, engine, bus, self.topics, concurrency=concurrency, max_attempts=max_attempts,
+                                backoff_s=backoff_s, metrics=engine.metrics)
+            for stage in stages}
+        self.gateway = Gateway(bus, self.topics, timeout_s=timeout_s, metrics=engine.metrics)
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> "Pipeline":
+        await self.gateway.start()
+        self._tasks = [asyncio.create_task(w.run(), name=f"worker-{name}") for name, w in self.workers.items()]
+        return self
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace_s + 1)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.gateway.close()
+
+    async def __aenter__(self) -> "Pipeline":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def validate_query(**fields) -> Query:
+    """A Query from caller input, or InvalidInput naming the bad field."""
+    try:
+        return Query(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise InvalidInput(f"{where}: {error['msg']}" if where else error["msg"]) from exc
