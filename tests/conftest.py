@@ -322,3 +322,60 @@ def kafka_broker() -> Iterator[KafkaBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+class WorkerProcess:
+    """`ragline worker STAGES` in a child process, configured by RAGLINE_* variables."""
+
+    def __init__(self, stages: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.stages = stages
+        self.log_path = log_path
+        self.metrics_port = free_port()
+        full_env = {**os.environ, **env, "RAGLINE_WORKER_METRICS_PORT": str(self.metrics_port)}
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ragline", "worker", *stages], env=full_env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker {self.stages} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"worker {self.stages} not ready within {timeout_s:.0f}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def terminate(self, timeout_s: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        _kill_group(self.proc)
+
+
+@pytest.fixture
+def worker_processes(tmp_path: Path):
+    """Start worker processes; every one still running is killed at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(stages: list[str], env: dict[str, str]) -> WorkerProcess:
+        worker = WorkerProcess(stages, env, tmp_path / f"worker-{len(started)}-{'-'.join(stages)}.log")
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()

@@ -338,7 +338,7 @@ def build_worker(stage: str, engine, bus: Bus, topics: Topics, *, group: str | N
 
 
 async def dead_letters(bus: Bus, dlq_topic: str, group: str | None = None, idle_s: float = 1.0,
-                       include_replayed: bool = True) -> list[DeadLetter]:
+                       include_replayed: bool = False) -> list[DeadLetter]:
     """Every dead letter on the topic, read from the start until it stays idle.
 
     A fresh group per call (nothing is committed), so listing never hides a letter.

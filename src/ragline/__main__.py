@@ -1,0 +1,5 @@
+"""``python -m ragline``: the same command line as ``ragline``."""
+
+from .cli import app
+
+app(prog_name="ragline")
