@@ -293,6 +293,10 @@ def serve(
     except ConfigurationError as exc:
         err.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
+    from .observability import configure_logging, setup_tracing
+
+    configure_logging(settings.log_level, settings.log_format)
+    setup_tracing(f"{settings.service_name}-api", settings.otlp_endpoint)
     if sample:
         _run(config, lambda engine: engine.ingest_paths([sample_corpus_dir()]))
     if not settings.auth_enabled:
@@ -305,8 +309,8 @@ def serve(
             err.print(f"[bold]No API keys yet; created one for tenant {record.tenant!r} "
                       f"(scopes query, ingest, admin). It is shown only now:[/]\n  {key}")
     err.print(f"ragline serving on http://{settings.host}:{settings.port}/ (chat page), API under /v1, docs at /docs")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                log_config=None, timeout_graceful_shutdown=int(settings.shutdown_grace_s))
 
 
 BusOption = Annotated[str | None, typer.Option(
@@ -375,12 +379,12 @@ def worker(
     config: ConfigOption = None,
 ) -> None:
     """Run pipeline stages in consumer groups; run more of them to scale out."""
-    import logging
-
+    from .observability import configure_logging, setup_tracing
     from .service import run_workers
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _bus_settings(config, bus, worker_concurrency=concurrency, worker_metrics_port=metrics_port)
+    configure_logging(settings.log_level, settings.log_format)
+    setup_tracing(f"{settings.service_name}-worker-{'-'.join(stages)}", settings.otlp_endpoint)
     try:
         asyncio.run(run_workers(settings, stages, group_prefix))
     except (ValueError, ConfigurationError) as exc:

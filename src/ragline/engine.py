@@ -12,14 +12,14 @@ from . import stages
 from .embedders import build_embedder
 from pydantic import ValidationError
 
-from .errors import DocumentError, InvalidInput, NotFound
+from .errors import DocumentError, InvalidInput, NotFound, RetryableError
 from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
 from .ingest.loaders import iter_files, load_file
 from .caches import build_cache
 from .caches.answer_cache import AnswerCache
 from .caches.embedding_cache import CachedEmbedder
 from .generators import build_generator
-from .observability import Metrics
+from .observability import Metrics, span
 from .generators.extractive import ExtractiveGenerator
 from .models import Answer, Context, Document, FilterValue, IngestReport, Query
 from .ports import Cache, Embedder, Generator, VectorStore
@@ -59,13 +59,17 @@ class Engine:
         """The configured LLM, built on first use (loading a model takes a moment)."""
         if self._generator is None:
             self._generator = build_generator(self.settings)
+            batcher = getattr(self._generator, "batcher", None)
+            if batcher is not None:
+                batcher.on_batch = self.metrics.llm_batch_size.observe
         return self._generator
 
     def answering(self) -> stages.Answering:
         s = self.settings
         return stages.Answering(self.generator, self.fallback, max_tokens=s.llm_max_tokens,
                                 budget_tokens=s.llm_context_tokens - s.llm_max_tokens - 64,
-                                min_relevance=s.min_relevance, timeout_s=s.llm_timeout_s, answers=self.answers)
+                                min_relevance=s.min_relevance, timeout_s=s.llm_timeout_s, answers=self.answers,
+                                metrics=self.metrics)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Engine":
@@ -96,8 +100,9 @@ class Engine:
     # -- ingestion -------------------------------------------------------------------
 
     async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
-        report = await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
-                                     answers=self.answers)
+        with span("ingest", documents=len(documents)):
+            report = await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
+                                         answers=self.answers)
         now = datetime.now(timezone.utc)  # writes use Strong consistency: searchable from here on
         for document in documents:
             self.metrics.freshness.observe(max(0.0, (now - document.received_at).total_seconds()))
@@ -149,8 +154,24 @@ class Engine:
                           filters=dict(filters or {}), mode=mode)
         except ValidationError as exc:
             raise InvalidInput(_first_error(exc)) from exc
-        return await stages.retrieve(query, embedder=self.embedder, store=self.store,
-                                     mode=self.settings.retrieval_mode)
+        return await self.retrieve(query)
+
+    async def retrieve(self, query: Query) -> Context:
+        """The retrieve stage, counted and traced (the API and the retrieve worker call this)."""
+        with span("retrieve", tenant=query.tenant, request_id=query.request_id):
+            try:
+                context = await stages.retrieve(query, embedder=self.embedder, store=self.store,
+                                                mode=self.settings.retrieval_mode)
+            except RetryableError:
+                self.metrics.search_failure.inc()
+                raise
+        self.metrics.search_success.inc()
+        return context
+
+    async def generate(self, context: Context) -> Answer:
+        """The generate stage, traced (the API and the generate worker call this)."""
+        with span("generate", tenant=context.query.tenant, request_id=context.query.request_id):
+            return await stages.generate(context, answering=self.answering())
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -158,7 +179,7 @@ class Engine:
                   filters: Mapping[str, FilterValue] | None = None, mode: str | None = None) -> Answer:
         """Retrieve, then answer with citations; degraded (extractive) if the LLM fails."""
         context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode)
-        return await stages.generate(context, answering=self.answering())
+        return await self.generate(context)
 
     async def stream(self, question: str, tenant: str | None = None, top_k: int | None = None,
                      filters: Mapping[str, FilterValue] | None = None,

@@ -24,7 +24,10 @@ from pydantic import ValidationError
 
 from . import errors
 from .errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RaglineError
+from opentelemetry.trace import SpanKind
+
 from .models import Answer, Delta, Document, Failure, Query
+from .observability import inject_headers, tracer
 from .ports import Bus, Delivery
 from .workers import KIND, Topics, Worker, build_worker
 
@@ -103,9 +106,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         until = loop.time() + self.timeout_s
         attempt = None
+        # Not made current (this is a generator, resumed in other contexts): its context
+        # only travels in the message headers, making the workers' spans its children.
+        traced = tracer().start_span("gateway query", kind=SpanKind.PRODUCER,
+                                     attributes={"request_id": request_id, "tenant": query.tenant})
         try:
+            headers = _trace_headers(traced)
             await asyncio.wait_for(self.bus.publish(self.topics.queries, query.model_dump_json().encode(),
-                                                    request_id.encode()), self.timeout_s)
+                                                    request_id.encode(), headers), self.timeout_s)
             while True:
                 try:
                     delivery = await asyncio.wait_for(inbox.get(), max(0.0, until - loop.time()))
@@ -130,6 +138,7 @@ class Gateway:
         except TimeoutError:
             raise DependencyTimeout(f"could not publish request {request_id} within {self.timeout_s:g}s") from None
         finally:
+            traced.end()
             self._waiting.pop(request_id, None)
             self._finished[request_id] = None
             while len(self._finished) > _REMEMBERED:
@@ -140,8 +149,18 @@ class Gateway:
     async def submit(self, documents: Sequence[Document]) -> None:
         """Publish documents to the ingestion topic; keyed by tenant and id, so one
         document's versions stay in order on one partition."""
+        headers = inject_headers()
         await asyncio.gather(*(self.bus.publish(self.topics.docs, doc.model_dump_json().encode(),
-                                                f"{doc.tenant}/{doc.id}".encode()) for doc in documents))
+                                                f"{doc.tenant}/{doc.id}".encode(), headers) for doc in documents))
+
+
+def _trace_headers(traced) -> dict[str, bytes]:
+    from opentelemetry.propagate import inject
+    from opentelemetry.trace import set_span_in_context
+
+    carrier: dict[str, str] = {}
+    inject(carrier, context=set_span_in_context(traced))
+    return {k: v.encode() for k, v in carrier.items()}
 
 
 def _as_error(failure: Failure) -> RaglineError:
@@ -171,6 +190,8 @@ class Pipeline:
             for stage in stages}
         self.gateway = Gateway(bus, self.topics, timeout_s=timeout_s, metrics=engine.metrics)
         self._tasks: list[asyncio.Task] = []
+        if hasattr(bus, "lag"):
+            engine.metrics.watch_lag(bus.lag)
 
     async def start(self) -> "Pipeline":
         await self.gateway.start()

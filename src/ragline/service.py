@@ -64,6 +64,7 @@ async def run_workers(settings: Settings, stages: Sequence[str], group_prefix: s
     workers = [build_worker(stage, engine, bus, topics, group=f"{group_prefix}-{stage}",
                             concurrency=settings.worker_concurrency, max_attempts=settings.worker_max_attempts,
                             backoff_s=settings.worker_backoff_s, metrics=engine.metrics) for stage in stages]
+    engine.metrics.watch_lag(bus.lag)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: [w.stop() for w in workers])

@@ -141,8 +141,16 @@ class Settings(BaseSettings):
     worker_max_attempts: int = Field(default=5, ge=1)
     worker_backoff_s: float = Field(default=0.2, ge=0)
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    kafka_stats_interval_ms: int = Field(default=5000, ge=100)  # how often consumer lag is refreshed
     reply_timeout_s: float = Field(default=30.0, gt=0)  # the API's 504 after this long
     reply_partition: int | None = Field(default=None, ge=0)  # this API replica's partition of the answers topic
+
+    # Observability. Logs: JSON lines (or text) at this level. Traces: OTLP/HTTP to this
+    # endpoint (e.g. http://otel-collector:4318/v1/traces); empty = not exported.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    otlp_endpoint: str = ""
+    service_name: str = "ragline"
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "Settings":

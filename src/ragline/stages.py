@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .caches.answer_cache import AnswerCache
 from .errors import RaglineError
@@ -124,6 +125,7 @@ class Answering:
     min_relevance: float = 0.22
     timeout_s: float = 30.0
     answers: AnswerCache | None = None
+    metrics: Any = None  # observability.Metrics: LLM outcome, time to first token
 
     @property
     def is_extractive(self) -> bool:
@@ -174,16 +176,23 @@ async def generate_stream(context: Context, *, answering: Answering,
         if cached is not None:
             yield cached.text
             timings = dict(context.timings_ms, cache=(time.perf_counter() - started) * 1000)
-            yield cached.model_copy(update={"timings_ms": timings})
+            answer = cached.model_copy(update={"timings_ms": timings})
+            _observe(answering, answer)
+            yield answer
             return
     prompt = _prompt_for(context, answering)
     if prompt is None:
         yield NOT_IN_SOURCES
-        yield _answer(context, NOT_IN_SOURCES, None, "none", started)
+        answer = _answer(context, NOT_IN_SOURCES, None, "none", started)
+        _observe(answering, answer)
+        yield answer
         return
     pieces: list[str] = []
+    asked = time.perf_counter()
     try:
         async for piece in _produce(prompt, answering, streaming):
+            if not pieces and answering.metrics is not None and not answering.is_extractive:
+                answering.metrics.llm_ttft.observe(time.perf_counter() - asked)
             pieces.append(piece)
             yield piece
         model, reason = answering.generator.name, None
@@ -202,7 +211,13 @@ async def generate_stream(context: Context, *, answering: Answering,
     answer = _answer(context, text, prompt, model, started, reason)
     if cache_key is not None:
         await answering.answers.put(cache_key, answer, context.hits)
+    _observe(answering, answer)
     yield answer
+
+
+def _observe(answering: Answering, answer: Answer) -> None:
+    if answering.metrics is not None:
+        answering.metrics.observe_llm(answer)
 
 
 async def _produce(prompt: Prompt, answering: Answering, streaming: bool) -> AsyncIterator[str]:

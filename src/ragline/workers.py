@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from . import stages
 from .errors import RetryableError
 from .models import Answer, Context, DeadLetter, Delta, Document, Failure, Query
+from .observability import extract_context, inject_headers, log_context, span
 from .ports import Bus, Delivery
 
 log = logging.getLogger("ragline.worker")
@@ -178,14 +179,24 @@ class Worker:
             slots.release()
 
     async def handle(self, delivery: Delivery) -> bool:
-        """Process one message and publish its outputs (or its dead letter); True on success."""
+        """Process one message and publish its outputs (or its dead letter); True on success.
+
+        Traced as a consumer span whose parent comes from the message's headers; the
+        outputs carry this span's context on, so a query is one trace across workers."""
+        request_id = (delivery.key or b"").decode("utf-8", "replace") or None
+        with log_context(request_id=request_id, stage=self.stage), \
+                span(f"{delivery.topic} process", context=extract_context(delivery.headers), kind="consumer",
+                     stage=self.stage, request_id=request_id, partition=delivery.partition, offset=delivery.offset):
+            return await self._handle(delivery)
+
+    async def _handle(self, delivery: Delivery) -> bool:
         first_failure = None
         started = time.perf_counter()
         for attempt in range(1, self.max_attempts + 1):
             try:
                 outputs = await self.handler(delivery)
-                await asyncio.gather(*(self.bus.publish(o.topic, o.value, o.key, o.headers, o.partition)
-                                       for o in outputs))
+                await asyncio.gather(*(self.bus.publish(o.topic, o.value, o.key, inject_headers(o.headers),
+                                                        o.partition) for o in outputs))
                 self.processed += 1
                 if self.metrics is not None:
                     self.metrics.stage_done(self.stage, time.perf_counter() - started, "ok")
@@ -258,8 +269,7 @@ def retrieve_handler(engine, topics: Topics) -> Handler:
         if _expired(query):
             log.info("retrieve: request %s expired before it was served; dropped", query.request_id)
             return []
-        context = await stages.retrieve(query, embedder=engine.embedder, store=engine.store,
-                                        mode=engine.settings.retrieval_mode)
+        context = await engine.retrieve(query)
         return [Output(topics.context, context.model_dump_json().encode(), query.request_id.encode())]
     return handle
 
@@ -279,7 +289,7 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
         topic, partition = route(query.reply_to or topics.answers)
         key = query.request_id.encode()
         if not query.stream or bus is None:
-            answer = await stages.generate(context, answering=engine.answering())
+            answer = await engine.generate(context)
         else:
             answer = await _stream_deltas(engine, context, topic, partition, key, delta_interval_s)
         return [Output(topic, answer.model_dump_json().encode(), key, {KIND: b"answer"}, partition)]

@@ -71,7 +71,7 @@ async def test_concurrent_prompts_reach_the_server_as_one_http_request(running_l
     answers = await asyncio.gather(*(generator.generate(build_prompt(q, [PASSAGE], 1000), 16) for q in questions))
     await generator.close()
     assert posts == ["/v1/completions"]
-    assert generator.batcher.batch_sizes == [8]
+    assert list(generator.batcher.batch_sizes) == [8]
     assert all(a.strip() for a in answers)
 
 

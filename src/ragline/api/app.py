@@ -29,6 +29,7 @@ from ..errors import (DependencyTimeout, DependencyUnavailable, DocumentError, F
 from ..ids import content_hash
 from ..ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ..models import Answer, Document
+from ..observability import span
 from ..settings import Settings
 from . import openai_compat
 from .auth import Authenticator, JWTConfig, KeyStore, Principal
@@ -169,6 +170,7 @@ async def _start_gateway(settings: Settings, engine: Engine):
             return bus, pipeline, pipeline.gateway
         gateway = Gateway(bus, topics, timeout_s=settings.reply_timeout_s, reply_partition=settings.reply_partition,
                           metrics=engine.metrics)
+        engine.metrics.watch_lag(bus.lag)
         return bus, None, await gateway.start()
     except BaseException:
         await bus.close()
@@ -247,22 +249,19 @@ def _install_routes(app: FastAPI) -> None:
             return StreamingResponse(_answer_events(request, engine, body, who), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         gateway = request.app.state.gateway
-        if gateway is not None:
-            answer = await gateway.ask(_bus_query(request, body, who))
-        else:
-            answer = await engine.ask(body.question, who.tenant, body.top_k, body.filters, body.mode)
-        request.app.state.metrics.observe_answer(answer)
+        metrics = request.app.state.metrics
+        started = time.perf_counter()
+        with metrics.inflight.track_inprogress(), span("POST /v1/query", kind="server", tenant=who.tenant):
+            if gateway is not None:
+                answer = await gateway.ask(_bus_query(request, body, who))
+            else:
+                answer = await engine.ask(body.question, who.tenant, body.top_k, body.filters, body.mode)
+        metrics.observe_answer(answer, time.perf_counter() - started)
         return answer
 
     @app.post("/v1/search", response_model=SearchResponse, tags=["retrieval"])
     async def search(body: SearchRequest, request: Request, who: QueryCaller) -> SearchResponse:
-        metrics = request.app.state.metrics
-        try:
-            context = await _engine(request).search(body.query, who.tenant, body.top_k, body.filters, body.mode)
-        except (DependencyUnavailable, DependencyTimeout):
-            metrics.search_failure.inc()
-            raise
-        metrics.search_success.inc()
+        context = await _engine(request).search(body.query, who.tenant, body.top_k, body.filters, body.mode)
         return SearchResponse(hits=context.hits, mode=context.mode, notice=context.notice,
                               timings_ms=context.timings_ms)
 
@@ -322,17 +321,22 @@ def _install_routes(app: FastAPI) -> None:
 async def _answer_events(request: Request, engine: Engine, body: QueryRequest, who: Principal) -> AsyncIterator[str]:
     """SSE: `token` events as text arrives, then `answer`; an `error` event if it fails midway."""
     gateway = request.app.state.gateway
+    metrics = request.app.state.metrics
+    started = time.perf_counter()
+    metrics.inflight.inc()
     try:
         items = (gateway.stream(_bus_query(request, body, who)) if gateway is not None
                  else engine.stream(body.question, who.tenant, body.top_k, body.filters, body.mode))
         async for item in items:
             if isinstance(item, Answer):
-                request.app.state.metrics.observe_answer(item)
+                metrics.observe_answer(item, time.perf_counter() - started)
                 yield sse("answer", item)
             else:
                 yield sse("token", {"text": item})
     except RaglineError as exc:
         yield sse("error", json.loads(_problem(exc).body))
+    finally:
+        metrics.inflight.dec()
 
 
 def _bus_query(request: Request, body: QueryRequest, who: Principal):

@@ -60,8 +60,9 @@ def install(app: FastAPI) -> None:
         question = question_of(body)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if not body.stream:
+            started = time.perf_counter()
             answer = await engine.ask(question, who.tenant)
-            request.app.state.metrics.observe_answer(answer)
+            request.app.state.metrics.observe_answer(answer, time.perf_counter() - started)
             return completion(answer, completion_id, body.model)
         return StreamingResponse(_events(request, question, who, completion_id, body.model),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -70,10 +71,11 @@ def install(app: FastAPI) -> None:
 async def _events(request: Request, question: str, who: Principal, completion_id: str,
                   model: str) -> AsyncIterator[str]:
     yield chunk(completion_id, model, {"role": "assistant", "content": ""})
+    started = time.perf_counter()
     try:
         async for item in request.app.state.engine.stream(question, who.tenant):
             if isinstance(item, Answer):
-                request.app.state.metrics.observe_answer(item)
+                request.app.state.metrics.observe_answer(item, time.perf_counter() - started)
                 yield chunk(completion_id, model, {}, "stop", sources=sources(item), degraded=item.degraded)
             else:
                 yield chunk(completion_id, model, {"content": item})

@@ -23,7 +23,8 @@ def build_bus(settings) -> Bus:
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         fetch_wait_max_ms=settings.kafka_fetch_wait_max_ms, linger_ms=settings.kafka_linger_ms,
                         interactive_topics=(settings.topic_queries, settings.topic_context, settings.topic_answers),
-                        interactive_linger_ms=settings.kafka_interactive_linger_ms)
+                        interactive_linger_ms=settings.kafka_interactive_linger_ms,
+                        stats_interval_ms=settings.kafka_stats_interval_ms)
     raise ConfigurationError(f"no bus configured (bus_url={url!r}); pass --bus kafka://HOST:PORT or memory")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +51,7 @@ class KafkaBus:
     def __init__(self, bootstrap_servers: str, *, client_id: str = "ragline", session_timeout_ms: int = 6000,
                  fetch_wait_max_ms: int = 20, poll_s: float = 0.1, linger_ms: float = 5,
                  interactive_topics: Collection[str] = (), interactive_linger_ms: float = 0,
-                 extra: Mapping[str, Any] | None = None) -> None:
+                 stats_interval_ms: int = 5000, extra: Mapping[str, Any] | None = None) -> None:
         """``interactive_topics`` (queries, context, answers: someone is waiting) get their
         own producer with ``interactive_linger_ms``; everything else batches for ``linger_ms``."""
         from confluent_kafka import Producer
@@ -62,6 +63,8 @@ class KafkaBus:
         self.poll_s = poll_s
         self.extra = dict(extra or {})
         self.interactive_topics = frozenset(interactive_topics)
+        self.stats_interval_ms = stats_interval_ms
+        self._lag: dict[int, dict[tuple[str, str, int], int]] = {}  # per consumer: (group, topic, partition) -> lag
 
         def producer(linger: float) -> Producer:
             return Producer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
@@ -100,11 +103,23 @@ class KafkaBus:
     async def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]:
         from confluent_kafka import Consumer, KafkaError
 
+        me = id(object())
+        lag = self._lag.setdefault(me, {})
+
+        def stats(raw: str) -> None:  # librdkafka's statistics: consumer lag per assigned partition
+            report = json.loads(raw)
+            lag.clear()
+            for topic, info in report.get("topics", {}).items():
+                for number, part in info.get("partitions", {}).items():
+                    if int(number) >= 0 and part.get("consumer_lag", -1) >= 0 and part.get("fetch_state") == "active":
+                        lag[(group, topic, int(number))] = part["consumer_lag"]
+
         consumer = Consumer({
             "bootstrap.servers": self.servers, "client.id": self.client_id, "group.id": group,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": self.session_timeout_ms, "heartbeat.interval.ms": max(100, self.session_timeout_ms // 5),
-            "fetch.wait.max.ms": self.fetch_wait_max_ms, **self.extra})
+            "fetch.wait.max.ms": self.fetch_wait_max_ms, "statistics.interval.ms": self.stats_interval_ms,
+            "stats_cb": stats, **self.extra})
         consumer.subscribe(list(topics))
         # Its own threads (one polls, one commits): blocking polls in the shared default
         # executor starved everything else that runs in threads (measured: p90 +100 ms).
@@ -123,8 +138,16 @@ class KafkaBus:
                                {k: v or b"" for k, v in (message.headers() or [])},
                                message.partition(), message.offset(), handle=(consumer, message, pool))
         finally:
+            self._lag.pop(me, None)
             await loop.run_in_executor(pool, consumer.close)
             pool.shutdown(wait=False)
+
+    def lag(self) -> dict[tuple[str, str, int], int]:
+        """Consumer lag of this process's consumers, as librdkafka last reported it."""
+        merged: dict[tuple[str, str, int], int] = {}
+        for per_consumer in list(self._lag.values()):
+            merged.update(per_consumer)
+        return merged
 
     async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]:
         """Read ``topic`` (one partition, or all) from its current end, without a group."""

@@ -76,6 +76,11 @@ class MemoryBus:
     async def close(self) -> None:
         return None
 
+    def lag(self) -> dict[tuple[str, str, int], int]:
+        """Per group and topic: messages not yet committed (waiting or in hand)."""
+        return {(group, topic, 0): len(self._logs[topic]) - state.next_offset + len(state.redeliver)
+                + len(state.inflight) for (group, topic), state in list(self._groups.items())}
+
     def _take(self, topics: Sequence[str], group: str, me: int) -> Delivery | None:
         for topic in topics:
             state, log = self._groups[(group, topic)], self._logs[topic]

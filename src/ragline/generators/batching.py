@@ -10,6 +10,7 @@ that batch with the same error.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
@@ -28,7 +29,8 @@ class MicroBatcher(Generic[In, Out]):
         self._pending: dict[Hashable, list[tuple[In, asyncio.Future[Out]]]] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._inflight: set[asyncio.Task] = set()
-        self.batch_sizes: list[int] = []  # what was sent, for metrics and tests
+        self.batch_sizes: deque[int] = deque(maxlen=1024)  # the latest sizes sent, for tests
+        self.on_batch: Callable[[int], None] | None = None  # e.g. a histogram's observe
 
     async def submit(self, item: In, params: Hashable = None) -> Out:
         loop = asyncio.get_running_loop()
@@ -53,6 +55,8 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _run(self, batch: list[tuple[In, asyncio.Future[Out]]], params: Hashable) -> None:
         self.batch_sizes.append(len(batch))
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         try:
             results = await self._send([item for item, _ in batch], params)
             if len(results) != len(batch):
