@@ -24,12 +24,18 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install -U pip 'setuptools<81' wheel
 if [ "${1:-}" = "--test" ]; then
   "${PIP[@]}" install -e '.[test]'
-  # The chat page is tested in headless Chromium (Debian's package).
-  if ! command -v chromium >/dev/null 2>&1; then
+  # The chat page is tested in headless Chromium, the alert rules with promtool
+  # (Debian's chromium and prometheus packages).
+  need_chromium=$(command -v chromium >/dev/null 2>&1 || echo yes)
+  need_promtool=$(command -v promtool >/dev/null 2>&1 || echo yes)
+  if [ -n "$need_chromium$need_promtool" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+      apt-get update -qq >/dev/null
+      [ -z "$need_chromium" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+      [ -z "$need_promtool" ] ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     else
-      echo "note: install Debian's chromium to run the chat-page browser tests" >&2
+      echo "note: install Debian's chromium and prometheus (promtool) to run the browser and alert-rule tests" >&2
     fi
   fi
 else

@@ -379,3 +379,18 @@ def worker_processes(tmp_path: Path):
     yield start
     for worker in started:
         worker.kill()
+
+
+@pytest.fixture(scope="session")
+def span_exporter():
+    """Spans of this test process kept in memory (the global tracer provider is set once)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter

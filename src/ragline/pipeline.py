@@ -87,9 +87,13 @@ class Gateway:
                 await stream.aclose()
 
     async def ask(self, query: Query) -> Answer:
-        async for item in self.stream(query, stream=False):
-            if isinstance(item, Answer):
-                return item
+        items = self.stream(query, stream=False)
+        try:
+            async for item in items:
+                if isinstance(item, Answer):
+                    return item
+        finally:
+            await items.aclose()  # ends its span and forgets the request now, not at garbage collection
         raise DependencyUnavailable("the pipeline ended the reply without an answer")  # pragma: no cover
 
     async def stream(self, query: Query, stream: bool = True) -> AsyncIterator[str | Answer]:

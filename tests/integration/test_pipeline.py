@@ -82,7 +82,7 @@ def worker_env(topics: Topics, broker, **extra: str) -> dict[str, str]:
     env = {"RAGLINE_BUS_URL": f"kafka://{broker.bootstrap}", "RAGLINE_EMBEDDER": "hashing",
            "RAGLINE_GENERATOR": "extractive", "RAGLINE_MIN_RELEVANCE": "0", "RAGLINE_CACHE_URL": "none",
            "RAGLINE_CHUNK_TOKENS": "64", "RAGLINE_CHUNK_OVERLAP": "8", "RAGLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
-           "RAGLINE_SHUTDOWN_GRACE_S": "5", "HF_HUB_OFFLINE": "1"}
+           "RAGLINE_SHUTDOWN_GRACE_S": "5", "RAGLINE_KAFKA_STATS_INTERVAL_MS": "500", "HF_HUB_OFFLINE": "1"}
     env.update({f"RAGLINE_TOPIC_{field.upper()}": name for field, name in vars(topics).items()})
     env.update(extra)
     return env
@@ -147,9 +147,39 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
         assert final["citations"][0]["document_id"] == "owls"
         ready = (await client.get("/readyz")).json()
         assert ready["dependencies"]["bus"]["status"] == "ok"
-    for worker in workers:  # three processes, each did its stage's share
-        stats = httpx.get(f"{worker.url}/readyz", timeout=5).json()["workers"][worker.stages[0]]
+        api_metrics = metric_samples((await client.get("/metrics")).text)
+    assert api_metrics[("rag_query_latency_seconds_count", (("stage", "total"),))] == 2  # JSON and streamed
+    if bus_kind == "memory":  # the workers run in the API process
+        assert api_metrics[("ragline_stage_messages_total", (("outcome", "ok"), ("stage", "generate")))] == 2
+    for worker in workers:  # three processes, each did its stage's share, and says so on its metrics port
+        stage = worker.stages[0]
+        stats = httpx.get(f"{worker.url}/readyz", timeout=5).json()["workers"][stage]
         assert stats["processed"] >= 1, (worker.stages, stats)
+        deadline = time.monotonic() + 15
+        while True:  # consumer lag comes with librdkafka's statistics, every 500 ms here
+            found = metric_samples(httpx.get(f"{worker.url}/metrics", timeout=5).text)
+            lag = {labels: v for (name, labels), v in found.items() if name == "ragline_consumer_lag"}
+            if lag or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found[("ragline_stage_messages_total", (("outcome", "ok"), ("stage", stage)))] >= 1
+        assert lag and all(dict(labels)["group"] == f"ragline-{stage}" for labels in lag), lag
+        assert all(v >= 0 for v in lag.values())
+        if stage == "ingest":
+            assert found[("rag_ingest_freshness_seconds_count", ())] == 2
+        if stage == "retrieve":
+            assert found[("vector_search_success_total", ())] >= 2
+        if stage == "generate":
+            assert found[("llm_requests_total", (("outcome", "ok"),))] == 2
+        lines = [line for line in worker.log().splitlines() if line.strip()]
+        assert lines and all(json.loads(line)["level"] for line in lines[1:])  # JSON lines (the first may be cut)
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 # -- consumer groups share and rebalance ------------------------------------------------------

@@ -29,7 +29,7 @@ from ..errors import (DependencyTimeout, DependencyUnavailable, DocumentError, F
 from ..ids import content_hash
 from ..ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ..models import Answer, Document
-from ..observability import span
+from ..observability import log_context, span
 from ..settings import Settings
 from . import openai_compat
 from .auth import Authenticator, JWTConfig, KeyStore, Principal
@@ -112,6 +112,38 @@ class _TooLarge(Exception):
     pass
 
 
+class RequestContext:
+    """Each request: an id (``X-Request-ID``, taken from the caller or made) in every
+    log line and in the response; counted by route template and status."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        with log_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+                if metrics is not None:
+                    metrics.http_requests.labels(route=route, status=str(status)).inc()
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     """The app; it builds the engine from settings at start-up unless one is given."""
 
@@ -148,6 +180,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.auth = Authenticator(keys, _jwt_config(settings), settings.auth_enabled, settings.default_tenant)
     app.state.limiter = _limiter(settings)
     app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1_000_000))
+    app.add_middleware(RequestContext)
     _install_error_handlers(app)
     _install_routes(app)
     openai_compat.install(app)

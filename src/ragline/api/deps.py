@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ..errors import RateLimited
+from ..observability import tenant_var
 from .auth import Principal
 
 bearer = HTTPBearer(auto_error=False, description="An API key (rl_...) or a JWT.")
@@ -25,6 +26,7 @@ def caller(scope: str) -> Callable[..., Principal]:
         principal = request.app.state.auth.authenticate(
             authorization, api_key, request.headers.get("x-ragline-tenant"))
         principal.require(scope)
+        tenant_var.set(principal.tenant)  # for this request's log lines
         wait = await request.app.state.limiter.acquire(principal.subject)
         if wait:
             raise RateLimited(wait)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,8 @@ class KafkaBus:
         self.poll_s = poll_s
         self.extra = dict(extra or {})
         self.interactive_topics = frozenset(interactive_topics)
+        # librdkafka's own log lines go through Python logging (JSON lines like the rest)
+        self.extra = {"logger": logging.getLogger("ragline.kafka"), **self.extra}
         self.stats_interval_ms = stats_interval_ms
         self._lag: dict[int, dict[tuple[str, str, int], int]] = {}  # per consumer: (group, topic, partition) -> lag
 
