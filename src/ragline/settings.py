@@ -1,7 +1,8 @@
 """Settings: read once at the edge (CLI, app factory) and passed down as a value.
 
 Sources, strongest first: explicit arguments, ``RAGLINE_*`` environment variables,
-then an optional TOML file (``--config`` or ``RAGLINE_CONFIG``).
+files in ``RAGLINE_SECRETS_DIR`` (one per setting, e.g. ``RAGLINE_JWT_SECRET``: a
+mounted Kubernetes Secret), then an optional TOML file (``--config`` or ``RAGLINE_CONFIG``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -181,6 +183,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = os.environ.get("RAGLINE_SECRETS_DIR")
+        if secrets_dir:  # one file per setting, named like its variable (Kubernetes Secret volumes)
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
         if cls._toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)

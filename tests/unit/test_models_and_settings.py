@@ -68,3 +68,18 @@ def test_hnsw_on_milvus_lite_is_refused_clearly():
     with pytest.raises(ConfigurationError, match="FLAT and IVF_FLAT"):
         IndexSpec.from_settings(Settings.load(index="HNSW"))
     assert IndexSpec.from_settings(Settings.load(milvus_uri="http://h:19530")).kind == "HNSW"
+
+
+def test_secrets_come_from_files_in_the_secrets_dir_and_the_environment_wins(tmp_path, monkeypatch):
+    (tmp_path / "RAGLINE_JWT_SECRET").write_text("from-a-mounted-secret")
+    (tmp_path / "RAGLINE_LLM_API_KEY").write_text("file-key")
+    monkeypatch.setenv("RAGLINE_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("RAGLINE_LLM_API_KEY", "env-key")
+    settings = Settings.load()
+    assert settings.jwt_secret == "from-a-mounted-secret"
+    assert settings.llm_api_key == "env-key"
+
+
+def test_an_unknown_bus_url_is_a_configuration_error():
+    with pytest.raises(ConfigurationError, match="bus_url must be empty, 'memory' or kafka://"):
+        Settings.load(bus_url="amqp://rabbit")
