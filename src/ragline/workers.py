@@ -101,6 +101,13 @@ class Worker:
         self.processed = 0
         self.dead = 0
         self.running = False
+        # With transactions, outputs and the offset commit together, one message at a time
+        # (committing a message's offset commits every earlier one of its partition).
+        self.transactional = bool(getattr(bus, "transactional", False))
+        if self.transactional and concurrency > 1:
+            log.info("%s: Kafka transactions on, so one message at a time (concurrency %d ignored)", stage,
+                     concurrency)
+            self.concurrency = 1
         self._stop = asyncio.Event()
         self._pending: asyncio.Future | None = None
 
@@ -165,6 +172,9 @@ class Worker:
     async def _process(self, delivery: Delivery, lane: _Lane, slots: asyncio.Semaphore) -> None:
         try:
             await self.handle(delivery)
+            if self.transactional:  # committed inside the transaction
+                lane.order.remove(delivery)
+                return
             lane.done.add(delivery.offset)
             async with lane.lock:
                 last = None
@@ -195,8 +205,7 @@ class Worker:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 outputs = await self.handler(delivery)
-                await asyncio.gather(*(self.bus.publish(o.topic, o.value, o.key, inject_headers(o.headers),
-                                                        o.partition) for o in outputs))
+                await self._emit(outputs, delivery)
                 self.processed += 1
                 if self.metrics is not None:
                     self.metrics.stage_done(self.stage, time.perf_counter() - started, "ok")
@@ -213,17 +222,30 @@ class Worker:
                 return await self._dead(delivery, exc, "permanent", attempt, first_failure)
         return False
 
+    async def _emit(self, outputs: list[Output], delivery: Delivery) -> None:
+        """Publish outputs, carrying the current trace context; with transactions, also
+        commit ``delivery`` in the same transaction."""
+        traced = [Output(o.topic, o.value, o.key, inject_headers(o.headers), o.partition) for o in outputs]
+        if self.transactional:
+            await self.bus.publish_and_commit(traced, delivery)
+            return
+        await asyncio.gather(*(self.bus.publish(o.topic, o.value, o.key, o.headers, o.partition) for o in traced))
+
     async def _dead(self, delivery: Delivery, exc: Exception, kind: str, attempts: int,
                     first_failure: datetime | None) -> bool:
         letter = DeadLetter(topic=delivery.topic, stage=self.stage, payload=delivery.value.decode("utf-8", "replace"),
                             error=f"{type(exc).__name__}: {exc}"[:2000], error_kind=kind, attempts=attempts,
                             first_failure_at=first_failure or _now())
         log.warning("dead letter from %s (%s after %d attempts): %s", self.stage, kind, attempts, letter.error)
-        await self.bus.publish(self.dlq_topic, letter.model_dump_json().encode(), delivery.key,
-                               {"ragline-stage": self.stage.encode(), "ragline-error-kind": kind.encode()})
-        for out in (self.on_dead(delivery, exc) if self.on_dead else []):
+        dead = Output(self.dlq_topic, letter.model_dump_json().encode(), delivery.key,
+                      {"ragline-stage": self.stage.encode(), "ragline-error-kind": kind.encode()})
+        tell = self.on_dead(delivery, exc) if self.on_dead else []  # the caller need not wait for a timeout
+        if self.transactional:
+            await self._emit([dead, *tell], delivery)
+        else:
+            await self._emit([dead], delivery)
             with contextlib.suppress(Exception):  # telling the caller is a courtesy; the letter is kept
-                await self.bus.publish(out.topic, out.value, out.key, out.headers, out.partition)
+                await self._emit(tell, delivery)
         self.dead += 1
         if self.metrics is not None:
             self.metrics.dead_letter(delivery.topic, kind)

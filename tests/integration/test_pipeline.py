@@ -371,3 +371,54 @@ async def test_a_published_document_becomes_searchable_within_seconds_and_freshn
     finally:
         worker.stop()
         await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.integration
+async def test_with_kafka_transactions_outputs_and_offsets_commit_together(kafka_broker, topics, engine, suffix):
+    """Tansu runs the transactional protocol (its read_committed isolation is not
+    trustworthy, so what is checked is the flow and the offsets the transactions commit)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from ragline.buses.kafka import KafkaBus, TopicSpec
+
+    plain = KafkaBus(kafka_broker.bootstrap, session_timeout_ms=2000)
+    await plain.create_topics([TopicSpec(name, partitions=1) for name in vars(topics).values()])
+    workers_bus = KafkaBus(kafka_broker.bootstrap, session_timeout_ms=2000, transactional_id=f"test-{suffix}")
+    assert workers_bus.transactional
+    retriever = build_worker("retrieve", engine, workers_bus, topics, group=f"tr-{suffix}", concurrency=8)
+    generator = build_worker("generate", engine, workers_bus, topics, group=f"tg-{suffix}", concurrency=8)
+    assert retriever.concurrency == generator.concurrency == 1
+    gateway = await Gateway(plain, topics, timeout_s=60).start()
+    tasks = [asyncio.create_task(w.run()) for w in (retriever, generator)]
+    try:
+        await plain.publish(topics.queries, b"not a query")  # dead-lettered, and committed, in a transaction
+        answers = await asyncio.wait_for(asyncio.gather(
+            *(gateway.ask(Query(text=f"waggle dance {i}")) for i in range(5))), 60)
+        assert all(a.citations[0].document_id == "bees" for a in answers)
+        letters = await dead_letters(plain, topics.dlq, idle_s=3)
+        assert len(letters) == 1 and letters[0].stage == "retrieve"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await gateway.close()
+    for group, topic, count in ((f"tr-{suffix}", topics.queries, 6), (f"tg-{suffix}", topics.context, 5)):
+        offsets = [d.offset for d in await _read_all(plain, topic, count)]
+        reader = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": group})
+        [committed] = await asyncio.to_thread(reader.committed, [TopicPartition(topic, 0)], 10)
+        await asyncio.to_thread(reader.close)
+        # every message consumed and committed (transaction markers take offsets between them)
+        assert len(offsets) == count and committed.offset == max(offsets) + 1, (group, offsets, committed)
+    await workers_bus.close()
+    await plain.close()
+
+
+async def _read_all(bus, topic: str, count: int) -> list:
+    stream = bus.consume([topic], f"reader-{uuid.uuid4().hex[:6]}")
+    got = []
+    try:
+        while len(got) < count:
+            got.append(await asyncio.wait_for(anext(stream), 30))
+    finally:
+        await stream.aclose()
+    return got

@@ -24,8 +24,19 @@ def build_bus(settings) -> Bus:
                         fetch_wait_max_ms=settings.kafka_fetch_wait_max_ms, linger_ms=settings.kafka_linger_ms,
                         interactive_topics=(settings.topic_queries, settings.topic_context, settings.topic_answers),
                         interactive_linger_ms=settings.kafka_interactive_linger_ms,
-                        stats_interval_ms=settings.kafka_stats_interval_ms)
+                        stats_interval_ms=settings.kafka_stats_interval_ms,
+                        transactional_id=_transactional_id(settings) if settings.kafka_transactions else None)
     raise ConfigurationError(f"no bus configured (bus_url={url!r}); pass --bus kafka://HOST:PORT or memory")
+
+
+def _transactional_id(settings) -> str:
+    """Unique per process: zombie workers are fenced by their consumer group generation
+    (the offsets are sent with the group's metadata), not by a stable id."""
+    import os
+    import socket
+    import uuid
+
+    return f"{settings.kafka_client_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def topic_specs(settings) -> list:

@@ -52,7 +52,8 @@ class KafkaBus:
     def __init__(self, bootstrap_servers: str, *, client_id: str = "ragline", session_timeout_ms: int = 6000,
                  fetch_wait_max_ms: int = 20, poll_s: float = 0.1, linger_ms: float = 5,
                  interactive_topics: Collection[str] = (), interactive_linger_ms: float = 0,
-                 stats_interval_ms: int = 5000, extra: Mapping[str, Any] | None = None) -> None:
+                 stats_interval_ms: int = 5000, transactional_id: str | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
         """``interactive_topics`` (queries, context, answers: someone is waiting) get their
         own producer with ``interactive_linger_ms``; everything else batches for ``linger_ms``."""
         from confluent_kafka import Producer
@@ -76,9 +77,26 @@ class KafkaBus:
 
         self._producer = producer(linger_ms)
         self._interactive = producer(interactive_linger_ms) if self.interactive_topics else self._producer
+        producers = {self._producer, self._interactive}
+        # Transactions: a stage's outputs and its input's offset commit atomically
+        # (``publish_and_commit``); for brokers that support them (Tansu's read_committed
+        # is not trustworthy, see ARCHITECTURE.md).
+        self.transactional = transactional_id is not None
+        self._tx_producer = None
+        if self.transactional:
+            from confluent_kafka import Producer as TxProducer
+
+            self._tx_producer = TxProducer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
+                                            "transactional.id": transactional_id, "linger.ms": interactive_linger_ms,
+                                            "message.timeout.ms": 30_000, **self.extra})
+            with _translated(bootstrap_servers):
+                self._tx_producer.init_transactions(30)
+            producers.add(self._tx_producer)
+            self._tx_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-tx")
+            self._tx_lock = threading.Lock()
         self._closing = threading.Event()
         self._pollers = [threading.Thread(target=self._serve_delivery_reports, args=(p,), daemon=True,
-                                          name="kafka-producer-poll") for p in {self._producer, self._interactive}]
+                                          name="kafka-producer-poll") for p in producers]
         for thread in self._pollers:
             thread.start()
 
@@ -102,6 +120,36 @@ class KafkaBus:
             producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()),
                                    on_delivery=report, **({} if partition is None else {"partition": partition}))
         await done
+
+    async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
+        """In one transaction: produce ``outputs`` (objects with topic, value, key, headers,
+        partition) and commit ``delivery``'s offset for its consumer group."""
+        from confluent_kafka import TopicPartition
+
+        if self._tx_producer is None:
+            raise RuntimeError("publish_and_commit needs a transactional bus (transactional_id)")
+        consumer, message, _ = delivery.handle
+        producer = self._tx_producer
+
+        def transaction() -> None:
+            with self._tx_lock:
+                producer.begin_transaction()
+                try:
+                    for out in outputs:
+                        producer.produce(out.topic, value=out.value, key=out.key,
+                                         headers=list((out.headers or {}).items()),
+                                         **({} if out.partition is None else {"partition": out.partition}))
+                    producer.send_offsets_to_transaction(
+                        [TopicPartition(message.topic(), message.partition(), message.offset() + 1)],
+                        consumer.consumer_group_metadata(), 30)
+                    producer.commit_transaction(30)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        producer.abort_transaction(30)
+                    raise
+
+        with _translated(self.servers):
+            await asyncio.get_running_loop().run_in_executor(self._tx_pool, transaction)
 
     async def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]:
         from confluent_kafka import Consumer, KafkaError
@@ -224,7 +272,7 @@ class KafkaBus:
         return list(futures)
 
     async def close(self) -> None:
-        for producer in {self._producer, self._interactive}:
+        for producer in {self._producer, self._interactive, self._tx_producer} - {None}:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(producer.flush, 10)
         self._closing.set()
