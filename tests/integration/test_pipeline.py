@@ -422,3 +422,43 @@ async def _read_all(bus, topic: str, count: int) -> list:
     finally:
         await stream.aclose()
     return got
+
+
+@pytest.mark.integration
+async def test_topics_create_sets_partitions_replication_and_retention_and_is_idempotent(kafka_broker, topics):
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    env = {**worker_env(topics, kafka_broker), "RAGLINE_TOPIC_PARTITIONS": "3"}
+    first = _cli(["topics", "create"], env)
+    assert first.count(": created") == 5
+    assert _cli(["topics", "create"], env).count(": exists") == 5
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    metadata = await asyncio.to_thread(admin.list_topics, timeout=10)
+    assert all(len(metadata.topics[name].partitions) == 3 for name in vars(topics).values())
+    retention = {}
+    for resource, future in admin.describe_configs([ConfigResource("topic", t) for t in (topics.dlq, topics.queries)]
+                                                   ).items():
+        retention[resource.name] = int((await asyncio.to_thread(future.result, 10))["retention.ms"].value)
+    assert retention == {topics.dlq: 7 * 86_400_000, topics.queries: 24 * 3_600_000}
+
+
+async def test_a_stopped_worker_finishes_what_it_holds_and_hands_back_the_rest(bus, topics, suffix):
+    done: list[bytes] = []
+
+    async def slow(delivery):
+        await asyncio.sleep(0.3)
+        done.append(delivery.value)
+        return []
+
+    for i in range(20):
+        await bus.publish(topics.queries, b"m%d" % i)
+    first = Worker(bus, "retrieve", topics.queries, f"g-{suffix}", slow, topics.dlq, concurrency=4)
+    task = asyncio.create_task(first.run(grace_s=10))
+    while len(done) < 2:
+        await asyncio.sleep(0.01)
+    first.stop()
+    await asyncio.wait_for(task, 20)
+    assert first.processed == len(done) >= 2  # whatever it had taken, it finished
+    second = Worker(bus, "retrieve", topics.queries, f"g-{suffix}", slow, topics.dlq, concurrency=4)
+    await asyncio.wait_for(second.run(limit=20 - first.processed), 60)
+    assert sorted(done) == sorted(b"m%d" % i for i in range(20))  # nothing lost, nothing twice
