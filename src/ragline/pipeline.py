@@ -64,27 +64,43 @@ class Gateway:
 
     @property
     def listening(self) -> bool:
-        return self._listener is not None and not self._listener.done()
+        return self._listener is not None and not self._listener.done() and self._healthy
+
+    _healthy = True
 
     async def _listen(self, stream: AsyncIterator[Delivery]) -> None:
-        try:
-            async for delivery in stream:
-                request_id = (delivery.key or b"").decode("utf-8", "replace")
-                waiting = self._waiting.get(request_id)
-                if waiting is not None:
-                    waiting.put_nowait(delivery)
-                elif request_id in self._finished and delivery.headers.get(KIND, b"answer") == b"answer":
-                    self.duplicates += 1
-                    if self.metrics is not None:
-                        self.metrics.duplicate_answers.inc()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("the reply listener on %s stopped; queries will time out", self.topics.answers)
-            raise
-        finally:
-            with contextlib.suppress(RuntimeError):
-                await stream.aclose()
+        """Route replies to their requests; if the bus fails, listen again from its end
+        (requests whose answers passed meanwhile time out with a 504)."""
+        while True:
+            try:
+                async for delivery in stream:
+                    self._route(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._healthy = False
+                log.error("the reply listener on %s failed (%s); listening again in 1 s", self.topics.answers, exc)
+            finally:
+                with contextlib.suppress(RuntimeError, Exception):
+                    await stream.aclose()
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    stream = await self.bus.tail(self.topics.answers, self.reply_partition)
+                    self._healthy = True
+                    break
+                except Exception as exc:
+                    log.error("cannot listen on %s yet: %s", self.topics.answers, exc)
+
+    def _route(self, delivery: Delivery) -> None:
+        request_id = (delivery.key or b"").decode("utf-8", "replace")
+        waiting = self._waiting.get(request_id)
+        if waiting is not None:
+            waiting.put_nowait(delivery)
+        elif request_id in self._finished and delivery.headers.get(KIND, b"answer") == b"answer":
+            self.duplicates += 1
+            if self.metrics is not None:
+                self.metrics.duplicate_answers.inc()
 
     async def ask(self, query: Query) -> Answer:
         items = self.stream(query, stream=False)

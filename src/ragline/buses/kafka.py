@@ -38,6 +38,17 @@ def _translated(servers: str) -> Iterator[None]:
         raise DependencyUnavailable(f"Kafka producer queue full ({servers}): {exc}") from exc
 
 
+_log = logging.getLogger("ragline.kafka")
+
+
+def _transient_or_raise(error, servers: str) -> None:
+    """A fatal consumer error ends the stream; others (a broker restarting, a partition
+    moving) are logged and librdkafka recovers by itself."""
+    if error.fatal():
+        raise DependencyUnavailable(f"Kafka at {servers}: {error}")
+    _log.warning("Kafka at %s: %s (retrying)", servers, error)
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -184,7 +195,8 @@ class KafkaBus:
                 if message.error():
                     if message.error().code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                         continue
-                    raise DependencyUnavailable(f"Kafka at {self.servers}: {message.error()}")
+                    _transient_or_raise(message.error(), self.servers)
+                    continue
                 yield Delivery(message.topic(), message.key(), message.value() or b"",
                                {k: v or b"" for k, v in (message.headers() or [])},
                                message.partition(), message.offset(), handle=(consumer, message, pool))
@@ -241,7 +253,8 @@ class KafkaBus:
                 if message.error():
                     if message.error().code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise DependencyUnavailable(f"Kafka at {self.servers}: {message.error()}")
+                    _transient_or_raise(message.error(), self.servers)
+                    continue
                 yield Delivery(message.topic(), message.key(), message.value() or b"",
                                {k: v or b"" for k, v in (message.headers() or [])},
                                message.partition(), message.offset())
