@@ -19,7 +19,7 @@ from .caches import build_cache
 from .caches.answer_cache import AnswerCache
 from .caches.embedding_cache import CachedEmbedder
 from .generators import build_generator
-from .observability import Metrics, span
+from .observability import Metrics, request_id_var, span
 from .generators.extractive import ExtractiveGenerator
 from .models import Answer, Context, Document, FilterValue, IngestReport, Query
 from .ports import Cache, Embedder, Generator, VectorStore
@@ -149,9 +149,10 @@ class Engine:
 
     async def search(self, text: str, tenant: str | None = None, top_k: int | None = None,
                      filters: Mapping[str, FilterValue] | None = None, mode: str | None = None) -> Context:
+        request_id = request_id_var.get()  # the HTTP request's id, so logs, trace and answer agree
         try:
             query = Query(text=text, tenant=self.tenant(tenant), top_k=top_k or self.settings.top_k,
-                          filters=dict(filters or {}), mode=mode)
+                          filters=dict(filters or {}), mode=mode, **({"request_id": request_id} if request_id else {}))
         except ValidationError as exc:
             raise InvalidInput(_first_error(exc)) from exc
         return await self.retrieve(query)

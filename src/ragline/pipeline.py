@@ -62,6 +62,10 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._listener
 
+    def waiting(self, request_id: str) -> bool:
+        """Whether a request with this id is waiting for its answer here now."""
+        return request_id in self._waiting
+
     @property
     def listening(self) -> bool:
         return self._listener is not None and not self._listener.done() and self._healthy

@@ -54,21 +54,24 @@ async def test_the_api_exports_each_metric_with_its_labels_after_real_traffic(se
                     ).status_code == 200
         for i in range(2):
             assert (await client.post("/v1/search", json={"query": f"waggle {i}"})).status_code == 200
+        named = await client.post("/v1/query", json={"question": "How far are the flowers?"},
+                                  headers={"X-Request-ID": "trace-me-1"})
+        assert named.json()["request_id"] == "trace-me-1" == named.headers["x-request-id"]  # one id everywhere
         bad = await client.post("/v1/query", json={"question": ""}, headers={"X-Request-ID": "req-123"})
         assert bad.status_code == 422 and bad.headers["x-request-id"] == "req-123"
         text = (await client.get("/metrics")).text
     found = samples(text)
-    assert value(found, "ragline_http_requests_total", route="/v1/query", status="200") == 3
+    assert value(found, "ragline_http_requests_total", route="/v1/query", status="200") == 4
     assert value(found, "ragline_http_requests_total", route="/v1/query", status="422") == 1
     assert value(found, "ragline_http_requests_total", route="/v1/search", status="200") == 2
-    assert value(found, "rag_query_latency_seconds_count", stage="total") == 3
+    assert value(found, "rag_query_latency_seconds_count", stage="total") == 4
     assert value(found, "rag_query_latency_seconds_count", stage="search") >= 1
-    assert value(found, "vector_search_success_total") == 3 + 2  # the answer cache keys on the context: always searched
+    assert value(found, "vector_search_success_total") == 4 + 2  # the answer cache keys on the context: always searched
     assert value(found, "vector_search_failure_total") == 0
-    assert value(found, "llm_requests_total", outcome="ok") == 1  # the extractive "LLM" answered once
+    assert value(found, "llm_requests_total", outcome="ok") == 2  # the extractive "LLM" answered twice
     assert value(found, "llm_requests_total", outcome="cached") == 2
     assert value(found, "ragline_cache_requests_total", cache="answer", result="hit") == 2
-    assert value(found, "ragline_cache_requests_total", cache="answer", result="miss") == 1
+    assert value(found, "ragline_cache_requests_total", cache="answer", result="miss") == 2
     assert value(found, "rag_ingest_freshness_seconds_count") == 1
     assert value(found, "ragline_inflight_requests") == 0
     assert value(found, "rag_degraded_answers_total") == 0

@@ -29,7 +29,7 @@ from ..errors import (DependencyTimeout, DependencyUnavailable, DocumentError, F
 from ..ids import content_hash
 from ..ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ..models import Answer, Document
-from ..observability import log_context, span
+from ..observability import log_context, request_id_var, span
 from ..settings import Settings
 from . import openai_compat
 from .auth import Authenticator, JWTConfig, KeyStore, Principal
@@ -376,8 +376,11 @@ def _bus_query(request: Request, body: QueryRequest, who: Principal):
     from ..pipeline import validate_query
 
     settings = request.app.state.settings
+    request_id = request_id_var.get()
+    fresh = request_id is None or request.app.state.gateway.waiting(request_id)  # a caller reusing an id in flight
     return validate_query(text=body.question, tenant=who.tenant, top_k=body.top_k or settings.answer_top_k,
-                          filters=dict(body.filters or {}), mode=body.mode)
+                          filters=dict(body.filters or {}), mode=body.mode,
+                          **({} if fresh else {"request_id": request_id}))
 
 
 async def _ingest(request: Request, docs: list[Document], wait: bool, errors: list[str]):
