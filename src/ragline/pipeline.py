@@ -47,6 +47,7 @@ class Gateway:
         self.metrics = metrics
         self.answered = 0
         self.duplicates = 0
+        self.foreign = 0  # replies for requests another gateway (API replica) is waiting for
         self._waiting: dict[str, asyncio.Queue[Delivery]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._listener: asyncio.Task | None = None
@@ -101,10 +102,13 @@ class Gateway:
         waiting = self._waiting.get(request_id)
         if waiting is not None:
             waiting.put_nowait(delivery)
-        elif request_id in self._finished and delivery.headers.get(KIND, b"answer") == b"answer":
-            self.duplicates += 1
-            if self.metrics is not None:
-                self.metrics.duplicate_answers.inc()
+        elif request_id in self._finished:
+            if delivery.headers.get(KIND, b"answer") == b"answer":
+                self.duplicates += 1
+                if self.metrics is not None:
+                    self.metrics.duplicate_answers.inc()
+        else:
+            self.foreign += 1
 
     async def ask(self, query: Query) -> Answer:
         items = self.stream(query, stream=False)

@@ -173,6 +173,8 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
             assert found[("llm_requests_total", (("outcome", "ok"),))] == 2
         lines = [line for line in worker.log().splitlines() if line.strip()]
         assert lines and all(json.loads(line)["level"] for line in lines[1:])  # JSON lines (the first may be cut)
+    for worker in workers:  # SIGTERM: a graceful stop, exit status 0
+        assert worker.terminate(timeout_s=30) == 0, worker.log()
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -222,6 +224,33 @@ async def test_two_retrievers_in_one_group_share_the_partitions_and_one_takes_ov
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await gateway.close()
+
+
+# -- several API replicas ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("own_partitions", [False, True])
+async def test_two_api_replicas_each_get_the_answers_to_their_own_requests(bus, bus_kind, topics, engine,
+                                                                           own_partitions):
+    if own_partitions and bus_kind == "memory":
+        pytest.skip("the in-process bus has one partition per topic")
+    replicas = [Gateway(bus, topics, timeout_s=60, reply_partition=(n if own_partitions else None))
+                for n in range(2)]
+    for gateway in replicas:
+        await gateway.start()
+    async with Pipeline(engine, bus, topics, stages=("retrieve", "generate")):
+        asked = {n: [Query(text=f"waggle dance {n}-{i}") for i in range(20)] for n in range(2)}
+        answers = await asyncio.wait_for(asyncio.gather(
+            *(replicas[n].ask(q) for n in range(2) for q in asked[n])), 60)
+    for gateway in replicas:
+        await gateway.close()
+    sent = [q.request_id for n in range(2) for q in asked[n]]
+    assert [a.request_id for a in answers] == sent  # each caller got its own answer
+    assert [g.answered for g in replicas] == [20, 20]
+    if own_partitions:  # each replica reads only its partition of the answers topic
+        assert [g.foreign for g in replicas] == [0, 0]
+    else:  # a shared answers topic: each sees the other's answers and ignores them
+        assert all(g.foreign >= 20 for g in replicas)
 
 
 # -- kill -9 of a generator with 200 queries in flight ------------------------------------------
