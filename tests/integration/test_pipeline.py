@@ -145,12 +145,16 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
                     final = json.loads(line.removeprefix("data: "))
         assert events[0] == "token" and events[-1] == "answer" and "error" not in events
         assert final["citations"][0]["document_id"] == "owls"
+        chat = await client.post("/v1/chat/completions", json={
+            "model": "ragline", "messages": [{"role": "user", "content": "What does the waggle dance tell?"}]})
+        assert chat.status_code == 200, chat.text
+        assert chat.json()["sources"][0]["document_id"] == "bees"  # the OpenAI-compatible route goes through the bus
         ready = (await client.get("/readyz")).json()
         assert ready["dependencies"]["bus"]["status"] == "ok"
         api_metrics = metric_samples((await client.get("/metrics")).text)
-    assert api_metrics[("rag_query_latency_seconds_count", (("stage", "total"),))] == 2  # JSON and streamed
+    assert api_metrics[("rag_query_latency_seconds_count", (("stage", "total"),))] == 3  # JSON, streamed, chat
     if bus_kind == "memory":  # the workers run in the API process
-        assert api_metrics[("ragline_stage_messages_total", (("outcome", "ok"), ("stage", "generate")))] == 2
+        assert api_metrics[("ragline_stage_messages_total", (("outcome", "ok"), ("stage", "generate")))] == 3
     for worker in workers:  # three processes, each did its stage's share, and says so on its metrics port
         stage = worker.stages[0]
         stats = httpx.get(f"{worker.url}/readyz", timeout=5).json()["workers"][stage]
@@ -168,9 +172,9 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
         if stage == "ingest":
             assert found[("rag_ingest_freshness_seconds_count", ())] == 2
         if stage == "retrieve":
-            assert found[("vector_search_success_total", ())] >= 2
+            assert found[("vector_search_success_total", ())] >= 3
         if stage == "generate":
-            assert found[("llm_requests_total", (("outcome", "ok"),))] == 2
+            assert found[("llm_requests_total", (("outcome", "ok"),))] == 3
         lines = [line for line in worker.log().splitlines() if line.strip()]
         assert lines and all(json.loads(line)["level"] for line in lines[1:])  # JSON lines (the first may be cut)
     for worker in workers:  # SIGTERM: a graceful stop, exit status 0

@@ -61,19 +61,32 @@ def install(app: FastAPI) -> None:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         if not body.stream:
             started = time.perf_counter()
-            answer = await engine.ask(question, who.tenant)
+            gateway = request.app.state.gateway
+            if gateway is not None:  # through the pipeline, like /v1/query
+                answer = await gateway.ask(_bus_query(request, question, who))
+            else:
+                answer = await engine.ask(question, who.tenant)
             request.app.state.metrics.observe_answer(answer, time.perf_counter() - started)
             return completion(answer, completion_id, body.model)
         return StreamingResponse(_events(request, question, who, completion_id, body.model),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
+def _bus_query(request: Request, question: str, who: Principal):
+    from ..pipeline import validate_query
+
+    return validate_query(text=question, tenant=who.tenant, top_k=request.app.state.settings.answer_top_k)
+
+
 async def _events(request: Request, question: str, who: Principal, completion_id: str,
                   model: str) -> AsyncIterator[str]:
     yield chunk(completion_id, model, {"role": "assistant", "content": ""})
     started = time.perf_counter()
+    gateway = request.app.state.gateway
     try:
-        async for item in request.app.state.engine.stream(question, who.tenant):
+        items = (gateway.stream(_bus_query(request, question, who)) if gateway is not None
+                 else request.app.state.engine.stream(question, who.tenant))
+        async for item in items:
             if isinstance(item, Answer):
                 request.app.state.metrics.observe_answer(item, time.perf_counter() - started)
                 yield chunk(completion_id, model, {}, "stop", sources=sources(item), degraded=item.degraded)
