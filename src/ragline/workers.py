@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pydantic import ValidationError
 
 from . import stages
-from .errors import RetryableError
+from .errors import DependencyUnavailable, RetryableError
 from .models import Answer, Context, DeadLetter, Delta, Document, Failure, Query
 from .observability import extract_context, inject_headers, log_context, span
 from .ports import Bus, Delivery
@@ -110,6 +110,7 @@ class Worker:
             self.concurrency = 1
         self._stop = asyncio.Event()
         self._pending: asyncio.Future | None = None
+        self.failure: Exception | None = None
 
     def stop(self) -> None:
         """Take no more messages; ``run`` returns once those in hand are done or handed back."""
@@ -154,6 +155,8 @@ class Worker:
                 self._pending = None
             with contextlib.suppress(RuntimeError):  # a cancelled anext() already unwound it
                 await stream.aclose()
+        if self.failure is not None:
+            raise DependencyUnavailable(f"the {self.stage} worker stopped: {self.failure}") from self.failure
 
     async def _next(self, stream) -> Delivery | None:
         """The next message, or None once stopped (the pending read is left for ``run`` to drop)."""
@@ -183,8 +186,13 @@ class Worker:
                     lane.done.discard(last.offset)
                 if last is not None:
                     await self.bus.commit(last)
-        except Exception:  # the bus is down: leave it uncommitted, it will be delivered again
-            log.exception("%s: could not finish a message from %s; it stays uncommitted", self.stage, self.topic)
+        except Exception as exc:
+            # The bus failed under us (a dead letter or a commit could not be written). The
+            # message stays uncommitted, and so would everything after it in its partition:
+            # stop, so that a restart hands them all out again, rather than run on unacknowledged.
+            log.exception("%s: could not finish a message from %s; stopping the worker", self.stage, self.topic)
+            self.failure = self.failure or exc
+            self.stop()
         finally:
             slots.release()
 

@@ -122,11 +122,13 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
         waited = await client.post("/v1/documents", json={"documents": [{"text": "x"}], "wait": True})
         assert waited.status_code == 422 and "through the bus" in waited.json()["detail"]
         deadline = time.monotonic() + 30
-        while True:  # published to rag-docs; searchable once the ingest worker has it
-            hits = (await client.post("/v1/search", json={"query": "waggle dance"})).json()["hits"]
-            if hits or time.monotonic() > deadline:
+        while True:  # published to rag-docs; searchable once the ingest worker has both
+            found = [(await client.get(f"/v1/documents/{d.id}")).status_code for d in DOCS]
+            if found == [200, 200] or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
+        assert found == [200, 200]
+        hits = (await client.post("/v1/search", json={"query": "waggle dance"})).json()["hits"]
         assert hits and hits[0]["document_id"] == "bees"
 
         reply = await client.post("/v1/query", json={"question": "What does the waggle dance tell nest mates?"})

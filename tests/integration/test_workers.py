@@ -102,3 +102,32 @@ async def test_a_retryable_failure_is_retried_then_dead_lettered_and_replay_deli
     assert await replay(bus, [letter]) == 1
     await asyncio.wait_for(worker.run(limit=1), 60)
     assert seen == [b"payload-1"]
+
+
+async def test_a_worker_whose_bus_fails_under_it_stops_with_a_clear_error_and_loses_nothing():
+    """If a commit cannot be written, running on would leave everything after it
+    unacknowledged: the worker stops (its process exits; a restart gets them again)."""
+
+    class FailingCommits(MemoryBus):
+        async def commit(self, delivery):
+            raise DependencyUnavailable("Kafka at broker:9092: coordinator not available")
+
+    bus = FailingCommits()
+    topics = Topics()
+    for i in range(3):
+        await bus.publish(topics.queries, b"m%d" % i)
+
+    async def handler(delivery):
+        return []
+
+    worker = Worker(bus, "retrieve", topics.queries, "g", handler, topics.dlq)
+    with pytest.raises(DependencyUnavailable, match="the retrieve worker stopped: .*coordinator not available"):
+        await asyncio.wait_for(worker.run(), 30)
+    again = [d.value async for d in _take(MemoryBus.consume(bus, [topics.queries], "g"), 3)]
+    assert sorted(again) == [b"m0", b"m1", b"m2"]  # nothing was acknowledged: all handed out again
+
+
+async def _take(stream, n):
+    for _ in range(n):
+        yield await asyncio.wait_for(anext(stream), 5)
+    await stream.aclose()
