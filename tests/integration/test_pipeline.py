@@ -282,7 +282,9 @@ async def test_kill_9_of_a_generator_with_200_queries_in_flight_loses_none_and_a
         kill = first.kill  # SIGKILL to its process group
     asked = [asyncio.create_task(gateway.ask(Query(text=f"How far are the flowers? ({i})"))) for i in range(200)]
     try:
+        deadline = time.monotonic() + 60
         while gateway.answered < 20:
+            assert time.monotonic() < deadline, "the first generator answered nothing"
             await asyncio.sleep(0.005)
         kill()
         answered_at_kill = gateway.answered
@@ -489,7 +491,9 @@ async def test_a_stopped_worker_finishes_what_it_holds_and_hands_back_the_rest(b
         await bus.publish(topics.queries, b"m%d" % i)
     first = Worker(bus, "retrieve", topics.queries, f"g-{suffix}", slow, topics.dlq, concurrency=4)
     task = asyncio.create_task(first.run(grace_s=10))
+    deadline = time.monotonic() + 30
     while len(done) < 2:
+        assert time.monotonic() < deadline, "the worker took nothing"
         await asyncio.sleep(0.01)
     first.stop()
     await asyncio.wait_for(task, 20)
