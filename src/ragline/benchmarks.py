@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ALL = ("ingest", "search", "generate", "answers", "serve", "cache", "pipeline", "workers")
+ALL = ("ingest", "search", "generate", "answers", "serve", "cache", "pipeline", "workers", "gateway")
 
 
 def bench_dir() -> Path:

@@ -248,7 +248,7 @@ def evaluate(
 @app.command()
 def bench(
     only: Annotated[str | None, typer.Option(help="Comma-separated subset: ingest, search, generate, answers, "
-                                                   "serve, cache, pipeline, workers (default: all).")] = None,
+                                                   "serve, cache, pipeline, workers, gateway (default: all).")] = None,
     results_dir: Annotated[Path, typer.Option("--results", help="Where to write the report.")] = Path("results"),
 ) -> None:
     """Run the benchmarks in bench/ and write results.json, summary.md and PNG plots."""
