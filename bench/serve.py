@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,18 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from _common import median, percentile, report
-
-QUESTIONS = ["How do honeybees tell each other where flowers are?", "Who invented the Fresnel lens?",
-             "What does RuBisCO do?", "How much caffeine is in black tea?", "Which eruption cooled the planet?",
-             "Why does sealed honey keep for years?", "What is a shield volcano?", "Why do leaves look green?"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+from _common import QUESTIONS, free_port, median, percentile, report
 
 def start(tmp: str, port: int, cache: str) -> subprocess.Popen:
     env = dict(os.environ, RAGLINE_MILVUS_URI=f"{tmp}/serve.db", RAGLINE_GENERATOR="extractive",

@@ -19,8 +19,7 @@ import tempfile
 import time
 import uuid
 
-from _common import report
-from pipeline import QUESTIONS, start_broker
+from _common import QUESTIONS, report, start_broker
 
 from ragline.buses import build_bus, topic_specs
 from ragline.buses.memory import MemoryBus

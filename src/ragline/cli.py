@@ -52,8 +52,13 @@ def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]], **override
         finally:
             await engine.close()
 
+    return _main(main())
+
+
+def _main(coroutine: Awaitable[T]) -> T:
+    """Run the command's coroutine; ragline's errors become a message and an exit status."""
     try:
-        return asyncio.run(main())
+        return asyncio.run(coroutine)
     except ConfigurationError as exc:
         err.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -343,11 +348,7 @@ def _run_bus(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
         finally:
             await bus.close()
 
-    try:
-        return asyncio.run(main())
-    except RaglineError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    return _main(main())
 
 
 topics_app = typer.Typer(help="The pipeline's Kafka topics.", no_args_is_help=True)
@@ -389,14 +390,7 @@ def worker(
     settings = _bus_settings(config, bus, worker_concurrency=concurrency, worker_metrics_port=metrics_port)
     configure_logging(settings.log_level, settings.log_format)
     setup_tracing(f"{settings.service_name}-worker-{'-'.join(stages)}", settings.otlp_endpoint)
-    try:
-        asyncio.run(run_workers(settings, stages, group_prefix))
-    except (ValueError, ConfigurationError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    except RaglineError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    _main(run_workers(settings, stages, group_prefix))
 
 
 @app.command()

@@ -10,9 +10,7 @@ from typing import Any
 
 from . import stages
 from .embedders import build_embedder
-from pydantic import ValidationError
-
-from .errors import DocumentError, InvalidInput, NotFound, RetryableError
+from .errors import DocumentError, NotFound, RetryableError
 from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
 from .ingest.loaders import iter_files, load_file
 from .caches import build_cache
@@ -21,7 +19,7 @@ from .caches.embedding_cache import CachedEmbedder
 from .generators import build_generator
 from .observability import Metrics, request_id_var, span
 from .generators.extractive import ExtractiveGenerator
-from .models import Answer, Context, Document, FilterValue, IngestReport, Query
+from .models import Answer, Context, Document, FilterValue, IngestReport, Query, new_query
 from .ports import Cache, Embedder, Generator, VectorStore
 from .settings import Settings
 
@@ -150,11 +148,8 @@ class Engine:
     async def search(self, text: str, tenant: str | None = None, top_k: int | None = None,
                      filters: Mapping[str, FilterValue] | None = None, mode: str | None = None) -> Context:
         request_id = request_id_var.get()  # the HTTP request's id, so logs, trace and answer agree
-        try:
-            query = Query(text=text, tenant=self.tenant(tenant), top_k=top_k or self.settings.top_k,
+        query = new_query(text=text, tenant=self.tenant(tenant), top_k=top_k or self.settings.top_k,
                           filters=dict(filters or {}), mode=mode, **({"request_id": request_id} if request_id else {}))
-        except ValidationError as exc:
-            raise InvalidInput(_first_error(exc)) from exc
         return await self.retrieve(query)
 
     async def retrieve(self, query: Query) -> Context:
@@ -206,8 +201,3 @@ def _add(total: IngestReport, part: IngestReport) -> None:
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.errors.extend(part.errors)
 
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"])
-    return f"{where}: {error['msg']}" if where else error["msg"]

@@ -7,7 +7,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import InvalidInput
 
 SCHEMA_VERSION = 1
 
@@ -81,6 +83,16 @@ class Query(Message):
         if not text.strip():
             raise ValueError("query text is blank")
         return text
+
+
+def new_query(**fields: Any) -> Query:
+    """A Query from a caller's input, or InvalidInput naming the first bad field."""
+    try:
+        return Query(**fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise InvalidInput(f"{where}: {error['msg']}" if where else error["msg"]) from exc
 
 
 class Hit(Message):

@@ -19,14 +19,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from pydantic import ValidationError
+from opentelemetry.trace import SpanKind
 
 from . import errors
 from .errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RaglineError
-from opentelemetry.trace import SpanKind
-
-from .models import Answer, Delta, Document, Failure, Query
+from .models import Answer, Delta, Document, Failure, Query, new_query
 from .observability import inject_headers, tracer
 from .ports import Bus, Delivery
 from .workers import KIND, Topics, Worker, build_worker
@@ -51,11 +50,18 @@ class Gateway:
         self._waiting: dict[str, asyncio.Queue[Delivery]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._listener: asyncio.Task | None = None
+        self._healthy = True  # False while the listener re-attaches after a bus failure
 
     async def start(self) -> "Gateway":
         stream = await self.bus.tail(self.topics.answers, self.reply_partition)
         self._listener = asyncio.create_task(self._listen(stream), name="gateway-replies")
         return self
+
+    async def __aenter__(self) -> "Gateway":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -63,15 +69,17 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._listener
 
-    def waiting(self, request_id: str) -> bool:
-        """Whether a request with this id is waiting for its answer here now."""
-        return request_id in self._waiting
+    def query(self, text: str, tenant: str, top_k: int, *, request_id: str | None = None,
+              **fields: Any) -> Query:
+        """A validated query to send; ``request_id`` (e.g. the HTTP request's) is used
+        unless a request with that id is already waiting here."""
+        usable = request_id is not None and request_id not in self._waiting
+        return new_query(text=text, tenant=tenant, top_k=top_k, **fields,
+                         **({"request_id": request_id} if usable else {}))
 
     @property
     def listening(self) -> bool:
         return self._listener is not None and not self._listener.done() and self._healthy
-
-    _healthy = True
 
     async def _listen(self, stream: AsyncIterator[Delivery]) -> None:
         """Route replies to their requests; if the bus fails, listen again from its end
@@ -129,8 +137,6 @@ class Gateway:
         request_id = query.request_id
         inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._waiting[request_id] = inbox
-        if self.metrics is not None:
-            self.metrics.inflight.inc()
         loop = asyncio.get_running_loop()
         until = loop.time() + self.timeout_s
         attempt = None
@@ -171,8 +177,6 @@ class Gateway:
             self._finished[request_id] = None
             while len(self._finished) > _REMEMBERED:
                 self._finished.popitem(last=False)
-            if self.metrics is not None:
-                self.metrics.inflight.dec()
 
     async def submit(self, documents: Sequence[Document]) -> None:
         """Publish documents to the ingestion topic; keyed by tenant and id, so one
@@ -241,13 +245,3 @@ class Pipeline:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-def validate_query(**fields) -> Query:
-    """A Query from caller input, or InvalidInput naming the bad field."""
-    try:
-        return Query(**fields)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        raise InvalidInput(f"{where}: {error['msg']}" if where else error["msg"]) from exc

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .buses import build_bus
 from .engine import Engine
-from .errors import RaglineError
+from .errors import ConfigurationError, RaglineError
 from .settings import Settings
 from .workers import Topics, Worker, build_worker
 
@@ -57,7 +57,7 @@ async def run_workers(settings: Settings, stages: Sequence[str], group_prefix: s
                       host: str = "0.0.0.0") -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
+        raise ConfigurationError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
     bus = build_bus(settings)
     engine = Engine.from_settings(settings)
     topics = Topics.from_settings(settings)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -26,7 +27,7 @@ CRDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 def tool(name: str) -> str:
     found = shutil.which(name) or (str(TOOLS / name) if (TOOLS / name).exists() else None)
     if found is None:
-        pytest.skip(f"{name} is not installed (scripts/setup.sh --test installs it)")
+        missing_tool(f"{name} is not installed (scripts/setup.sh --test installs it)")
     return found
 
 

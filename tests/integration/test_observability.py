@@ -16,6 +16,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import missing_tool
 from ragline import Settings
 from ragline.buses.memory import MemoryBus
 from ragline.embedders.hashing import HashingEmbedder
@@ -143,7 +144,7 @@ def test_log_lines_are_json_with_request_id_tenant_and_stage():
 def _promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.skip("promtool not installed (Debian package `prometheus`; scripts/setup.sh --test installs it as root)")
+        missing_tool("promtool not installed (Debian package `prometheus`; scripts/setup.sh --test installs it as root)")
     return found
 
 

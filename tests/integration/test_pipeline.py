@@ -102,8 +102,7 @@ def round_trip_setup(bus_kind, topics, suffix, tmp_path, request, serve_app):
     uri = request.getfixturevalue("milvus_server_uri")
     start = request.getfixturevalue("worker_processes")
     collection = f"pipe_{suffix}"
-    subprocess.run([sys.executable, "-m", "ragline", "topics", "create"], check=True, timeout=60,
-                   env={**os.environ, **worker_env(topics, broker)}, capture_output=True)
+    _cli(["topics", "create"], worker_env(topics, broker))
     env = worker_env(topics, broker, RAGLINE_MILVUS_URI=uri, RAGLINE_COLLECTION=collection,
                      RAGLINE_WORKER_CONCURRENCY="4")
     workers = [start([stage], env) for stage in ("ingest", "retrieve", "generate")]
@@ -235,15 +234,25 @@ async def test_two_retrievers_in_one_group_share_the_partitions_and_one_takes_ov
 # -- several API replicas ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("own_partitions", [False, True])
-async def test_two_api_replicas_each_get_the_answers_to_their_own_requests(bus, bus_kind, topics, engine,
-                                                                           own_partitions):
-    if own_partitions and bus_kind == "memory":
-        pytest.skip("the in-process bus has one partition per topic")
-    replicas = [Gateway(bus, topics, timeout_s=60, reply_partition=(n if own_partitions else None))
-                for n in range(2)]
-    for gateway in replicas:
-        await gateway.start()
+async def test_two_api_replicas_sharing_the_answers_topic_each_get_their_own_answers(bus, topics, engine):
+    replicas = [await Gateway(bus, topics, timeout_s=60).start() for _ in range(2)]
+    await _two_replicas_ask(bus, topics, engine, replicas)
+    assert all(g.foreign >= 20 for g in replicas)  # each sees the other's answers and ignores them
+
+
+@pytest.mark.integration
+async def test_two_api_replicas_with_a_partition_each_see_only_their_own_answers(kafka_broker, topics, engine):
+    from ragline.buses.kafka import KafkaBus, TopicSpec
+
+    bus = KafkaBus(kafka_broker.bootstrap, session_timeout_ms=2000)  # the in-process bus has one partition
+    await bus.create_topics([TopicSpec(name, partitions=4) for name in vars(topics).values()])
+    replicas = [await Gateway(bus, topics, timeout_s=60, reply_partition=n).start() for n in range(2)]
+    await _two_replicas_ask(bus, topics, engine, replicas)
+    assert [g.foreign for g in replicas] == [0, 0]
+    await bus.close()
+
+
+async def _two_replicas_ask(bus, topics, engine, replicas: list[Gateway]) -> None:
     async with Pipeline(engine, bus, topics, stages=("retrieve", "generate")):
         asked = {n: [Query(text=f"waggle dance {n}-{i}") for i in range(20)] for n in range(2)}
         answers = await asyncio.wait_for(asyncio.gather(
@@ -253,10 +262,6 @@ async def test_two_api_replicas_each_get_the_answers_to_their_own_requests(bus, 
     sent = [q.request_id for n in range(2) for q in asked[n]]
     assert [a.request_id for a in answers] == sent  # each caller got its own answer
     assert [g.answered for g in replicas] == [20, 20]
-    if own_partitions:  # each replica reads only its partition of the answers topic
-        assert [g.foreign for g in replicas] == [0, 0]
-    else:  # a shared answers topic: each sees the other's answers and ignores them
-        assert all(g.foreign >= 20 for g in replicas)
 
 
 # -- kill -9 of a generator with 200 queries in flight ------------------------------------------
@@ -352,33 +357,26 @@ async def test_a_stage_that_gives_up_tells_the_caller_at_once(bus, topics, engin
 
     worker = Worker(bus, "retrieve", topics.queries, f"r-{suffix}", refuse, topics.dlq,
                     on_dead=on_dead_for("retrieve", topics))
-    gateway = await Gateway(bus, topics, timeout_s=60).start()
     task = asyncio.create_task(worker.run())
-    try:
+    async with Gateway(bus, topics, timeout_s=60) as gateway:
         started = time.monotonic()
         with pytest.raises(InvalidInput, match="the retrieve stage failed: filter field 'colour'"):
             await gateway.ask(Query(text="anything"))
         assert time.monotonic() - started < 30
-    finally:
-        task.cancel()
-        await gateway.close()
+    task.cancel()
 
 
 async def test_without_workers_a_query_times_out_with_a_clear_error(bus, topics):
-    gateway = await Gateway(bus, topics, timeout_s=1.5).start()
-    try:
+    async with Gateway(bus, topics, timeout_s=1.5) as gateway:
         started = time.monotonic()
         with pytest.raises(DependencyTimeout, match="no answer to request .* within 1.5s"):
             await gateway.ask(Query(text="is anyone there?"))
         assert time.monotonic() - started < 5
-    finally:
-        await gateway.close()
 
 
 @pytest.mark.integration
 async def test_the_api_answers_504_when_no_worker_answers(kafka_broker, topics, serve_app):
-    subprocess.run([sys.executable, "-m", "ragline", "topics", "create"], check=True, timeout=60,
-                   env={**os.environ, **worker_env(topics, kafka_broker)}, capture_output=True)
+    _cli(["topics", "create"], worker_env(topics, kafka_broker))
     api = serve_app(bus_url=f"kafka://{kafka_broker.bootstrap}", auth_enabled=False, reply_timeout_s=1,
                     **{f"topic_{field}": name for field, name in vars(topics).items()})
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:

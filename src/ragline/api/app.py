@@ -337,7 +337,7 @@ def _install_routes(app: FastAPI) -> None:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"model": Problem}})
     async def readyz(request: Request):
-        checks = await _readiness(_engine(request), request.app.state)
+        checks = await _readiness(_engine(request), request.app.state.gateway)
         ok = all(c["status"] == "ok" for c in checks.values() if c.get("required"))
         body = {"status": "ok" if ok else "unavailable", "dependencies": checks}
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -373,14 +373,9 @@ async def _answer_events(request: Request, engine: Engine, body: QueryRequest, w
 
 
 def _bus_query(request: Request, body: QueryRequest, who: Principal):
-    from ..pipeline import validate_query
-
-    settings = request.app.state.settings
-    request_id = request_id_var.get()
-    fresh = request_id is None or request.app.state.gateway.waiting(request_id)  # a caller reusing an id in flight
-    return validate_query(text=body.question, tenant=who.tenant, top_k=body.top_k or settings.answer_top_k,
-                          filters=dict(body.filters or {}), mode=body.mode,
-                          **({} if fresh else {"request_id": request_id}))
+    return request.app.state.gateway.query(
+        body.question, who.tenant, body.top_k or request.app.state.settings.answer_top_k,
+        request_id=request_id_var.get(), filters=dict(body.filters or {}), mode=body.mode)
 
 
 async def _ingest(request: Request, docs: list[Document], wait: bool, errors: list[str]):
@@ -426,7 +421,7 @@ async def _load_upload(upload: UploadFile, tenant: str, settings: Settings) -> D
     return doc.model_copy(update={"metadata": {**doc.metadata, "source": name}})
 
 
-async def _readiness(engine: Engine, app_state: Any = None) -> dict[str, dict[str, Any]]:
+async def _readiness(engine: Engine, gateway: Any = None) -> dict[str, dict[str, Any]]:
     checks: dict[str, dict[str, Any]] = {}
     try:
         await asyncio.wait_for(engine.store.ping(), 5)
@@ -439,7 +434,6 @@ async def _readiness(engine: Engine, app_state: Any = None) -> dict[str, dict[st
             await asyncio.wait_for(engine.cache.ping(), 2)
         except (RaglineError, TimeoutError) as exc:
             checks["cache"].update(status="unavailable", error=f"{exc}; serving without the cache")
-    gateway = getattr(app_state, "gateway", None)
     if gateway is not None:
         checks["bus"] = {"status": "ok" if gateway.listening else "unavailable", "required": True,
                          "url": engine.settings.bus_url}

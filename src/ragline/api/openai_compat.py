@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidInput, RaglineError
 from ..models import Answer
+from ..observability import request_id_var
 from .auth import Principal
 from .deps import QueryCaller
 from .schemas import ChatRequest
@@ -73,9 +74,8 @@ def install(app: FastAPI) -> None:
 
 
 def _bus_query(request: Request, question: str, who: Principal):
-    from ..pipeline import validate_query
-
-    return validate_query(text=question, tenant=who.tenant, top_k=request.app.state.settings.answer_top_k)
+    return request.app.state.gateway.query(question, who.tenant, request.app.state.settings.answer_top_k,
+                                           request_id=request_id_var.get())
 
 
 async def _events(request: Request, question: str, who: Principal, completion_id: str,

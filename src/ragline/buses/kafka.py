@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import threading
@@ -80,6 +81,7 @@ class KafkaBus:
         self.extra = {"logger": logging.getLogger("ragline.kafka"), **self.extra}
         self.stats_interval_ms = stats_interval_ms
         self._lag: dict[int, dict[tuple[str, str, int], int]] = {}  # per consumer: (group, topic, partition) -> lag
+        self._consumer_ids = itertools.count()
 
         def producer(linger: float) -> Producer:
             return Producer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
@@ -103,8 +105,7 @@ class KafkaBus:
             with _translated(bootstrap_servers):
                 self._tx_producer.init_transactions(30)
             producers.add(self._tx_producer)
-            self._tx_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-tx")
-            self._tx_lock = threading.Lock()
+            self._tx_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-tx")  # one transaction at a time
         self._closing = threading.Event()
         self._pollers = [threading.Thread(target=self._serve_delivery_reports, args=(p,), daemon=True,
                                           name="kafka-producer-poll") for p in producers]
@@ -143,29 +144,28 @@ class KafkaBus:
         producer = self._tx_producer
 
         def transaction() -> None:
-            with self._tx_lock:
-                producer.begin_transaction()
-                try:
-                    for out in outputs:
-                        producer.produce(out.topic, value=out.value, key=out.key,
-                                         headers=list((out.headers or {}).items()),
-                                         **({} if out.partition is None else {"partition": out.partition}))
-                    producer.send_offsets_to_transaction(
-                        [TopicPartition(message.topic(), message.partition(), message.offset() + 1)],
-                        consumer.consumer_group_metadata(), 30)
-                    producer.commit_transaction(30)
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        producer.abort_transaction(30)
-                    raise
+            producer.begin_transaction()
+            try:
+                for out in outputs:
+                    producer.produce(out.topic, value=out.value, key=out.key,
+                                     headers=list((out.headers or {}).items()),
+                                     **({} if out.partition is None else {"partition": out.partition}))
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(message.topic(), message.partition(), message.offset() + 1)],
+                    consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(30)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    producer.abort_transaction(30)
+                raise
 
         with _translated(self.servers):
             await asyncio.get_running_loop().run_in_executor(self._tx_pool, transaction)
 
     async def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]:
-        from confluent_kafka import Consumer, KafkaError
+        from confluent_kafka import Consumer
 
-        me = id(object())
+        me = next(self._consumer_ids)
         lag = self._lag.setdefault(me, {})
 
         def stats(raw: str) -> None:  # librdkafka's statistics: consumer lag per assigned partition
@@ -185,25 +185,14 @@ class KafkaBus:
         consumer.subscribe(list(topics))
         # Its own threads (one polls, one commits): blocking polls in the shared default
         # executor starved everything else that runs in threads (measured: p90 +100 ms).
-        pool = ThreadPoolExecutor(2, thread_name_prefix="kafka-consumer")
-        loop = asyncio.get_running_loop()
+        polling = self._poll(consumer, ThreadPoolExecutor(2, thread_name_prefix="kafka-consumer"), committable=True)
         try:
-            while True:
-                message = await loop.run_in_executor(pool, consumer.poll, self.poll_s)
-                if message is None:
-                    continue
-                if message.error():
-                    if message.error().code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-                        continue
-                    _transient_or_raise(message.error(), self.servers)
-                    continue
-                yield Delivery(message.topic(), message.key(), message.value() or b"",
-                               {k: v or b"" for k, v in (message.headers() or [])},
-                               message.partition(), message.offset(), handle=(consumer, message, pool))
+            async for delivery in polling:
+                yield delivery
         finally:
             self._lag.pop(me, None)
-            await loop.run_in_executor(pool, consumer.close)
-            pool.shutdown(wait=False)
+            with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
+                await polling.aclose()
 
     def lag(self) -> dict[tuple[str, str, int], int]:
         """Consumer lag of this process's consumers, as librdkafka last reported it."""
@@ -238,12 +227,14 @@ class KafkaBus:
         except BaseException:
             await asyncio.to_thread(consumer.close)
             raise
-        return self._poll_forever(consumer)
+        return self._poll(consumer, ThreadPoolExecutor(1, thread_name_prefix="kafka-tail"), committable=False)
 
-    async def _poll_forever(self, consumer) -> AsyncIterator[Delivery]:
+    async def _poll(self, consumer, pool: ThreadPoolExecutor, committable: bool) -> AsyncIterator[Delivery]:
+        """The consumer's messages as Deliveries (with what ``commit`` needs, if
+        ``committable``); the consumer is closed when the iteration ends."""
         from confluent_kafka import KafkaError
 
-        pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-tail")
+        ignorable = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -251,13 +242,13 @@ class KafkaBus:
                 if message is None:
                     continue
                 if message.error():
-                    if message.error().code() == KafkaError._PARTITION_EOF:
-                        continue
-                    _transient_or_raise(message.error(), self.servers)
+                    if message.error().code() not in ignorable:
+                        _transient_or_raise(message.error(), self.servers)
                     continue
                 yield Delivery(message.topic(), message.key(), message.value() or b"",
                                {k: v or b"" for k, v in (message.headers() or [])},
-                               message.partition(), message.offset())
+                               message.partition(), message.offset(),
+                               handle=(consumer, message, pool) if committable else None)
         finally:
             await loop.run_in_executor(pool, consumer.close)
             pool.shutdown(wait=False)
