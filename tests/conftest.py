@@ -191,15 +191,18 @@ def running_llm(llm_server: LLMServer) -> LLMServer:
 class LiveServer:
     """A real uvicorn server on a loopback port, running the app in a background thread."""
 
-    def __init__(self, app, port: int) -> None:
+    def __init__(self, app, port: int, header_timeout_s: float = 10.0) -> None:
         import threading
 
         import uvicorn
 
         self.url = f"http://127.0.0.1:{port}"
         self.app = app
+        from ragline.api.server import protocol_with
+
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   timeout_graceful_shutdown=5))
+                                                   timeout_graceful_shutdown=5, http=protocol_with(header_timeout_s),
+                                                   limit_concurrency=512))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "LiveServer":
@@ -226,7 +229,7 @@ def serve_app(tmp_path: Path):
 
     def start(generator=None, **overrides) -> LiveServer:
         values = dict(milvus_uri=str(tmp_path / f"api{len(servers)}.db"), embedder="hashing", generator="extractive",
-                      keys_file=str(tmp_path / "keys.json"), chunk_tokens=64, chunk_overlap=8, min_relevance=0.0)
+                      keys_file=str(tmp_path / "keys.json"), spool_dir=str(tmp_path / "pending"), chunk_tokens=64, chunk_overlap=8, min_relevance=0.0)
         values.update(overrides)
         settings = Settings.load(**values)
         embedder = HashingEmbedder()

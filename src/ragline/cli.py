@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -287,8 +288,7 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API and chat page on embedded defaults."""
-    import uvicorn
-
+    from .api import server
     from .api.app import create_app
     from .api.auth import KeyStore
 
@@ -308,18 +308,44 @@ def serve(
         err.print("[bold red]WARNING: authentication is OFF. Anyone who can reach this port can read, "
                   "write and delete every tenant's documents. Use only for local development.[/]")
     else:
-        keys = KeyStore(Path(settings.keys_file))
-        if not keys.list():
-            try:
-                key, record = keys.create(settings.default_tenant, ["query", "ingest", "admin"], "first key")
-                err.print(f"[bold]No API keys yet; created one for tenant {record.tenant!r} "
-                          f"(scopes query, ingest, admin). It is shown only now:[/]\n  {key}")
-            except OSError as exc:  # e.g. a read-only Secret mount: keys are managed outside
-                err.print(f"[yellow]No API keys in {settings.keys_file} and it cannot be written ({exc}); "
-                          "every request will be refused until keys are added (`ragline keys create`).[/]")
+        _first_key(settings)
+    try:
+        application = create_app(settings)
+    except ConfigurationError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
     err.print(f"ragline serving on http://{settings.host}:{settings.port}/ (chat page), API under /v1, docs at /docs")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                log_config=None, timeout_graceful_shutdown=int(settings.shutdown_grace_s))
+    server.run(application, settings)
+
+
+def _first_key(settings: Settings) -> None:
+    """With no keys yet, create an admin key: into a 0600 file, and onto the terminal
+    only when there is one (never into a log)."""
+    from .api.auth import KeyStore
+
+    keys = KeyStore(Path(settings.keys_file))
+    try:
+        if keys.list():
+            return
+        key, record = keys.create(settings.default_tenant, ["query", "ingest", "admin"], "first key")
+    except ConfigurationError as exc:
+        err.print(f"[red]configuration error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except OSError as exc:  # e.g. a read-only Secret mount: keys are managed outside
+        err.print(f"[yellow]No API keys in {settings.keys_file} and it cannot be written ({exc}); "
+                  "every request will be refused until keys are added (`ragline keys create`).[/]")
+        return
+    path = Path(settings.keys_file).with_name("first-admin-key")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    where = f"It is in {path} (readable only by you)"
+    if sys.stderr.isatty():
+        err.print(f"[bold]No API keys yet; created one for tenant {record.tenant!r} (scopes query, ingest, admin). "
+                  f"{where}:[/]\n  {key}")
+    else:
+        err.print(f"No API keys yet; created an admin key for tenant {record.tenant!r}. {where}; "
+                  "it is not printed because this output may be a log.")
 
 
 BusOption = Annotated[str | None, typer.Option(

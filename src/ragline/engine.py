@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import stages
+from .bulkhead import Bulkhead
 from .embedders import build_embedder
 from .errors import DocumentError, NotFound, RetryableError
 from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
@@ -49,6 +50,8 @@ class Engine:
         self.embedder = embedder
         self.store = store
         self.chunker = chunker_for(embedder, settings)
+        # File parsing, chunking and large request bodies: CPU work, on its own threads.
+        self.cpu = Bulkhead("parser", settings.parse_workers, settings.parse_queue)
         self._generator = generator
         self.fallback = ExtractiveGenerator()
 
@@ -80,11 +83,12 @@ class Engine:
 
     async def close(self) -> None:
         await self.store.close()
+        await self.embedder.close()
+        self.cpu.close()
         if self.cache is not None:
             await self.cache.close()
-        close = getattr(self._generator, "close", None)
-        if close is not None:
-            await close()
+        if self._generator is not None:
+            await self._generator.close()
 
     async def __aenter__(self) -> "Engine":
         return self
@@ -100,7 +104,7 @@ class Engine:
     async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
         with span("ingest", documents=len(documents)):
             report = await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
-                                         answers=self.answers)
+                                         answers=self.answers, offload=self.cpu.run)
         now = datetime.now(timezone.utc)  # writes use Strong consistency: searchable from here on
         for document in documents:
             self.metrics.freshness.observe(max(0.0, (now - document.received_at).total_seconds()))
@@ -118,7 +122,7 @@ class Engine:
             try:
                 if isinstance(item, DocumentError):
                     raise item
-                doc = load_file(item[0], self.tenant(tenant), max_bytes, document_id=item[1])
+                doc = await self.cpu.run(load_file, item[0], self.tenant(tenant), max_bytes, document_id=item[1])
                 group.append(doc)
                 group_chunks += max(1, len(doc.text) // 1000)  # a cheap estimate
             except DocumentError as exc:

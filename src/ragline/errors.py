@@ -4,6 +4,7 @@
      +-- RetryableError        the same call may succeed later: retry with backoff
      |    +-- DependencyUnavailable   a store, broker, cache or LLM cannot be reached
      |    +-- DependencyTimeout       it answered too slowly
+     |    +-- Overloaded              a bulkhead's queue is full: refused at once
      |    +-- RateLimited             the caller sent too much; retry after a while
      +-- PermanentError        retrying cannot help: report it or dead-letter it
           +-- InvalidInput            malformed request, message or document
@@ -35,6 +36,16 @@ class DependencyTimeout(RetryableError):
     """A dependency answered too slowly."""
 
 
+class Overloaded(DependencyUnavailable):
+    """A bulkhead (see bulkhead.py) is full: the request is refused now rather than queued."""
+
+    retry_after_s = 1.0
+
+    def __init__(self, name: str, capacity: int) -> None:
+        super().__init__(f"ragline is busy: the {name} queue is full ({capacity} waiting or running); retry shortly")
+        self.bulkhead = name
+
+
 class RateLimited(RetryableError):
     """Too many requests from one caller; try again after ``retry_after_s``."""
 
@@ -49,6 +60,10 @@ class PermanentError(RaglineError):
 
 class InvalidInput(PermanentError):
     """A malformed request, message or argument."""
+
+
+class TooLarge(InvalidInput):
+    """A request over one of the documented size limits (HTTP 413)."""
 
 
 class DocumentError(PermanentError):

@@ -74,6 +74,9 @@ class Query(Message):
     reply_to: str | None = None
     stream: bool = False
     deadline: datetime | None = None
+    # answer: retrieve, then generate; search: the retriever replies with the Context;
+    # document: the retriever replies with the chunks of document ``text`` (a read in bus mode).
+    purpose: Literal["answer", "search", "document"] = "answer"
 
     _check_tenant = field_validator("tenant")(validate_tenant)
 
@@ -83,6 +86,22 @@ class Query(Message):
         if not text.strip():
             raise ValueError("query text is blank")
         return text
+
+
+def reply_key(query: Query) -> bytes:
+    """The key of replies on the bus: tenant and request id, so one tenant's request id can
+    never route another tenant's answer."""
+    return f"{query.tenant}/{query.request_id}".encode()
+
+
+class DocumentRef(Message):
+    """A delete on the documents topic, keyed like the upserts of the same document so
+    per-document order holds."""
+
+    tenant: str
+    id: str = Field(min_length=1, max_length=512)
+
+    _check_tenant = field_validator("tenant")(validate_tenant)
 
 
 def new_query(**fields: Any) -> Query:

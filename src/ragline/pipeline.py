@@ -25,10 +25,10 @@ from opentelemetry.trace import SpanKind
 
 from . import errors
 from .errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RaglineError
-from .models import Answer, Delta, Document, Failure, Query, new_query
+from .models import Answer, Context, Delta, Document, DocumentRef, Failure, Query, new_query, reply_key
 from .observability import inject_headers, tracer
 from .ports import Bus, Delivery
-from .workers import KIND, Topics, Worker, build_worker
+from .workers import DELETE, KIND, Topics, Worker, build_worker
 
 log = logging.getLogger("ragline.gateway")
 
@@ -72,8 +72,8 @@ class Gateway:
     def query(self, text: str, tenant: str, top_k: int, *, request_id: str | None = None,
               **fields: Any) -> Query:
         """A validated query to send; ``request_id`` (e.g. the HTTP request's) is used
-        unless a request with that id is already waiting here."""
-        usable = request_id is not None and request_id not in self._waiting
+        unless the same tenant already has a request with that id waiting here."""
+        usable = request_id is not None and f"{tenant}/{request_id}" not in self._waiting
         return new_query(text=text, tenant=tenant, top_k=top_k, **fields,
                          **({"request_id": request_id} if usable else {}))
 
@@ -106,7 +106,7 @@ class Gateway:
                     log.error("cannot listen on %s yet: %s", self.topics.answers, exc)
 
     def _route(self, delivery: Delivery) -> None:
-        request_id = (delivery.key or b"").decode("utf-8", "replace")
+        request_id = (delivery.key or b"").decode("utf-8", "replace")  # "tenant/request id"
         waiting = self._waiting.get(request_id)
         if waiting is not None:
             waiting.put_nowait(delivery)
@@ -130,16 +130,50 @@ class Gateway:
 
     async def stream(self, query: Query, stream: bool = True) -> AsyncIterator[str | Answer]:
         """Publish the query; yield text pieces (when streamed), then the Answer."""
+        attempt = None
+        replies = self._exchange(query.model_copy(update={"stream": stream, "purpose": "answer"}))
+        try:
+            async for kind, delivery in replies:
+                if kind == b"answer":
+                    answer = Answer.model_validate_json(delivery.value)
+                    if answer.tenant != query.tenant:  # never hand one tenant another's answer
+                        self.foreign += 1
+                        continue
+                    self.answered += 1
+                    yield answer
+                    return
+                if kind == b"delta":
+                    delta = Delta.model_validate_json(delivery.value)
+                    attempt = attempt or delta.attempt  # a redelivered generation repeats itself: keep one
+                    if delta.attempt == attempt:
+                        yield delta.text
+        finally:
+            await replies.aclose()
+
+    async def search(self, query: Query, purpose: str = "search") -> Context:
+        """The retriever's Context for ``query`` (``purpose="document"``: a document's chunks)."""
+        replies = self._exchange(query.model_copy(update={"purpose": purpose}))
+        try:
+            async for kind, delivery in replies:
+                if kind == b"context":
+                    context = Context.model_validate_json(delivery.value)
+                    if context.query.tenant == query.tenant:
+                        return context
+        finally:
+            await replies.aclose()
+        raise DependencyUnavailable("the pipeline ended the reply without a context")  # pragma: no cover
+
+    async def _exchange(self, query: Query) -> AsyncIterator[tuple[bytes, Delivery]]:
+        """Publish ``query`` and yield (kind, delivery) for each reply until the caller stops."""
         if not self.listening:
             raise DependencyUnavailable(f"not listening for answers on {self.topics.answers}; the bus is down")
         deadline = datetime.now(timezone.utc) + timedelta(seconds=self.timeout_s)
-        query = query.model_copy(update={"reply_to": self.reply_to, "stream": stream, "deadline": deadline})
-        request_id = query.request_id
+        query = query.model_copy(update={"reply_to": self.reply_to, "deadline": deadline})
+        request_id, key = query.request_id, reply_key(query)
         inbox: asyncio.Queue[Delivery] = asyncio.Queue()
-        self._waiting[request_id] = inbox
+        self._waiting[key.decode()] = inbox
         loop = asyncio.get_running_loop()
         until = loop.time() + self.timeout_s
-        attempt = None
         # Not made current (this is a generator, resumed in other contexts): its context
         # only travels in the message headers, making the workers' spans its children.
         traced = tracer().start_span("gateway query", kind=SpanKind.PRODUCER,
@@ -158,32 +192,33 @@ class Gateway:
                         f"no answer to request {request_id} within {self.timeout_s:g}s: the pipeline's "
                         f"retrieve/generate workers are down or behind (see consumer lag)") from None
                 kind = delivery.headers.get(KIND, b"answer")
-                if kind == b"answer":
-                    self.answered += 1
-                    yield Answer.model_validate_json(delivery.value)
-                    return
                 if kind == b"failure":
                     raise _as_error(Failure.model_validate_json(delivery.value))
-                if kind == b"delta":
-                    delta = Delta.model_validate_json(delivery.value)
-                    attempt = attempt or delta.attempt  # a redelivered generation repeats itself: keep one
-                    if delta.attempt == attempt:
-                        yield delta.text
+                yield kind, delivery
         except TimeoutError:
             raise DependencyTimeout(f"could not publish request {request_id} within {self.timeout_s:g}s") from None
         finally:
             traced.end()
-            self._waiting.pop(request_id, None)
-            self._finished[request_id] = None
+            self._waiting.pop(key.decode(), None)
+            self._finished[key.decode()] = None
             while len(self._finished) > _REMEMBERED:
                 self._finished.popitem(last=False)
+
+    async def delete(self, tenant: str, document_id: str) -> None:
+        """Publish a delete to the documents topic, keyed like the document's upserts."""
+        ref = DocumentRef(tenant=tenant, id=document_id)
+        await asyncio.wait_for(self.bus.publish(self.topics.docs, ref.model_dump_json().encode(),
+                                                f"{tenant}/{document_id}".encode(), {**inject_headers(),
+                                                                                     KIND: DELETE}),
+                               self.timeout_s)
 
     async def submit(self, documents: Sequence[Document]) -> None:
         """Publish documents to the ingestion topic; keyed by tenant and id, so one
         document's versions stay in order on one partition."""
         headers = inject_headers()
-        await asyncio.gather(*(self.bus.publish(self.topics.docs, doc.model_dump_json().encode(),
-                                                f"{doc.tenant}/{doc.id}".encode(), headers) for doc in documents))
+        await asyncio.wait_for(asyncio.gather(*(
+            self.bus.publish(self.topics.docs, doc.model_dump_json().encode(), f"{doc.tenant}/{doc.id}".encode(),
+                             headers) for doc in documents)), self.timeout_s)
 
 
 def _trace_headers(traced) -> dict[str, bytes]:
@@ -222,8 +257,7 @@ class Pipeline:
             for stage in stages}
         self.gateway = Gateway(bus, self.topics, timeout_s=timeout_s, metrics=engine.metrics)
         self._tasks: list[asyncio.Task] = []
-        if hasattr(bus, "lag"):
-            engine.metrics.watch_lag(bus.lag)
+        engine.metrics.watch_lag(bus.lag)
 
     async def start(self) -> "Pipeline":
         await self.gateway.start()

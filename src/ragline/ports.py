@@ -18,12 +18,18 @@ from .models import Chunk, FilterValue, Hit
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Texts -> L2-normalized float32 vectors, shape (len(texts), dimension)."""
+    """Texts -> L2-normalized float32 vectors, shape (len(texts), dimension).
+
+    ``tenant`` says on whose behalf: a caching embedder keeps tenants apart (a shared
+    cache would tell one tenant, by its speed, what another has asked or stored).
+    """
 
     name: str
     dimension: int
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class VectorStore(Protocol):
 
     async def count(self, tenant: str) -> int: ...
 
+    async def ping(self) -> None:
+        """Raise a RaglineError unless the store answers now."""
+
     async def close(self) -> None: ...
 
 
@@ -80,16 +89,28 @@ class Generator(Protocol):
 
     def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]: ...
 
+    async def ping(self) -> None:
+        """Raise a RaglineError unless the model can answer now."""
+
+    async def close(self) -> None: ...
+
 
 @runtime_checkable
 class Cache(Protocol):
-    """Bytes by key with a TTL. Filled out by the "Cache layer" issue."""
+    """Bytes by key with a TTL."""
+
+    name: str
 
     async def get(self, key: str) -> bytes | None: ...
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
     async def delete(self, *keys: str) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise a RaglineError unless the cache answers now."""
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,5 +147,9 @@ class Bus(Protocol):
     async def commit(self, delivery: Delivery) -> None: ...
 
     async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]: ...
+
+    def lag(self) -> Mapping[tuple[str, str, int], int]:
+        """Messages not yet consumed, by (group, topic, partition)."""
+        ...
 
     async def close(self) -> None: ...

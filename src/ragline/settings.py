@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     shards: int = Field(default=1, ge=1, le=64)
     replicas: int = Field(default=1, ge=1)
     milvus_timeout_s: float = Field(default=10.0, gt=0)
+    # Bulkheads (bulkhead.py): threads per dependency, and how many more calls may wait
+    # for them before new ones are refused with 503 + Retry-After.
+    milvus_workers: int = Field(default=4, ge=1)
+    milvus_queue: int = Field(default=64, ge=0)
+    embed_workers: int = Field(default=1, ge=1)
+    embed_queue: int = Field(default=64, ge=0)
+    parse_workers: int = Field(default=1, ge=1)  # file parsing, chunking, large JSON bodies
+    parse_queue: int = Field(default=16, ge=0)
 
     # Embedding.
     embedder: Literal["minilm", "hashing"] = "minilm"
@@ -109,6 +117,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     auth_enabled: bool = True  # off only by `ragline serve --no-auth`, which says so loudly
     keys_file: str = ".ragline/keys.json"
+    # Background ingestion interrupted by a shutdown is written here and resumed at start.
+    spool_dir: str = ".ragline/pending"
     jwt_secret: str | None = None  # HS256
     jwt_public_key_file: str | None = None  # RS256, PEM
     jwt_audience: str | None = None
@@ -116,7 +126,23 @@ class Settings(BaseSettings):
     jwt_tenant_claim: str = "tenant"
     rate_limit_rps: float = Field(default=20.0, ge=0)  # per API key / token subject; 0 = off
     rate_limit_burst: int = Field(default=40, ge=1)
-    max_body_mb: float = Field(default=25.0, gt=0)
+    max_body_mb: float = Field(default=25.0, gt=0)  # document batches and file uploads
+    max_query_body_kb: float = Field(default=64.0, gt=0)  # queries, searches, chat
+    max_filter_keys: int = Field(default=8, ge=1)
+    max_filter_values: int = Field(default=64, ge=1)  # in one any-of list
+    max_filter_value_chars: int = Field(default=256, ge=1)
+    max_metadata_bytes: int = Field(default=4096, ge=2)  # per document, as JSON
+    max_metadata_depth: int = Field(default=4, ge=1)
+    # Slow clients: a connection must send its request headers within header_timeout_s
+    # and each piece of its body within body_timeout_s; idle keep-alive connections close
+    # after keepalive_s; past max_connections new requests get 503 at once.
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    http_body_timeout_s: float = Field(default=15.0, gt=0)
+    http_keepalive_s: int = Field(default=5, ge=1)
+    http_max_connections: int = Field(default=512, ge=1)
+    metrics_require_key: bool = False  # /metrics only for callers with the admin scope
+    # Failed authentications per client address before it is refused for a while.
+    auth_failures_per_minute: int = Field(default=30, ge=1)
     shutdown_grace_s: float = Field(default=20.0, ge=0)
 
     # The bus. Empty: the API calls the stages directly (lowest latency, and a client that

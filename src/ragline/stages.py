@@ -10,7 +10,7 @@ import contextlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,10 @@ from .ids import chunk_id, content_hash
 from .ingest.chunking import Chunker
 from .models import Answer, Chunk, Citation, Context, Document, IngestReport, Query
 from .ports import Embedder, Generator, VectorStore
+
+
+# Runs CPU-heavy work (chunking) somewhere other than the event loop: a bulkhead's run.
+Offload = Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -44,16 +48,25 @@ def chunk_document(document: Document, chunker: Chunker) -> list[Chunk]:
     ]
 
 
-async def _plan(documents: Sequence[Document], chunker: Chunker, store: VectorStore) -> list[_Plan]:
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def _chunk_all(documents: Sequence[Document], chunker: Chunker) -> list[list[Chunk]]:
+    return [chunk_document(doc, chunker) for doc in documents]
+
+
+async def _plan(documents: Sequence[Document], chunker: Chunker, store: VectorStore,
+                offload: Offload = _inline) -> list[_Plan]:
     by_tenant: dict[str, list[str]] = defaultdict(list)
     for doc in documents:
         by_tenant[doc.tenant].append(doc.id)
+    chunked = await offload(_chunk_all, documents, chunker)  # tokenising: CPU work, off the event loop
     stored = {t: await store.stored_chunks(t, ids) for t, ids in by_tenant.items()}
     plans = []
-    for doc in documents:
+    for doc, chunks in zip(documents, chunked):
         have = {c.id: c.content_hash for c in stored[doc.tenant].get(doc.id, [])}
         plan = _Plan()
-        chunks = chunk_document(doc, chunker)
         for chunk in chunks:
             if have.get(chunk.id) == chunk.content_hash:
                 plan.unchanged += 1
@@ -66,7 +79,8 @@ async def _plan(documents: Sequence[Document], chunker: Chunker, store: VectorSt
 
 
 async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: Embedder,
-                 store: VectorStore, answers: AnswerCache | None = None) -> IngestReport:
+                 store: VectorStore, answers: AnswerCache | None = None,
+                 offload: Offload = _inline) -> IngestReport:
     """Make the store hold exactly these documents' current chunks; idempotent.
 
     Unchanged chunks are neither embedded nor written; chunks a document no longer
@@ -74,11 +88,10 @@ async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: E
     """
     started = time.perf_counter()
     documents = list({(d.tenant, d.id): d for d in documents}.values())  # the last copy wins
-    plans = await _plan(documents, chunker, store)
+    plans = await _plan(documents, chunker, store, offload)
     to_write = [c for p in plans for c in p.write]
     if to_write:
-        vectors = await embedder.embed([c.text for c in to_write])
-        await store.upsert([c.model_copy(update={"vector": v.tolist()}) for c, v in zip(to_write, vectors)])
+        await store.upsert(await _embedded(to_write, embedder))
     for doc, plan in zip(documents, plans):
         if plan.delete:
             await store.delete_chunks(doc.tenant, plan.delete)
@@ -94,6 +107,18 @@ async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: E
     )
 
 
+async def _embedded(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
+    """The chunks with their vectors, embedded per tenant (caches are per tenant)."""
+    by_tenant: dict[str, list[Chunk]] = defaultdict(list)
+    for chunk in chunks:
+        by_tenant[chunk.tenant].append(chunk)
+    out: list[Chunk] = []
+    for tenant, group in by_tenant.items():
+        vectors = await embedder.embed([c.text for c in group], tenant)
+        out.extend(c.model_copy(update={"vector": v.tolist()}) for c, v in zip(group, vectors))
+    return out
+
+
 async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode: str = "dense") -> Context:
     """Embed the question and find its best chunks in the caller's tenant.
 
@@ -106,7 +131,7 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode
         notice = f"{mode} retrieval needs Milvus full-text search (Lite or >= 2.5); served dense"
         mode = "dense"
     t0 = time.perf_counter()
-    vector = (await embedder.embed([query.text]))[0]
+    vector = (await embedder.embed([query.text], query.tenant))[0]
     t1 = time.perf_counter()
     hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.text, mode=mode)
     t2 = time.perf_counter()

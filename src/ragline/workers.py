@@ -28,8 +28,8 @@ from datetime import datetime, timezone
 from pydantic import ValidationError
 
 from . import stages
-from .errors import DependencyUnavailable, RetryableError
-from .models import Answer, Context, DeadLetter, Delta, Document, Failure, Query
+from .errors import DependencyUnavailable, NotFound, RetryableError
+from .models import Answer, Context, DeadLetter, Delta, Document, DocumentRef, Failure, Query, reply_key
 from .observability import extract_context, inject_headers, log_context, span
 from .ports import Bus, Delivery
 
@@ -38,6 +38,7 @@ log = logging.getLogger("ragline.worker")
 # Headers on reply routes: what the value is.
 KIND = "ragline-kind"
 REPLAYED = b"replayed"
+DELETE = b"delete"  # on the documents topic: a DocumentRef to delete
 
 
 @dataclass(frozen=True)
@@ -277,8 +278,7 @@ def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Q
             return []
         failure = Failure(request_id=query.request_id, stage=stage, error_type=type(exc).__name__, error=str(exc))
         topic, partition = route(query.reply_to or topics.answers)
-        return [Output(topic, failure.model_dump_json().encode(), query.request_id.encode(),
-                       {KIND: b"failure"}, partition)]
+        return [Output(topic, failure.model_dump_json().encode(), reply_key(query), {KIND: b"failure"}, partition)]
     return on_dead
 
 
@@ -286,8 +286,14 @@ def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Q
 
 
 def ingest_handler(engine) -> Handler:
-    """Documents become searchable; the engine records their freshness (received -> searchable)."""
+    """Documents become searchable (the engine records their freshness, received ->
+    searchable); deletes travel the same topic, keyed alike, so they keep their order."""
     async def handle(delivery: Delivery) -> list[Output]:
+        if delivery.headers.get(KIND) == DELETE:
+            ref = DocumentRef.model_validate_json(delivery.value)
+            with contextlib.suppress(NotFound):  # already gone: a redelivery, or never there
+                await engine.delete_document(ref.id, ref.tenant)
+            return []
         await engine.ingest_documents([Document.model_validate_json(delivery.value)])
         return []
     return handle
@@ -299,7 +305,15 @@ def retrieve_handler(engine, topics: Topics) -> Handler:
         if _expired(query):
             log.info("retrieve: request %s expired before it was served; dropped", query.request_id)
             return []
-        context = await engine.retrieve(query)
+        if query.purpose == "document":
+            hits = await engine.store.document_chunks(query.tenant, query.text)
+            context = Context(query=query, hits=hits)
+        else:
+            context = await engine.retrieve(query)
+        if query.purpose != "answer":  # a search or a read: the context is the reply
+            topic, partition = route(query.reply_to or topics.answers)
+            return [Output(topic, context.model_dump_json().encode(), reply_key(query), {KIND: b"context"},
+                           partition)]
         return [Output(topics.context, context.model_dump_json().encode(), query.request_id.encode())]
     return handle
 
@@ -317,7 +331,7 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
             log.info("generate: request %s expired before it was served; dropped", query.request_id)
             return []
         topic, partition = route(query.reply_to or topics.answers)
-        key = query.request_id.encode()
+        key = reply_key(query)
         if not query.stream or bus is None:
             answer = await engine.generate(context)
         else:

@@ -11,17 +11,21 @@ audience and issuer are checked; the tenant and scopes come from claims.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import ConfigurationError, Forbidden, NotFound, Unauthorized
+from ..errors import ConfigurationError, DependencyUnavailable, Forbidden, NotFound, Unauthorized
 from ..models import validate_tenant
 
 SCOPES = ("query", "ingest", "admin")
@@ -33,6 +37,11 @@ class Principal:
     tenant: str
     scopes: frozenset[str]
     subject: str  # key id, JWT subject, or "anonymous"
+
+    @property
+    def bucket(self) -> str:
+        """The rate-limit bucket: per tenant and subject (JWTs without ``sub`` share none across tenants)."""
+        return f"{self.tenant}/{self.subject}"
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes and "admin" not in self.scopes:
@@ -55,13 +64,19 @@ def _digest(secret: str) -> str:
 
 
 class KeyStore:
-    """API keys in a JSON file: hashes only, never the keys themselves."""
+    """API keys in a JSON file: hashes only, never the keys themselves.
+
+    Changes (create, revoke) hold an exclusive lock on ``<file>.lock`` while they read,
+    modify and atomically replace the file (a unique temporary file, fsynced, then
+    renamed), so concurrent ``ragline keys`` commands neither corrupt the file nor undo
+    each other. Readers never see a half-written file.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._records: dict[str, KeyRecord] = {}
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
 
     def create(self, tenant: str, scopes: list[str], name: str = "") -> tuple[str, KeyRecord]:
         """A new key: the full key is returned once and stored nowhere."""
@@ -71,24 +86,27 @@ class KeyStore:
             raise ConfigurationError(f"scopes must be among {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         record = KeyRecord(key_id, _digest(secret), tenant, sorted(set(scopes)), name)
-        with self._lock:
-            self._load()
+        with self._changing():
             self._records[key_id] = record
-            self._save()
         return f"{_PREFIX}{key_id}_{secret}", record
 
     def revoke(self, key_id: str) -> None:
-        with self._lock:
-            self._load()
+        with self._changing():
             if key_id not in self._records:
                 raise NotFound(f"no API key {key_id!r}")
             self._records[key_id].revoked = True
-            self._save()
 
     def list(self) -> list[KeyRecord]:
         with self._lock:
             self._load()
             return list(self._records.values())
+
+    def check(self) -> None:
+        """ConfigurationError now (at start-up) if the file cannot be read."""
+        try:
+            self.list()
+        except KeysUnreadable as exc:
+            raise ConfigurationError(str(exc)) from None
 
     def verify(self, key: str) -> Principal:
         key_id, _, secret = key.removeprefix(_PREFIX).partition("_")
@@ -101,25 +119,55 @@ class KeyStore:
             raise Unauthorized("this API key has been revoked")
         return Principal(record.tenant, frozenset(record.scopes), f"key:{record.id}")
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Read, change and write the file under the cross-process lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            os.chmod(lock.name, 0o600)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._stamp = None
+                self._load()
+                yield
+                self._save()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _load(self) -> None:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
             self._records, self._stamp = {}, None
             return
-        stamp = (stat.st_mtime, stat.st_size)
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp != self._stamp:
-            data = json.loads(self.path.read_text())
-            self._records = {r["id"]: KeyRecord(**r) for r in data.get("keys", [])}
-            self._stamp = stamp
+            try:
+                data = json.loads(self.path.read_text())
+                records = {r["id"]: KeyRecord(**r) for r in data.get("keys", [])}
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise KeysUnreadable(f"the API keys file {self.path.name} is corrupt ({type(exc).__name__}); "
+                                     "restore it from a backup or recreate the keys") from None
+            self._records, self._stamp = records, stamp
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"keys": [asdict(r) for r in self._records.values()]}, indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(self.path)
+        body = json.dumps({"keys": [asdict(r) for r in self._records.values()]}, indent=2)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as out:  # mkstemp makes it 0600
+                out.write(body)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self._stamp = None
+
+
+class KeysUnreadable(DependencyUnavailable):
+    """The keys file cannot be parsed: a 503 for requests, a configuration error at start-up."""
 
 
 @dataclass(frozen=True)

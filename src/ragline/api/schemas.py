@@ -49,12 +49,36 @@ class DocumentsRequest(Strict):
     wait: bool = Field(default=False, description="Return only once the documents are searchable.")
 
 
+class Rejected(BaseModel):
+    index: int = Field(description="Position in the request's documents (or files).")
+    id: str | None = None
+    error: str
+
+
 class DocumentsResponse(BaseModel):
     status: Literal["searchable", "accepted"]
-    ids: list[str]
+    ids: list[str] = Field(description="The documents accepted (or written).")
+    job_id: str | None = Field(default=None, description="GET /v1/ingestions/{job_id} for the outcome.")
     report: IngestReport | None = None
     seconds: float | None = None
-    errors: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list, description="One line per refused document.")
+    rejected: list[Rejected] = Field(default_factory=list)
+
+
+class JobDocument(BaseModel):
+    id: str
+    status: Literal["pending", "searchable", "accepted", "failed"]
+
+
+class IngestionJob(BaseModel):
+    id: str
+    status: Literal["queued", "running", "searchable", "published", "failed", "interrupted"]
+    error: str | None = None
+    documents: list[JobDocument]
+    rejected: list[Rejected]
+    report: IngestReport | None = None
+    created_at: float
+    finished_at: float | None = None
 
 
 class DocumentOut(BaseModel):
@@ -66,7 +90,8 @@ class DocumentOut(BaseModel):
 
 class DeleteResponse(BaseModel):
     id: str
-    deleted_chunks: int
+    deleted_chunks: int | None = Field(description="None when the delete was queued (bus shape).")
+    status: Literal["deleted", "accepted"] = "deleted"
 
 
 class ChatMessage(BaseModel):

@@ -24,8 +24,11 @@ class CachedEmbedder:
     def tokenizer(self):
         return getattr(self.inner, "tokenizer", None)
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        keys = [embedding_key(self.name, t) for t in texts]
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
+        keys = [embedding_key(self.name, t, tenant) for t in texts]
         found = await asyncio.gather(*(self.cache.get(k) for k in keys))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         missing = [i for i, value in enumerate(found) if value is None or len(value) != 4 * self.dimension]
@@ -34,7 +37,7 @@ class CachedEmbedder:
         self.count("hit", len(texts) - len(missing))
         self.count("miss", len(missing))
         if missing:
-            vectors = await self.inner.embed([texts[i] for i in missing])
+            vectors = await self.inner.embed([texts[i] for i in missing], tenant)
             out[missing] = vectors
             await asyncio.gather(*(self.cache.set(keys[i], vectors[j].astype(np.float32).tobytes(), self.ttl_s)
                                    for j, i in enumerate(missing)))

@@ -20,8 +20,9 @@ def _hash(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def embedding_key(model: str, text: str) -> str:
-    return "emb:" + _hash(model, normalize(text))
+def embedding_key(model: str, text: str, tenant: str = "") -> str:
+    """Per tenant: a hit is faster than a miss, so a shared entry would be a timing oracle."""
+    return "emb:" + _hash(tenant, model, normalize(text))
 
 
 def answer_key(tenant: str, question: str, generator: str, context: Iterable[tuple[str, str]]) -> str:

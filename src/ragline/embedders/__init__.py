@@ -9,9 +9,11 @@ from ..settings import Settings
 
 def build_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "minilm":
+        from ..bulkhead import Bulkhead
         from .minilm import MiniLMEmbedder
 
-        return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)
+        return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads,
+                              bulkhead=Bulkhead("embedder", settings.embed_workers, settings.embed_queue))
     if settings.embedder == "hashing":
         from .hashing import HashingEmbedder
 

@@ -23,7 +23,10 @@ class HashingEmbedder:
         self.calls = 0
         self.texts_embedded = 0
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+    async def close(self) -> None:
+        return None
+
+    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
         self.calls += 1
         self.texts_embedded += len(texts)
         return np.stack([self._vector(t) for t in texts]) if texts else np.empty((0, self.dimension), np.float32)

@@ -7,7 +7,6 @@ model's sentence-transformers config: mean over non-padding tokens, then L2.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from ..bulkhead import Bulkhead
 from ..errors import ConfigurationError
 
 MAX_TOKENS = 256  # the model's max_seq_length; the shipped tokenizer.json says 128
@@ -54,13 +54,18 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
     dimension = 384
 
-    def __init__(self, batch_size: int = 32, threads: int = 0) -> None:
+    def __init__(self, batch_size: int = 32, threads: int = 0, bulkhead: Bulkhead | None = None) -> None:
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer()
         self._session = _session(threads)
+        # Its own threads (bulkhead.py): a slow Milvus or a big upload cannot hold the embedder up.
+        self.bulkhead = bulkhead or Bulkhead("embedder", workers=1, queue=64)
 
-    async def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return await asyncio.to_thread(self.embed_sync, texts)
+    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
+        return await self.bulkhead.run(self.embed_sync, texts)
+
+    async def close(self) -> None:
+        self.bulkhead.close()
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
         """Embed in batches of similar length, so little compute goes to padding."""

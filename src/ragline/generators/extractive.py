@@ -49,6 +49,12 @@ def overlap(question: str, text: str) -> float:
 class ExtractiveGenerator:
     name = "extractive"
 
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
     def __init__(self, max_sentences: int = 2, min_overlap: float = 0.3) -> None:
         self.max_sentences = max_sentences
         self.min_overlap = min_overlap

@@ -60,6 +60,12 @@ class LocalGenerator:
         if model_path:
             self.name = path.stem
 
+    async def ping(self) -> None:
+        return None  # in-process: up as long as this process is
+
+    async def close(self) -> None:
+        return None
+
     def _body(self, prompt: Prompt, max_tokens: int, stream: bool) -> dict[str, Any]:
         return {"messages": prompt.messages(), "max_tokens": max_tokens, "temperature": self.temperature,
                 "stream": stream}

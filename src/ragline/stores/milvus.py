@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import json
 import logging
 import re
@@ -31,6 +33,7 @@ from ..errors import (
     InvalidInput,
     RaglineError,
 )
+from ..bulkhead import Bulkhead
 from ..models import Chunk, FilterValue, Hit
 from ..ports import StoredChunk
 from ..settings import Settings
@@ -40,6 +43,8 @@ log = logging.getLogger("ragline.milvus")
 MAX_TEXT_BYTES = 65_535
 _PAGE = 16_384  # Milvus's largest query window (limit + offset)
 _WRITE_BATCH = 512
+_RETRIES = 3  # pymilvus' own retries of a failed RPC, within the call's timeout
+_PING_TIMEOUT_S = 2.0  # readiness must notice a dead Milvus within 5 s
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _COLUMNS = {"document_id", "number", "content_hash"}  # filterable as fields, not metadata
 _HIT_FIELDS = ["document_id", "number", "text", "content_hash", "metadata"]
@@ -93,6 +98,16 @@ def _translated(uri: str) -> Iterator[None]:
         raise DependencyUnavailable(f"Milvus at {uri} is unreachable: {exc}") from exc
 
 
+@functools.cache
+def _takes_options_of(function: Any) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(function).parameters.values())
+
+
+def _takes_options(method: Any) -> bool:
+    """Whether a MilvusClient method passes extra options (``retry_times``) on to the RPC."""
+    return _takes_options_of(getattr(method, "__func__", method))
+
+
 def _quote(value: str) -> str:
     """A Milvus string literal (JSON escaping is what its expression grammar accepts)."""
     return json.dumps(value, ensure_ascii=False)
@@ -138,6 +153,8 @@ class MilvusStore:
         self.dimension = dimension
         self.index = IndexSpec.from_settings(settings)
         self.timeout = settings.milvus_timeout_s
+        self.rpc_timeout = max(1, int(self.timeout))  # an int: pymilvus then bounds its retries by time
+        self.bulkhead = Bulkhead("milvus", workers=settings.milvus_workers, queue=settings.milvus_queue)
         self._client = self._connect(settings)
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
         self.rrf_k = settings.rrf_k
@@ -152,21 +169,21 @@ class MilvusStore:
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
         with _translated(self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # milvus-lite's import
-            return MilvusClient(uri=self.uri, token=settings.milvus_token or "", timeout=self.timeout)
+            return MilvusClient(uri=self.uri, token=settings.milvus_token or "", timeout=self.rpc_timeout)
 
     def _ensure_collection(self, settings: Settings) -> None:
         with _translated(self.uri):
-            if self._client.has_collection(self.collection, timeout=self.timeout):
+            if self._client.has_collection(self.collection, timeout=self.rpc_timeout):
                 self._check_schema()
             else:
                 self.full_text = self._server_supports_bm25(settings)
                 self._create_collection(settings)
-            self._client.load_collection(self.collection, timeout=self.timeout)
+            self._client.load_collection(self.collection, timeout=self.rpc_timeout)
 
     def _server_supports_bm25(self, settings: Settings) -> bool:
         if not settings.is_milvus_server:
             return True
-        version = str(self._client.get_server_version(timeout=self.timeout)).lstrip("v")
+        version = str(self._client.get_server_version(timeout=self.rpc_timeout)).lstrip("v")
         major_minor = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
         if major_minor < (2, 5):
             log.warning("Milvus %s has no BM25 full-text search: bm25 and hybrid retrieval serve dense", version)
@@ -174,7 +191,7 @@ class MilvusStore:
         return True
 
     def _check_schema(self) -> None:
-        info = self._client.describe_collection(self.collection, timeout=self.timeout)
+        info = self._client.describe_collection(self.collection, timeout=self.rpc_timeout)
         self.full_text = any(f["name"] == "sparse" for f in info["fields"])
         vector = next(f for f in info["fields"] if f["name"] == "vector")
         stored = int(vector["params"]["dim"])
@@ -212,17 +229,30 @@ class MilvusStore:
             extra = {"num_shards": settings.shards, "replica_number": settings.replicas}
         self._client.create_collection(
             self.collection, schema=schema, index_params=index_params,
-            consistency_level="Strong", timeout=self.timeout, **extra,
+            consistency_level="Strong", timeout=self.rpc_timeout, **extra,
         )
 
     # -- the port ------------------------------------------------------------------
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
+        """One pymilvus call on the Milvus bulkhead, bounded in time.
+
+        pymilvus bounds its retries by time only when ``timeout`` is an int (a float
+        means 75 attempts, minutes against a dead server), so it gets whole seconds and
+        a few retries at most; the bulkhead's deadline is the hard limit on top.
+        """
+        timeout_s = timeout_s or self.timeout
+        rpc_timeout = max(1, int(timeout_s))
+
+        call = getattr(self._client, method)
+        if _takes_options(call):
+            kwargs["retry_times"] = _RETRIES
+
         def run() -> Any:
             with _translated(self.uri):
-                return getattr(self._client, method)(self.collection, *args, timeout=self.timeout, **kwargs)
+                return call(self.collection, *args, timeout=rpc_timeout, **kwargs)
 
-        return await asyncio.to_thread(run)
+        return await self.bulkhead.run(run, deadline_s=timeout_s + 0.5)
 
     async def upsert(self, chunks: Sequence[Chunk]) -> None:
         rows = [self._row(c) for c in chunks]
@@ -342,8 +372,9 @@ class MilvusStore:
 
     async def ping(self) -> None:
         """Raise DependencyUnavailable unless the collection answers."""
-        await self._call("get_collection_stats")
+        await self._call("get_collection_stats", timeout_s=_PING_TIMEOUT_S)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._client.close)
+            await asyncio.wait_for(asyncio.to_thread(self._client.close), self.timeout)
+        self.bulkhead.close()

@@ -12,15 +12,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from ..errors import InvalidInput, RaglineError
-from ..models import Answer
-from ..observability import request_id_var
-from .auth import Principal
-from .deps import QueryCaller
-from .schemas import ChatRequest
+from ...errors import InvalidInput, RaglineError
+from ...models import Answer, Query
+from ..deps import QueryCaller
+from ..schemas import ChatRequest
+from ._common import answerer, make_query
 
 
 def question_of(body: ChatRequest) -> str:
@@ -54,39 +53,28 @@ def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | N
     return f"data: {json.dumps(body)}\n\n"
 
 
-def install(app: FastAPI) -> None:
-    @app.post("/v1/chat/completions", tags=["answers"], responses={200: {"content": {"text/event-stream": {}}}})
-    async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller) -> Any:
-        engine = request.app.state.engine
-        question = question_of(body)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if not body.stream:
-            started = time.perf_counter()
-            gateway = request.app.state.gateway
-            if gateway is not None:  # through the pipeline, like /v1/query
-                answer = await gateway.ask(_bus_query(request, question, who))
-            else:
-                answer = await engine.ask(question, who.tenant)
-            request.app.state.metrics.observe_answer(answer, time.perf_counter() - started)
-            return completion(answer, completion_id, body.model)
-        return StreamingResponse(_events(request, question, who, completion_id, body.model),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+router = APIRouter(tags=["answers"])
 
 
-def _bus_query(request: Request, question: str, who: Principal):
-    return request.app.state.gateway.query(question, who.tenant, request.app.state.settings.answer_top_k,
-                                           request_id=request_id_var.get())
+@router.post("/v1/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
+async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller) -> Any:
+    q = make_query(request, question_of(body), who.tenant, None,
+                   default_top_k=request.app.state.settings.answer_top_k)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    if not body.stream:
+        started = time.perf_counter()
+        answer = await answerer(request).ask(q)
+        request.app.state.metrics.observe_answer(answer, time.perf_counter() - started)
+        return completion(answer, completion_id, body.model)
+    return StreamingResponse(_events(request, q, completion_id, body.model),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _events(request: Request, question: str, who: Principal, completion_id: str,
-                  model: str) -> AsyncIterator[str]:
+async def _events(request: Request, q: Query, completion_id: str, model: str) -> AsyncIterator[str]:
     yield chunk(completion_id, model, {"role": "assistant", "content": ""})
     started = time.perf_counter()
-    gateway = request.app.state.gateway
     try:
-        items = (gateway.stream(_bus_query(request, question, who)) if gateway is not None
-                 else request.app.state.engine.stream(question, who.tenant))
-        async for item in items:
+        async for item in answerer(request).stream(q):
             if isinstance(item, Answer):
                 request.app.state.metrics.observe_answer(item, time.perf_counter() - started)
                 yield chunk(completion_id, model, {}, "stop", sources=sources(item), degraded=item.degraded)
@@ -95,3 +83,10 @@ async def _events(request: Request, question: str, who: Principal, completion_id
     except RaglineError as exc:
         yield f"data: {json.dumps({'error': {'message': str(exc), 'type': type(exc).__name__}})}\n\n"
     yield "data: [DONE]\n\n"
+
+
+@router.get("/v1/models")
+async def models(request: Request, who: QueryCaller) -> dict[str, Any]:
+    """OpenAI's model list, so chat front ends (Open WebUI, LibreChat) can connect."""
+    return {"object": "list", "data": [{"id": "ragline", "object": "model", "created": 0,
+                                        "owned_by": f"ragline ({answerer(request).generator_name})"}]}

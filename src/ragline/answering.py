@@ -1,0 +1,140 @@
+"""The answering interface: what the HTTP API needs, in both shapes.
+
+``Answerer`` is the one interface the API depends on. ``LocalAnswerer`` serves it from
+the embedded engine in this process; ``BusAnswerer`` from the pipeline over the bus
+(the API process then holds no embedding model and no Milvus connection: searches and
+document reads are answered by the retrieve workers, writes and deletes go through the
+documents topic in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from . import stages
+from .bulkhead import Bulkhead
+from .errors import RaglineError
+from .models import Answer, Context, Document, Hit, IngestReport, Query
+
+
+class Answerer(Protocol):
+    """Answers, searches and document writes for the API, whatever the shape behind it."""
+
+    cpu: Bulkhead  # CPU work of the API process (parsing bodies and files), off the event loop
+    writes_are_queued: bool  # True: write() hands documents to a durable queue (the bus)
+    generator_name: str
+
+    async def ask(self, query: Query) -> Answer: ...
+
+    def stream(self, query: Query) -> AsyncIterator[str | Answer]: ...
+
+    async def search(self, query: Query) -> Context: ...
+
+    async def write(self, documents: Sequence[Document]) -> IngestReport | None: ...
+
+    async def delete(self, tenant: str, document_id: str) -> int | None: ...
+
+    async def document(self, tenant: str, document_id: str) -> list[Hit]: ...
+
+    async def readiness(self) -> dict[str, dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalAnswerer:
+    """The embedded engine behind the interface."""
+
+    writes_are_queued = False
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.cpu = engine.cpu
+
+    @property
+    def generator_name(self) -> str:
+        return str(self.engine.settings.generator)
+
+    async def ask(self, query: Query) -> Answer:
+        return await self.engine.generate(await self.engine.retrieve(query))
+
+    async def stream(self, query: Query) -> AsyncIterator[str | Answer]:
+        context = await self.engine.retrieve(query)
+        async for item in stages.generate_stream(context, answering=self.engine.answering()):
+            yield item
+
+    async def search(self, query: Query) -> Context:
+        return await self.engine.retrieve(query)
+
+    async def write(self, documents: Sequence[Document]) -> IngestReport:
+        return await self.engine.ingest_documents(documents)
+
+    async def delete(self, tenant: str, document_id: str) -> int:
+        return await self.engine.delete_document(document_id, tenant)
+
+    async def document(self, tenant: str, document_id: str) -> list[Hit]:
+        return await self.engine.store.document_chunks(tenant, document_id)
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        engine = self.engine
+        checks = {"vector_store": await _check(engine.store.ping(), 5, required=True)}
+        if engine.cache is not None:
+            checks["cache"] = {**await _check(engine.cache.ping(), 2, required=False,
+                                              degraded="serving without the cache"),
+                               "backend": engine.cache.name}
+        checks["llm"] = {**await _check(engine.generator.ping(), 3, required=False,
+                                        degraded="answers are extractive meanwhile"),
+                         "generator": engine.settings.generator}
+        return checks
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+
+class BusAnswerer:
+    """The pipeline behind the interface: this process only publishes and listens."""
+
+    writes_are_queued = True
+
+    def __init__(self, gateway: Any, bus_url: str, generator_name: str, cpu: Bulkhead) -> None:
+        self.gateway = gateway
+        self.bus_url = bus_url
+        self.generator_name = generator_name
+        self.cpu = cpu
+
+    async def ask(self, query: Query) -> Answer:
+        return await self.gateway.ask(query)
+
+    def stream(self, query: Query) -> AsyncIterator[str | Answer]:
+        return self.gateway.stream(query)
+
+    async def search(self, query: Query) -> Context:
+        return await self.gateway.search(query)
+
+    async def write(self, documents: Sequence[Document]) -> None:
+        await self.gateway.submit(documents)
+
+    async def delete(self, tenant: str, document_id: str) -> None:
+        await self.gateway.delete(tenant, document_id)
+
+    async def document(self, tenant: str, document_id: str) -> list[Hit]:
+        query = self.gateway.query(document_id, tenant, 1)
+        return (await self.gateway.search(query, purpose="document")).hits
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        listening = self.gateway.listening
+        return {"bus": {"status": "ok" if listening else "unavailable", "required": True, "url": self.bus_url}}
+
+    async def close(self) -> None:
+        self.cpu.close()
+
+
+async def _check(probe: Any, timeout_s: float, *, required: bool, degraded: str | None = None) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(probe, timeout_s)
+        return {"status": "ok", "required": required}
+    except (RaglineError, TimeoutError) as exc:
+        error = str(exc) or f"no answer within {timeout_s:g}s"
+        return {"status": "unavailable", "required": required,
+                "error": f"{error}; {degraded}" if degraded else error}

@@ -1,0 +1,162 @@
+"""Documents: write (JSON batches or file uploads), read, delete; ingestion jobs.
+
+A batch is validated document by document before anything is accepted: invalid ones
+are reported by index, valid ones are written. Large bodies are decoded and files
+parsed on the CPU bulkhead, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from ...errors import DocumentError, InvalidInput, NotFound
+from ...ids import content_hash
+from ...ingest.loaders import SUPPORTED_SUFFIXES, load_file
+from ...limits import Limits, check_text
+from ...models import Document
+from ..deps import IngestCaller, QueryCaller
+from ..schemas import DeleteResponse, DocumentIn, DocumentOut, DocumentsResponse, IngestionJob
+from ._common import answerer
+
+router = APIRouter(tags=["documents"])
+
+_MAX_BATCH = 1000
+_BATCH_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/DocumentsRequest"}}}}}
+
+
+@router.post("/v1/documents", response_model=DocumentsResponse, responses={202: {"model": DocumentsResponse}},
+             openapi_extra=_BATCH_SCHEMA)
+async def upsert_documents(request: Request, who: IngestCaller) -> Any:
+    raw = await request.body()
+    docs, rejected, wait = await answerer(request).cpu.run(parse_batch, raw, who.tenant, request.app.state.limits)
+    return await _accept(request, who.tenant, docs, rejected, wait)
+
+
+@router.post("/v1/documents/files", response_model=DocumentsResponse, responses={202: {"model": DocumentsResponse}})
+async def upload_documents(request: Request, who: IngestCaller, files: Annotated[list[UploadFile], File()],
+                           wait: Annotated[bool, Form()] = False) -> Any:
+    docs, rejected = [], []
+    max_bytes = int(request.app.state.settings.max_document_mb * 1_000_000)
+    for index, upload in enumerate(files):
+        name = Path(upload.filename or f"upload-{uuid.uuid4().hex[:8]}.txt").name
+        try:
+            data = await upload.read()
+            docs.append(await answerer(request).cpu.run(_load_upload, name, data, who.tenant, max_bytes))
+        except DocumentError as exc:
+            rejected.append({"index": index, "id": name, "error": exc.reason})
+    if not docs:
+        raise InvalidInput("no file could be read: " + "; ".join(f"{r['id']}: {r['error']}" for r in rejected))
+    return await _accept(request, who.tenant, docs, rejected, wait)
+
+
+@router.get("/v1/ingestions/{job_id}", response_model=IngestionJob)
+async def ingestion(job_id: str, request: Request, who: IngestCaller) -> dict[str, Any]:
+    return request.app.state.jobs.get(who.tenant, job_id).view()
+
+
+@router.get("/v1/documents/{document_id:path}", response_model=DocumentOut)
+async def get_document(document_id: str, request: Request, who: QueryCaller) -> DocumentOut:
+    chunks = await answerer(request).document(who.tenant, document_id)
+    if not chunks:
+        raise NotFound(f"no document {document_id!r}")
+    return DocumentOut(id=document_id, tenant=who.tenant, chunks=chunks, metadata=chunks[0].metadata)
+
+
+@router.delete("/v1/documents/{document_id:path}", response_model=DeleteResponse,
+               responses={202: {"model": DeleteResponse}})
+async def delete_document(document_id: str, request: Request, who: IngestCaller) -> Any:
+    removed = await answerer(request).delete(who.tenant, document_id)
+    if removed is None:  # queued on the documents topic, in order with the document's writes
+        return JSONResponse(DeleteResponse(id=document_id, deleted_chunks=None, status="accepted").model_dump(),
+                            status_code=202)
+    return DeleteResponse(id=document_id, deleted_chunks=removed, status="deleted")
+
+
+def parse_batch(raw: bytes, tenant: str, limits: Limits) -> tuple[list[Document], list[dict[str, Any]], bool]:
+    """The documents of a JSON batch that pass validation, the refused ones by index, and ``wait``."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("documents"), list):
+        raise InvalidInput("the body must be an object with a 'documents' list")
+    unknown = set(body) - {"documents", "wait"}
+    if unknown:
+        raise InvalidInput(f"unknown fields: {', '.join(sorted(unknown))[:200]}")
+    wait, items = body.get("wait", False), body["documents"]
+    if not isinstance(wait, bool):
+        raise InvalidInput("wait: must be true or false")
+    if not 1 <= len(items) <= _MAX_BATCH:
+        raise InvalidInput(f"documents: between 1 and {_MAX_BATCH} per request; got {len(items)}")
+    docs, rejected = [], []
+    for index, item in enumerate(items):
+        try:
+            docs.append(_document(item, tenant, limits, index))
+        except (InvalidInput, ValidationError) as exc:
+            given = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+            rejected.append({"index": index, "id": given, "error": _message(exc)})
+    if not docs:
+        raise InvalidInput("no valid document in the batch: " +
+                           "; ".join(f"documents[{r['index']}]: {r['error']}" for r in rejected[:5]))
+    return docs, rejected, wait
+
+
+def _document(item: Any, tenant: str, limits: Limits, index: int) -> Document:
+    doc = DocumentIn.model_validate(item)
+    where = f"documents[{index}]"
+    check_text(doc.text, f"{where}.text")
+    if doc.id is not None:
+        check_text(doc.id, f"{where}.id")
+    limits.check_metadata(doc.metadata, f"{where}.metadata")
+    return Document(tenant=tenant, id=doc.id or f"doc-{content_hash(doc.text)[:16]}", text=doc.text,
+                    metadata=doc.metadata)
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        return f"{where}: {error['msg']}" if where else error["msg"]
+    return str(exc)
+
+
+def _load_upload(name: str, data: bytes, tenant: str, max_bytes: int) -> Document:
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DocumentError(name, f"unsupported file type {suffix or '(none)'}; use {' '.join(sorted(SUPPORTED_SUFFIXES))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        doc = load_file(path, tenant, max_bytes, document_id=name)
+    return doc.model_copy(update={"metadata": {**doc.metadata, "source": name}})
+
+
+async def _accept(request: Request, tenant: str, docs: list[Document], rejected: list[dict[str, Any]],
+                  wait: bool) -> Any:
+    svc, jobs = answerer(request), request.app.state.jobs
+    ids, errors = [d.id for d in docs], [f"{r['id'] or r['index']}: {r['error']}" for r in rejected]
+    if svc.writes_are_queued:
+        if wait:
+            raise InvalidInput("wait=true is not available while ingestion goes through the bus; the documents "
+                               "are searchable once the ingest workers have them (poll GET /v1/documents/{id})")
+        await svc.write(docs)  # on the broker (acks=all) before the 202
+        job = jobs.record(tenant, docs, rejected, "published")
+    elif wait:
+        report = await svc.write(docs)
+        job = jobs.record(tenant, docs, rejected, "searchable", report)
+        return DocumentsResponse(status="searchable", ids=ids, report=report, errors=errors, rejected=rejected,
+                                 job_id=job.id, seconds=report.seconds if report else None)
+    else:
+        job = jobs.start(tenant, docs, rejected, svc.write)
+    body = DocumentsResponse(status="accepted", ids=ids, errors=errors, rejected=rejected, job_id=job.id)
+    return JSONResponse(body.model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/ingestions/{job.id}"})
