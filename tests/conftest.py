@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shutil
 import signal
@@ -21,6 +22,18 @@ from ragline.engine import Engine
 from ragline.stores.milvus import MilvusStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def wait_until(condition, timeout_s: float = 10.0, interval_s: float = 0.05):
+    """Poll ``condition`` until it returns something truthy (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s:g}s")
+        time.sleep(interval_s)
 
 
 def free_port() -> int:
@@ -79,24 +92,115 @@ def _crash_line(logs: Path) -> str | None:
     return None
 
 
+class MilvusServer:
+    """A real Milvus 2.3 standalone server (package `milvus`) on free loopback ports, which a
+    test may kill and start again (same data, same ports: its etcd peer port is fixed, so
+    only one can run at a time)."""
+
+    def __init__(self, data: Path) -> None:
+        self.binary = shutil.which("milvus-server") or str(Path(sys.executable).with_name("milvus-server"))
+        self.data = data
+        self.ports = {name: free_port() for name in (
+            "proxy", "etcd", "root-coord", "proxy-internal", "query-coord", "query-node",
+            "index-coord", "index-node", "data-coord", "data-node")}
+        self.uri = f"http://127.0.0.1:{self.ports['proxy']}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "MilvusServer":
+        args = [self.binary, "--data", str(self.data)] + [
+            a for n, p in self.ports.items() for a in (f"--{n}-port", str(p))]
+        log = self.data / "server.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_for_milvus(self.uri, self.proc, log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL to the server and everything it started: a crash, not a shutdown."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _kill_group(self.proc)
+            self.proc = None
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to ``target_port``: ``stop()`` makes the server behind it
+    unreachable (connections refused and cut, as when its process dies), ``start()`` brings
+    it back on the same port. Used where restarting the real server here is not reliable."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+
+    def start(self) -> "TcpProxy":
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            self._listener.close()
+            self._listener = None
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                return
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
 @pytest.fixture(scope="session")
-def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Milvus 2.3 standalone server (package `milvus`) on free loopback ports."""
-    binary = shutil.which("milvus-server") or str(Path(sys.executable).with_name("milvus-server"))
-    data = tmp_path_factory.mktemp("milvus-server")
-    ports = {name: free_port() for name in (
-        "proxy", "etcd", "root-coord", "proxy-internal", "query-coord", "query-node",
-        "index-coord", "index-node", "data-coord", "data-node")}
-    args = [binary, "--data", str(data)] + [a for n, p in ports.items() for a in (f"--{n}-port", str(p))]
-    log = data / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{ports['proxy']}"
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    server = MilvusServer(tmp_path_factory.mktemp("milvus-server")).start()
     try:
-        _wait_for_milvus(uri, proc, log)
-        yield uri
+        yield server
     finally:
-        _kill_group(proc)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(milvus_server: MilvusServer) -> str:
+    return milvus_server.uri
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -196,9 +300,11 @@ class LiveServer:
 
         import uvicorn
 
-        self.url = f"http://127.0.0.1:{port}"
-        self.app = app
         from ragline.api.server import protocol_with
+
+        self.url = f"http://127.0.0.1:{port}"
+        self.host, self.port = "127.0.0.1", port
+        self.app = app
 
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                    timeout_graceful_shutdown=5, http=protocol_with(header_timeout_s),
@@ -238,7 +344,8 @@ def serve_app(tmp_path: Path):
         cache = build_cache(settings) if "cache_url" in overrides else None
         engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension),
                         generator or ExtractiveGenerator(), cache=cache)
-        server = LiveServer(create_app(settings, engine), free_port()).__enter__()
+        server = LiveServer(create_app(settings, engine), free_port(),
+                            header_timeout_s=settings.http_header_timeout_s).__enter__()
         servers.append(server)
         return server
 

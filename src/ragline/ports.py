@@ -29,6 +29,11 @@ class Embedder(Protocol):
 
     async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray: ...
 
+    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+        """One question's vector. Kept apart from ``embed`` (documents) so an adapter can
+        serve questions first: a bulk upload must not make every search wait."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     milvus_queue: int = Field(default=64, ge=0)
     embed_workers: int = Field(default=1, ge=1)
     embed_queue: int = Field(default=64, ge=0)
+    query_embed_queue: int = Field(default=256, ge=0)  # questions: their own session and thread
     parse_workers: int = Field(default=1, ge=1)  # file parsing, chunking, large JSON bodies
     parse_queue: int = Field(default=16, ge=0)
 

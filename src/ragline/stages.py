@@ -24,6 +24,9 @@ from .models import Answer, Chunk, Citation, Context, Document, IngestReport, Qu
 from .ports import Embedder, Generator, VectorStore
 
 
+# Texts per embedder call: calls stay short (a shutdown waits for one at most), batches full.
+_EMBED_SLICE = 256
+
 # Runs CPU-heavy work (chunking) somewhere other than the event loop: a bulkhead's run.
 Offload = Callable[..., Awaitable[Any]]
 
@@ -52,16 +55,14 @@ async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-def _chunk_all(documents: Sequence[Document], chunker: Chunker) -> list[list[Chunk]]:
-    return [chunk_document(doc, chunker) for doc in documents]
-
-
 async def _plan(documents: Sequence[Document], chunker: Chunker, store: VectorStore,
                 offload: Offload = _inline) -> list[_Plan]:
     by_tenant: dict[str, list[str]] = defaultdict(list)
     for doc in documents:
         by_tenant[doc.tenant].append(doc.id)
-    chunked = await offload(_chunk_all, documents, chunker)  # tokenising: CPU work, off the event loop
+    # Tokenising is CPU work: off the event loop, one document per call so that a
+    # shutdown or a cancelled request waits for one document at most.
+    chunked = [await offload(chunk_document, doc, chunker) for doc in documents]
     stored = {t: await store.stored_chunks(t, ids) for t, ids in by_tenant.items()}
     plans = []
     for doc, chunks in zip(documents, chunked):
@@ -114,8 +115,10 @@ async def _embedded(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
         by_tenant[chunk.tenant].append(chunk)
     out: list[Chunk] = []
     for tenant, group in by_tenant.items():
-        vectors = await embedder.embed([c.text for c in group], tenant)
-        out.extend(c.model_copy(update={"vector": v.tolist()}) for c, v in zip(group, vectors))
+        for start in range(0, len(group), _EMBED_SLICE):
+            part = group[start : start + _EMBED_SLICE]
+            vectors = await embedder.embed([c.text for c in part], tenant)
+            out.extend(c.model_copy(update={"vector": v.tolist()}) for c, v in zip(part, vectors))
     return out
 
 
@@ -131,7 +134,7 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode
         notice = f"{mode} retrieval needs Milvus full-text search (Lite or >= 2.5); served dense"
         mode = "dense"
     t0 = time.perf_counter()
-    vector = (await embedder.embed([query.text], query.tenant))[0]
+    vector = await embedder.embed_query(query.text, query.tenant)
     t1 = time.perf_counter()
     hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.text, mode=mode)
     t2 = time.perf_counter()

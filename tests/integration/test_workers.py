@@ -12,7 +12,7 @@ from ragline.buses.memory import MemoryBus
 from ragline.embedders.hashing import HashingEmbedder
 from ragline.engine import Engine
 from ragline.generators.extractive import ExtractiveGenerator
-from ragline.models import Answer, Document, Query
+from ragline.models import Answer, Document, Query, reply_key
 from ragline.stores.milvus import MilvusStore
 from ragline.workers import (Output, Topics, Worker, dead_letters, generate_handler, ingest_handler, replay,
                              retrieve_handler)
@@ -78,7 +78,7 @@ async def test_a_query_flows_through_retrieve_and_generate_workers_to_an_answer(
     delivery = await asyncio.wait_for(anext(stream), 30)
     await stream.aclose()
     answer = Answer.model_validate_json(delivery.value)
-    assert answer.request_id == query.request_id and delivery.key == query.request_id.encode()
+    assert answer.request_id == query.request_id and delivery.key == reply_key(query)  # tenant/request id
     assert answer.citations[0].document_id == "bees"
 
 

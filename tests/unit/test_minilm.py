@@ -42,3 +42,10 @@ async def test_related_texts_are_closer_than_unrelated(minilm):
                                        "Honeybee foragers dance to show where nectar is.",
                                        "Volcanic eruptions can cool the climate."])
     assert q @ near > q @ far
+
+
+async def test_a_question_embeds_on_its_own_lane_to_the_same_vector(minilm):
+    question = "How do honeybees tell each other where the flowers are?"
+    alone = await minilm.embed_query(question)
+    batched = (await minilm.embed([question, "an unrelated longer passage about tea and its oxidation"]))[0]
+    assert alone.shape == (384,) and np.allclose(alone, batched, atol=1e-5)

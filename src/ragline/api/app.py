@@ -29,6 +29,7 @@ from .jobs import Jobs
 from .middleware import Guard, GuardConfig, RequestContext
 from .problems import PROBLEM_RESPONSES, install_error_handlers, install_openapi
 from .ratelimit import RateLimiter, RedisRateLimiter
+from .server import SERVER_SHARE
 from .routes import chat, documents, health, pages, query
 from .schemas import DocumentsRequest
 
@@ -47,7 +48,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
                 app.state.jobs.resume(app.state.answerer.write)
             yield
             # Shutdown: unfinished ingestion gets part of the grace period, then is spooled.
-            await app.state.jobs.close(grace_s=settings.shutdown_grace_s / 2)
+            await app.state.jobs.close(grace_s=settings.shutdown_grace_s * SERVER_SHARE)
 
     app = FastAPI(title="ragline", version=_version(), lifespan=lifespan, responses=PROBLEM_RESPONSES,
                   docs_url=None, redoc_url=None,
@@ -91,7 +92,7 @@ async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, sta
     pipeline = await Pipeline(engine, bus, Topics.from_settings(settings), concurrency=settings.worker_concurrency,
                               timeout_s=settings.reply_timeout_s, max_attempts=settings.worker_max_attempts,
                               backoff_s=settings.worker_backoff_s).start()
-    stack.push_async_callback(pipeline.close, settings.shutdown_grace_s / 2)
+    stack.push_async_callback(pipeline.close, settings.shutdown_grace_s * SERVER_SHARE)
     return BusAnswerer(pipeline.gateway, settings.bus_url, settings.generator, engine.cpu)
 
 

@@ -61,11 +61,13 @@ def required_scope(method: str, path: str, metrics_require_key: bool) -> str | N
     return None
 
 
-class _BodyTooLarge(Exception):
+# BaseException, not Exception: the framework turns any Exception raised while it
+# reads a body into a generic 400; these must reach the Guard to become 413 / 408.
+class _BodyTooLarge(BaseException):
     pass
 
 
-class _BodyTimeout(Exception):
+class _BodyTimeout(BaseException):
     pass
 
 

@@ -8,8 +8,9 @@ are not complete within ``header_timeout_s``; the Guard middleware bounds the bo
 arrival in the same way (408). h11 also caps the header block's size (16 KiB).
 
 Shutdown: uvicorn stops taking connections and waits for requests in flight for
-half the grace period; the lifespan then finishes or spools background ingestion
-within the other half, so the process exits within ``shutdown_grace_s``.
+40 % of the grace period; the lifespan then finishes or spools background ingestion
+within another 40 %, and closes the stores and the bus, so the process exits within
+``shutdown_grace_s``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()  # headers still incomplete: a slow or stalled client
 
 
+# Of the shutdown grace period: requests in flight get this share, background ingestion
+# the same (app.py), and closing the stores and the bus what is left.
+SERVER_SHARE = 0.4
+
+
 def protocol_with(header_timeout_s: float) -> type[GuardedH11Protocol]:
     return type("RaglineH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": header_timeout_s})
 
@@ -59,5 +65,5 @@ def run(app: Any, settings: Any) -> None:
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), log_config=None,
         http=protocol_with(settings.http_header_timeout_s), timeout_keep_alive=settings.http_keepalive_s,
         limit_concurrency=settings.http_max_connections,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s / 2)))
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s * SERVER_SHARE)))
     uvicorn.Server(config).run()

@@ -27,6 +27,17 @@ class CachedEmbedder:
     async def close(self) -> None:
         await self.inner.close()
 
+    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+        key = embedding_key(self.name, text, tenant)
+        found = await self.cache.get(key)
+        if found is not None and len(found) == 4 * self.dimension:
+            self.count("hit", 1)
+            return np.frombuffer(found, dtype=np.float32)
+        self.count("miss", 1)
+        vector = await self.inner.embed_query(text, tenant)
+        await self.cache.set(key, vector.astype(np.float32).tobytes(), self.ttl_s)
+        return vector
+
     async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
         keys = [embedding_key(self.name, t, tenant) for t in texts]
         found = await asyncio.gather(*(self.cache.get(k) for k in keys))

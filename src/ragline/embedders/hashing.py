@@ -31,6 +31,9 @@ class HashingEmbedder:
         self.texts_embedded += len(texts)
         return np.stack([self._vector(t) for t in texts]) if texts else np.empty((0, self.dimension), np.float32)
 
+    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+        return (await self.embed([text], tenant))[0]
+
     def _vector(self, text: str) -> np.ndarray:
         vector = np.zeros(self.dimension, dtype=np.float32)
         words = [w.lower() for w in _WORD.findall(text)]

@@ -54,18 +54,30 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
     dimension = 384
 
-    def __init__(self, batch_size: int = 32, threads: int = 0, bulkhead: Bulkhead | None = None) -> None:
+    def __init__(self, batch_size: int = 32, threads: int = 0, bulkhead: Bulkhead | None = None,
+                 query_bulkhead: Bulkhead | None = None) -> None:
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer()
         self._session = _session(threads)
-        # Its own threads (bulkhead.py): a slow Milvus or a big upload cannot hold the embedder up.
+        # Questions get their own single-threaded session and threads: a bulk upload
+        # being embedded never makes a search wait behind it (bulkhead.py).
+        self._query_session = _session(1)
+        self._query_tokenizer = load_tokenizer()  # its own: no borrowing across threads
         self.bulkhead = bulkhead or Bulkhead("embedder", workers=1, queue=64)
+        self.query_bulkhead = query_bulkhead or Bulkhead("query embedder", workers=1, queue=256)
 
     async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
         return await self.bulkhead.run(self.embed_sync, texts)
 
+    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+        return await self.query_bulkhead.run(self._embed_query_sync, text)
+
+    def _embed_query_sync(self, text: str) -> np.ndarray:
+        return self._embed_batch([text], self._query_session, self._query_tokenizer)[0]
+
     async def close(self) -> None:
         self.bulkhead.close()
+        self.query_bulkhead.close()
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
         """Embed in batches of similar length, so little compute goes to padding."""
@@ -73,15 +85,16 @@ class MiniLMEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            out[batch] = self._embed_batch([texts[i] for i in batch])
+            out[batch] = self._embed_batch([texts[i] for i in batch], self._session, self.tokenizer)
         return out
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
+    @staticmethod
+    def _embed_batch(texts: list[str], session: ort.InferenceSession, tokenizer: Tokenizer) -> np.ndarray:
+        encodings = tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = self._session.run(None, feeds)[0]
+        hidden = session.run(None, feeds)[0]
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

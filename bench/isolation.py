@@ -1,0 +1,197 @@
+"""Isolation under hostile load: tenant A's /v1/search while someone else attacks.
+
+Starts `ragline serve` (MiniLM, Milvus Lite, extractive answers) on loopback, gives
+tenant A a few documents, then measures A's sequential searches and /healthz twice:
+quietly, and while another process sends, in parallel and repeatedly, PDF/HTML/JSON
+uploads near the limits (tenant B), unauthenticated bodies of 24 MB, searches with the
+largest filters allowed and over the limits, and connections that send half a request
+and stall.
+
+Last line: {"quiet_search_p99_ms", "hostile_search_p99_ms", "ratio", "healthz_p99_ms",
+"hostile_requests", "errors_5xx", ...}. Goal: ratio <= 3, healthz p99 <= 50 ms, no 5xx.
+
+    python bench/isolation.py [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+
+from _common import QUESTIONS, free_port, median, percentile, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(tmp: str, port: int) -> subprocess.Popen:
+    env = dict(os.environ, RAGLINE_MILVUS_URI=f"{tmp}/iso.db", RAGLINE_GENERATOR="extractive",
+               RAGLINE_KEYS_FILE=f"{tmp}/keys.json", RAGLINE_SPOOL_DIR=f"{tmp}/pending", HF_HUB_OFFLINE="1",
+               RAGLINE_RATE_LIMIT_RPS="1000", RAGLINE_RATE_LIMIT_BURST="1000")
+    ragline = Path(sys.executable).with_name("ragline")
+    proc = subprocess.Popen([str(ragline), "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("ragline serve did not become ready")
+
+
+def make_key(tmp: str, tenant: str) -> str:
+    sys.path.insert(0, str(ROOT / "src"))
+    from ragline.api.auth import KeyStore
+
+    return KeyStore(Path(tmp) / "keys.json").create(tenant, ["query", "ingest"])[0]
+
+
+def bomb_pdf(text_bytes: int) -> bytes:
+    """A small PDF whose one page's text, compressed, expands to ``text_bytes``."""
+    line = b"(the quick brown fox jumps over the lazy dog again and again) Tj T* "
+    content = b"BT /F1 10 Tf 12 TL 50 750 Td " + line * (text_bytes // len(line)) + b"ET"
+    stream = zlib.compress(content, 9)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for n, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def hostile(port: int, key_b: str, seconds: float, counts) -> None:
+    """Every kind of attack at once, each in its own thread, for ``seconds``."""
+    base = f"http://127.0.0.1:{port}"
+    until = time.monotonic() + seconds
+    html = ("<html><body>" + "<table>" + "<tr><td>cell</td><td>value</td></tr>" * 40_000 + "</table></body></html>")
+    pdf = bomb_pdf(2_000_000)
+    big_json = b'{"documents": [' + b",".join(
+        b'{"id": "j%d", "text": "%s"}' % (i, b"lorem ipsum " * 40_000) for i in range(40)) + b"]}"
+    unauth = b"x" * 24_000_000
+    filters_ok = {f"k{i}": [f"v{j}" * 20 for j in range(64)] for i in range(8)}
+    filters_over = {f"k{i}": "v" for i in range(60)}
+
+    def loop(send) -> None:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key_b}"}, timeout=60) as client:
+            while time.monotonic() < until:
+                try:
+                    status = send(client)
+                except httpx.HTTPError:
+                    status = 0
+                counts["requests"] += 1
+                if status >= 500:
+                    counts["5xx"] += 1
+
+    def slowloris() -> None:
+        while time.monotonic() < until:
+            conns = []
+            for _ in range(50):
+                try:
+                    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    conn.sendall(b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                    conns.append(conn)
+                except OSError:
+                    pass
+            counts["requests"] += len(conns)
+            time.sleep(min(5, max(0, until - time.monotonic())))
+            for conn in conns:
+                conn.close()
+
+    senders = [
+        lambda c: c.post("/v1/documents/files", files={"files": ("bomb.pdf", pdf, "application/pdf")}).status_code,
+        lambda c: c.post("/v1/documents/files", files={"files": ("big.html", html, "text/html")}).status_code,
+        lambda c: c.post("/v1/documents", content=big_json, headers={"Content-Type": "application/json"}).status_code,
+        lambda c: httpx.post(f"{base}/v1/documents", content=unauth, timeout=60).status_code,
+        lambda c: c.post("/v1/search", json={"query": "fox", "filters": filters_ok}).status_code,
+        lambda c: c.post("/v1/search", json={"query": "fox", "filters": filters_over}).status_code,
+    ]
+    threads = [threading.Thread(target=loop, args=(s,)) for s in senders] + [threading.Thread(target=slowloris)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def measure(port: int, key_a: str, seconds: float) -> dict:
+    searches, health, errors = [], [], 0
+    stop = time.monotonic() + seconds
+
+    def probe_health() -> None:
+        nonlocal errors
+        with httpx.Client(timeout=60) as client:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                status = client.get(f"http://127.0.0.1:{port}/healthz").status_code
+                health.append((time.perf_counter() - t0) * 1000)
+                errors += status >= 500
+                time.sleep(0.05)
+
+    prober = threading.Thread(target=probe_health)
+    prober.start()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key_a}"},
+                      timeout=60) as client:
+        n = 0
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            status = client.post("/v1/search", json={"query": QUESTIONS[n % len(QUESTIONS)], "top_k": 5}).status_code
+            searches.append((time.perf_counter() - t0) * 1000)
+            errors += status >= 500
+            n += 1
+    prober.join()
+    return {"search_p50_ms": median(searches), "search_p99_ms": percentile(searches, 99), "searches": len(searches),
+            "healthz_p99_ms": percentile(health, 99), "errors_5xx": errors}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    args = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        key_a, key_b = make_key(tmp, "tenant-a"), make_key(tmp, "tenant-b")
+        proc = start(tmp, port)
+        try:
+            corpus = [{"id": f"a{i}", "text": q + " The answer is in document " + str(i)}
+                      for i, q in enumerate(QUESTIONS)]
+            httpx.post(f"http://127.0.0.1:{port}/v1/documents", json={"documents": corpus, "wait": True},
+                       headers={"Authorization": f"Bearer {key_a}"}, timeout=60).raise_for_status()
+            measure(port, key_a, 2)  # warm-up
+            quiet = measure(port, key_a, args.seconds)
+            counts = multiprocessing.Manager().dict({"requests": 0, "5xx": 0})
+            attacker = multiprocessing.Process(target=hostile, args=(port, key_b, args.seconds + 2, counts))
+            attacker.start()
+            time.sleep(2)  # let the attack build up
+            loud = measure(port, key_a, args.seconds)
+            attacker.join()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    report({"quiet_search_p99_ms": quiet["search_p99_ms"], "hostile_search_p99_ms": loud["search_p99_ms"],
+            "ratio": loud["search_p99_ms"] / quiet["search_p99_ms"], "healthz_p99_ms": loud["healthz_p99_ms"],
+            "hostile_requests": counts["requests"], "errors_5xx": quiet["errors_5xx"] + loud["errors_5xx"] + counts["5xx"],
+            "quiet": quiet, "hostile": loud})
+
+
+if __name__ == "__main__":
+    main()

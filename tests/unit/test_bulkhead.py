@@ -1,0 +1,46 @@
+"""Bulkheads: bounded, refusing at once when full, and never waiting past a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from ragline.bulkhead import Bulkhead
+from ragline.errors import DependencyTimeout, Overloaded
+
+
+async def test_a_full_bulkhead_refuses_at_once_and_frees_its_slot_when_work_ends():
+    release = threading.Event()
+    bulkhead = Bulkhead("slow", workers=1, queue=1)
+    running = [asyncio.ensure_future(bulkhead.run(release.wait)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="slow queue is full"):
+        await bulkhead.run(lambda: None)
+    release.set()
+    await asyncio.gather(*running)
+    assert await bulkhead.run(lambda: 42) == 42
+    bulkhead.close()
+
+
+async def test_a_call_past_its_deadline_fails_with_a_timeout_while_the_slot_stays_taken():
+    release = threading.Event()
+    bulkhead = Bulkhead("milvus", workers=1, queue=0)
+    with pytest.raises(DependencyTimeout, match="milvus did not answer within 0.05s"):
+        await bulkhead.run(release.wait, deadline_s=0.05)
+    with pytest.raises(Overloaded):  # the hung call still holds the only thread
+        await bulkhead.run(lambda: None)
+    release.set()
+    bulkhead.close()
+
+
+async def test_one_bulkhead_full_does_not_stop_another():
+    release = threading.Event()
+    store, embedder = Bulkhead("store", 1, 0), Bulkhead("embedder", 1, 0)
+    hung = asyncio.ensure_future(store.run(release.wait))
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(embedder.run(lambda: "vectors"), 1) == "vectors"
+    release.set()
+    await hung
+    store.close(), embedder.close()
