@@ -295,7 +295,7 @@ def running_llm(llm_server: LLMServer) -> LLMServer:
 class LiveServer:
     """A real uvicorn server on a loopback port, running the app in a background thread."""
 
-    def __init__(self, app, port: int, header_timeout_s: float = 10.0) -> None:
+    def __init__(self, app, port: int, header_timeout_s: float = 10.0, parser: str = "auto") -> None:
         import threading
 
         import uvicorn
@@ -307,7 +307,7 @@ class LiveServer:
         self.app = app
 
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   timeout_graceful_shutdown=5, http=protocol_with(header_timeout_s),
+                                                   timeout_graceful_shutdown=5, http=protocol_with(header_timeout_s, parser),
                                                    limit_concurrency=512))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -345,7 +345,7 @@ def serve_app(tmp_path: Path):
         engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension),
                         generator or ExtractiveGenerator(), cache=cache)
         server = LiveServer(create_app(settings, engine), free_port(),
-                            header_timeout_s=settings.http_header_timeout_s).__enter__()
+                            header_timeout_s=settings.http_header_timeout_s, parser=settings.http_parser).__enter__()
         servers.append(server)
         return server
 

@@ -6,6 +6,13 @@ queue in front of it. When the queue is full the caller is refused at once
 (``Overloaded``: a 503 with Retry-After) instead of waiting behind work it cannot
 overtake, and a slow Milvus fills only Milvus's pool, never the embedder's.
 
+A bulkhead of ``processes`` runs its work in child processes instead of threads: for
+pure-Python parsing (PDF, HTML, large JSON bodies), which holds the GIL and would slow
+the event loop from any thread of this process. Arguments and results are pickled.
+
+Background work (parsing, chunking and embedding documents) runs at a lower CPU
+priority (``nice``): on a busy machine the OS serves searches and answers first.
+
 A call can also carry a deadline: the caller stops waiting after it (the thread
 finishes in the background; its slot stays taken until then, which is what keeps a
 hung dependency from being handed ever more threads).
@@ -14,40 +21,77 @@ hung dependency from being handed ever more threads).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from .errors import DependencyTimeout, Overloaded
+from .errors import DependencyTimeout, DependencyUnavailable, Overloaded
 
 T = TypeVar("T")
+_TASKS_PER_CHILD = 200  # a parser process is replaced after this many calls (bounded leaks)
 
 
 class Bulkhead:
-    def __init__(self, name: str, workers: int, queue: int) -> None:
+    def __init__(self, name: str, workers: int, queue: int, *, processes: bool = False, nice: int = 0) -> None:
         self.name = name
+        self.nice = nice  # > 0: background work, scheduled after interactive work by the OS
         self.workers = workers
         self.capacity = workers + queue
-        self.in_flight = 0  # running or waiting for a thread
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ragline-{name}")
+        self.in_flight = 0  # running or waiting for a worker
+        self.processes = processes
+        self._pool: Executor | None = None
+
+    def _executor(self) -> Executor:
+        if self._pool is None:  # made on first use: a process pool costs a start-up
+            if self.processes:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 max_tasks_per_child=_TASKS_PER_CHILD,
+                                                 initializer=_lower_priority, initargs=(self.nice,))
+            else:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"ragline-{self.name}",
+                                                initializer=_lower_priority, initargs=(self.nice,))
+        return self._pool
 
     async def run(self, fn: Callable[..., T], *args: Any, deadline_s: float | None = None, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` on this bulkhead's threads; Overloaded when it is full."""
+        """``fn(*args, **kwargs)`` on this bulkhead's workers; Overloaded when it is full."""
         if self.in_flight >= self.capacity:
             raise Overloaded(self.name, self.capacity)
+        if self.processes:
+            call = functools.partial(fn, *args, **kwargs)
+        else:
+            call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         self.in_flight += 1
-        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor(), call)
+        except BaseException:
+            self.in_flight -= 1
+            raise
         future.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.shield(future), deadline_s)
         except TimeoutError:
             raise DependencyTimeout(f"{self.name} did not answer within {deadline_s:g}s") from None
+        except BrokenProcessPool as exc:
+            self._pool = None  # a child died (out of memory, killed): the next call gets a new pool
+            raise DependencyUnavailable(f"the {self.name} process died ({exc}); retry") from None
 
     def _release(self, _future: asyncio.Future) -> None:
         self.in_flight -= 1
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this thread's (or process's) CPU priority by ``nice`` (Linux: per thread)."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)

@@ -50,8 +50,11 @@ class Engine:
         self.embedder = embedder
         self.store = store
         self.chunker = chunker_for(embedder, settings)
-        # File parsing, chunking and large request bodies: CPU work, on its own threads.
-        self.cpu = Bulkhead("parser", settings.parse_workers, settings.parse_queue)
+        # File parsing and large request bodies: pure-Python CPU work, in child processes
+        # (their own GIL); chunking (the tokenizer releases the GIL) on threads of its own.
+        self.cpu = Bulkhead("parser", settings.parse_workers, settings.parse_queue, processes=True,
+                            nice=settings.background_nice)
+        self.chunking = Bulkhead("chunker", 1, settings.parse_queue * 4, nice=settings.background_nice)
         self._generator = generator
         self.fallback = ExtractiveGenerator()
 
@@ -85,6 +88,7 @@ class Engine:
         await self.store.close()
         await self.embedder.close()
         self.cpu.close()
+        self.chunking.close()
         if self.cache is not None:
             await self.cache.close()
         if self._generator is not None:
@@ -104,7 +108,7 @@ class Engine:
     async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
         with span("ingest", documents=len(documents)):
             report = await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
-                                         answers=self.answers, offload=self.cpu.run)
+                                         answers=self.answers, offload=self.chunking.run)
         now = datetime.now(timezone.utc)  # writes use Strong consistency: searchable from here on
         for document in documents:
             self.metrics.freshness.observe(max(0.0, (now - document.received_at).total_seconds()))

@@ -44,6 +44,10 @@ class Overloaded(DependencyUnavailable):
     def __init__(self, name: str, capacity: int) -> None:
         super().__init__(f"ragline is busy: the {name} queue is full ({capacity} waiting or running); retry shortly")
         self.bulkhead = name
+        self.capacity = capacity
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.bulkhead, self.capacity)
 
 
 class RateLimited(RetryableError):
@@ -52,6 +56,9 @@ class RateLimited(RetryableError):
     def __init__(self, retry_after_s: float) -> None:
         super().__init__(f"rate limit exceeded; retry after {retry_after_s:.1f}s")
         self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.retry_after_s,)
 
 
 class PermanentError(RaglineError):
@@ -73,6 +80,9 @@ class DocumentError(PermanentError):
         super().__init__(f"{source}: {reason}")
         self.source = source
         self.reason = reason
+
+    def __reduce__(self) -> tuple:  # pickled across the parser processes
+        return type(self), (self.source, self.reason)
 
 
 class NotFound(PermanentError):

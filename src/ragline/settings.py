@@ -54,12 +54,16 @@ class Settings(BaseSettings):
     query_embed_queue: int = Field(default=256, ge=0)  # questions: their own session and thread
     parse_workers: int = Field(default=1, ge=1)  # file parsing, chunking, large JSON bodies
     parse_queue: int = Field(default=16, ge=0)
+    # CPU priority of document work (parsing, chunking, embedding documents) below searches
+    # and answers: 0..19, as `nice`.
+    background_nice: int = Field(default=10, ge=0, le=19)
 
     # Embedding.
     embedder: Literal["minilm", "hashing"] = "minilm"
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
-    # 0 lets onnxruntime use every core.
-    embed_threads: int = Field(default=0, ge=0)
+    # Threads of the document embedder (questions always use one). 1 keeps a core free
+    # for searches while documents are embedded; 0 lets onnxruntime use every core.
+    embed_threads: int = Field(default=1, ge=0)
 
     # Ingestion.
     chunk_tokens: int = Field(default=200, ge=16, le=510)
@@ -120,6 +124,7 @@ class Settings(BaseSettings):
     keys_file: str = ".ragline/keys.json"
     # Background ingestion interrupted by a shutdown is written here and resumed at start.
     spool_dir: str = ".ragline/pending"
+    ingest_queue_jobs: int = Field(default=64, ge=1)  # background ingestion jobs waiting; then 503
     jwt_secret: str | None = None  # HS256
     jwt_public_key_file: str | None = None  # RS256, PEM
     jwt_audience: str | None = None
@@ -141,6 +146,7 @@ class Settings(BaseSettings):
     http_body_timeout_s: float = Field(default=15.0, gt=0)
     http_keepalive_s: int = Field(default=5, ge=1)
     http_max_connections: int = Field(default=512, ge=1)
+    http_parser: Literal["auto", "httptools", "h11"] = "auto"  # auto: httptools where installed
     metrics_require_key: bool = False  # /metrics only for callers with the admin scope
     # Failed authentications per client address before it is refused for a while.
     auth_failures_per_minute: int = Field(default=30, ge=1)

@@ -51,6 +51,12 @@ async def test_delete_removes_several_keys_and_ignores_missing_ones(cache):
     assert await cache.get("a") is None and await cache.get("b") is None
 
 
+async def test_many_keys_are_set_and_got_in_one_call_in_order(cache):
+    await cache.set_many([("m1", b"one"), ("m3", b"three")], 60)
+    assert await cache.get_many(["m1", "m2", "m3"]) == [b"one", None, b"three"]
+    assert await cache.get_many([]) == []
+
+
 async def test_ping_answers_while_the_backend_is_up(cache):
     await cache.ping()
 

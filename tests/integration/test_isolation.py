@@ -94,13 +94,16 @@ def test_a_batch_with_a_bad_document_accepts_the_good_ones_and_reports_each_in_i
     assert client("b").get(f"/v1/ingestions/{body['job_id']}").status_code == 404  # another tenant's job
 
 
-def test_a_half_sent_request_is_closed_by_the_header_timeout(serve_app):
-    server = serve_app(http_header_timeout_s=1.0)
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_a_half_sent_request_is_closed_by_the_header_timeout(serve_app, parser):
+    server = serve_app(http_header_timeout_s=1.0, http_parser=parser)
     with socket.create_connection((server.host, server.port), timeout=5) as conn:
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
         started = time.monotonic()
         assert conn.recv(1024) == b""  # closed by the server
         assert time.monotonic() - started < 4
+    with httpx.Client(base_url=server.url) as client:  # complete requests on a kept-alive connection are not cut
+        assert [client.get("/healthz").status_code for _ in range(3)] == [200, 200, 200]
 
 
 def test_a_stalled_body_gets_408(guarded):
@@ -113,11 +116,14 @@ def test_a_stalled_body_gets_408(guarded):
     assert reply.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 4
 
 
-def test_repeated_failed_logins_are_rate_limited_per_client(serve_app):
+def test_repeated_failed_logins_are_rate_limited_per_client_without_locking_out_valid_keys(serve_app, tmp_path):
     server = serve_app(auth_failures_per_minute=5)
     with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer rl_nope_nope"}) as bad:
         codes = [bad.post("/v1/search", json={"query": "x"}).status_code for _ in range(7)]
     assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
+    key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query"])
+    good = httpx.post(f"{server.url}/v1/search", json={"query": "x"}, headers={"Authorization": f"Bearer {key}"})
+    assert good.status_code == 200  # same address, valid key
 
 
 def test_no_auth_mode_accepts_only_loopback_host_and_origin(serve_app):

@@ -44,3 +44,18 @@ async def test_one_bulkhead_full_does_not_stop_another():
     release.set()
     await hung
     store.close(), embedder.close()
+
+
+async def test_a_process_bulkhead_runs_work_apart_and_returns_its_result_or_error():
+    import os
+
+    from ragline.errors import DocumentError
+    from ragline.ingest.loaders import load_file
+
+    bulkhead = Bulkhead("parser", workers=1, queue=1, processes=True)
+    try:
+        assert await bulkhead.run(os.getpid) != os.getpid()
+        with pytest.raises(DocumentError, match="No such file"):
+            await bulkhead.run(load_file, __import__("pathlib").Path("/nonexistent/x.txt"), "t", 1000, "x")
+    finally:
+        bulkhead.close()

@@ -61,7 +61,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.limits = Limits.from_settings(settings)
     app.state.metrics = engine.metrics if engine is not None else Metrics()
-    app.state.jobs = Jobs(Path(settings.spool_dir) if settings.spool_dir else None)
+    app.state.jobs = Jobs(Path(settings.spool_dir) if settings.spool_dir else None,
+                          max_queued=settings.ingest_queue_jobs)
     auth = Authenticator(keys, _jwt_config(settings), settings.auth_enabled, settings.default_tenant)
     app.state.auth = auth
     app.add_middleware(Guard, config=_guard_config(settings), authenticator=auth, limiter=_limiter(settings))
@@ -109,7 +110,8 @@ async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack)
     app.state.metrics.watch_lag(bus.lag)
     await gateway.start()
     stack.push_async_callback(gateway.close)
-    cpu = Bulkhead("parser", settings.parse_workers, settings.parse_queue)
+    cpu = Bulkhead("parser", settings.parse_workers, settings.parse_queue, processes=True,
+                   nice=settings.background_nice)
     stack.callback(cpu.close)
     return BusAnswerer(gateway, settings.bus_url, settings.generator, cpu)
 

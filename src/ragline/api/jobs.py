@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFound, RaglineError
+from ..errors import NotFound, Overloaded, RaglineError
 from ..models import Document, IngestReport
 
 log = logging.getLogger("ragline.jobs")
@@ -55,20 +55,49 @@ class Job:
 
 
 class Jobs:
-    def __init__(self, spool_dir: Path | None, max_jobs: int = 10_000) -> None:
+    """Accepted jobs wait in a bounded queue for ``runners`` tasks; past ``max_queued``
+    a new job is refused (503, retry later) instead of piling up in memory."""
+
+    def __init__(self, spool_dir: Path | None, max_jobs: int = 10_000, max_queued: int = 64,
+                 runners: int = 2) -> None:
         self.spool_dir = spool_dir
         self.max_jobs = max_jobs
+        self.max_queued = max_queued
+        self.runners = runners
         self._jobs: OrderedDict[str, Job] = OrderedDict()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._queue: asyncio.Queue[tuple[Job, Write]] | None = None
+        self._running: set[str] = set()
+        self._waiting: dict[str, int] = {}  # queued jobs per tenant
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, tenant: str, documents: list[Document], rejected: list[dict[str, Any]], write: Write,
-              job_id: str | None = None) -> Job:
+              job_id: str | None = None, force: bool = False) -> Job:
+        """Queue a job (``force``: even past the bound, for jobs accepted before a restart)."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._tasks = [asyncio.create_task(self._runner(), name=f"ingest-runner-{n}")
+                           for n in range(self.runners)]
+        if not force and self._queue.qsize() >= self.max_queued:
+            raise Overloaded("ingestion job", self.max_queued)
+        per_tenant = max(1, self.max_queued // 4)  # one tenant cannot fill the queue for all
+        if not force and self._waiting.get(tenant, 0) >= per_tenant:
+            raise Overloaded(f"tenant's ingestion job", per_tenant)
+        self._waiting[tenant] = self._waiting.get(tenant, 0) + 1
         job = Job(job_id or uuid.uuid4().hex, tenant, documents, rejected)
         self._remember(job)
-        task = asyncio.create_task(self._run(job, write), name=f"ingest-{job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
+        self._queue.put_nowait((job, write))
         return job
+
+    async def _runner(self) -> None:
+        assert self._queue is not None
+        while True:
+            job, write = await self._queue.get()
+            self._waiting[job.tenant] -= 1
+            self._running.add(job.id)
+            try:
+                await self._run(job, write)
+            finally:
+                self._running.discard(job.id)
 
     def record(self, tenant: str, documents: list[Document], rejected: list[dict[str, Any]],
                status: str, report: IngestReport | None = None) -> Job:
@@ -107,24 +136,26 @@ class Jobs:
         self._jobs[job.id] = job
         while len(self._jobs) > self.max_jobs:
             oldest = next(iter(self._jobs))
-            if oldest in self._tasks:
-                break  # never forget a running job
+            if self._jobs[oldest].finished is None:
+                break  # never forget a job that is not over
             self._jobs.popitem(last=False)
 
     # -- shutdown and resumption ------------------------------------------------------------
 
     async def close(self, grace_s: float) -> None:
-        """Wait up to ``grace_s`` for running jobs; spool the rest to disk for the next start."""
-        tasks = list(self._tasks.values())
-        if not tasks:
+        """Wait up to ``grace_s`` for queued and running jobs; spool the rest for the next start."""
+        if not self._tasks:
             return
-        _, late = await asyncio.wait(tasks, timeout=grace_s)
-        for task in late:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while (self._running or (self._queue and not self._queue.empty())) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for job in self._jobs.values():
             if job.status in ("interrupted", "queued", "running"):
-                self._spool(job)
+                await asyncio.to_thread(self._spool, job)
 
     def _spool(self, job: Job) -> None:
         if self.spool_dir is None:
@@ -158,6 +189,6 @@ class Jobs:
             except (ValueError, KeyError) as exc:
                 log.error("cannot resume spooled ingestion %s: %s (left in place)", path.name, exc)
                 continue
-            resumed.append(self.start(data["tenant"], documents, [], write, job_id=path.stem))
+            resumed.append(self.start(data["tenant"], documents, [], write, job_id=path.stem, force=True))
             log.info("resumed spooled ingestion job %s (%d documents)", path.stem, len(documents))
         return resumed

@@ -3,8 +3,8 @@
 ``Guard`` runs on the raw ASGI messages so that nothing heavy happens before the
 caller is known: it authenticates from the headers, checks the scope the route needs
 and the caller's rate limit, and only then lets the body be read, bounded per route
-in size and in time. Failed authentications are counted per client address and cut
-off past a limit. In ``--no-auth`` mode only loopback Host and Origin headers pass (no
+in size and in time. Failed authentications are counted per client address: past a
+limit they get 429 instead of 401 (valid credentials from that address still pass). In ``--no-auth`` mode only loopback Host and Origin headers pass (no
 DNS rebinding, no cross-site form posts). Every response carries security headers.
 
 ``RequestContext`` gives each request an id for logs and the response, and counts
@@ -112,6 +112,8 @@ class Guard:
         headers = Headers(scope=scope)
         refusal = await self._refusal(scope, headers)
         if refusal is not None:
+            if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
+                refusal.headers["connection"] = "close"  # not worth receiving the unread body
             return await refusal(scope, receive, send)
         limit = self._body_limit(scope)
         started = False
@@ -156,14 +158,16 @@ class Guard:
 
     async def _authenticate(self, scope: Scope, headers: Headers, needed: str) -> Any:
         client = (scope.get("client") or ("unknown", 0))[0]
-        wait = self.failures.wait_s(client)
-        if wait > 0:
-            raise RateLimited(wait)
         try:
             principal = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"),
                                                headers.get("x-ragline-tenant"))
         except Unauthorized:
+            # Past its budget of failures a client gets 429 instead of 401: guessing slows
+            # down, while valid credentials from the same address (a NAT, a proxy) still pass.
+            wait = self.failures.wait_s(client)
             self.failures.failed(client)
+            if wait > 0:
+                raise RateLimited(wait) from None
             raise
         principal.require(needed)
         wait = await self.limiter.acquire(principal.bucket)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -40,7 +39,7 @@ class CachedEmbedder:
 
     async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
         keys = [embedding_key(self.name, t, tenant) for t in texts]
-        found = await asyncio.gather(*(self.cache.get(k) for k in keys))
+        found = await self.cache.get_many(keys)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         missing = [i for i, value in enumerate(found) if value is None or len(value) != 4 * self.dimension]
         for i in set(range(len(texts))) - set(missing):
@@ -50,6 +49,6 @@ class CachedEmbedder:
         if missing:
             vectors = await self.inner.embed([texts[i] for i in missing], tenant)
             out[missing] = vectors
-            await asyncio.gather(*(self.cache.set(keys[i], vectors[j].astype(np.float32).tobytes(), self.ttl_s)
-                                   for j, i in enumerate(missing)))
+            await self.cache.set_many([(keys[i], vectors[j].astype(np.float32).tobytes())
+                                       for j, i in enumerate(missing)], self.ttl_s)
         return out

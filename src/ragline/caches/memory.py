@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 
 class MemoryCache:
@@ -34,6 +35,13 @@ class MemoryCache:
         self._bytes += len(value)
         while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
             self._drop(next(iter(self._data)))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
+        for key, value in items:
+            await self.set(key, value, ttl_s)
 
     async def delete(self, *keys: str) -> None:
         for key in keys:

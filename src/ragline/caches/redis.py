@@ -7,7 +7,7 @@ failure means for the caller (a miss, not an error).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from ..errors import DependencyTimeout, DependencyUnavailable
 
@@ -43,6 +43,21 @@ class RedisCache:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         with _translated(self.url):
             await self.client.set(self.prefix + key, value, px=max(1, int(ttl_s * 1000)))
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with _translated(self.url):
+            return list(await self.client.mget([self.prefix + k for k in keys]))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
+        if not items:
+            return
+        with _translated(self.url):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in items:
+                    pipe.set(self.prefix + key, value, px=max(1, int(ttl_s * 1000)))
+                await pipe.execute()
 
     async def delete(self, *keys: str) -> None:
         if keys:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from ..breaker import CircuitBreaker
@@ -29,6 +29,12 @@ class ResilientCache:
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._guard(lambda: self.backend.set(key, value, ttl_s), None)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._guard(lambda: self.backend.get_many(keys), [None] * len(keys))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
+        await self._guard(lambda: self.backend.set_many(items, ttl_s), None)
 
     async def delete(self, *keys: str) -> None:
         await self._guard(lambda: self.backend.delete(*keys), None)

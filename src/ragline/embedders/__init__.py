@@ -13,7 +13,8 @@ def build_embedder(settings: Settings) -> Embedder:
         from .minilm import MiniLMEmbedder
 
         return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads,
-                              bulkhead=Bulkhead("embedder", settings.embed_workers, settings.embed_queue),
+                              bulkhead=Bulkhead("embedder", settings.embed_workers, settings.embed_queue,
+                                                nice=settings.background_nice),
                               query_bulkhead=Bulkhead("query embedder", 1, settings.query_embed_queue))
     if settings.embedder == "hashing":
         from .hashing import HashingEmbedder

@@ -27,7 +27,9 @@ def tokenizer_token_spans(tokenizer) -> TokenSpans:  # tokenizers.Tokenizer
     tokenizer = _without_truncation(tokenizer)
 
     def spans(text: str) -> list[tuple[int, int]]:
-        return list(tokenizer.encode(text, add_special_tokens=False).offsets)
+        # encode_batch releases the GIL while it tokenises (encode does not): a large
+        # upload being chunked on a worker thread no longer stalls the event loop.
+        return list(tokenizer.encode_batch([text], add_special_tokens=False)[0].offsets)
 
     return spans
 
