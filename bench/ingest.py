@@ -48,15 +48,25 @@ async def main() -> None:
         result = await engine.ingest_paths([corpus])
         end_to_end = time.perf_counter() - t0
         assert not result.errors and result.chunks_written == await engine.store.count("default")
-        texts = [c.text for path, doc_id in iter_files([corpus])
-                 for c in chunk_document(load_file(path, "default", 10**8, doc_id), engine.chunker)]
+        texts = [
+            c.text
+            for path, doc_id in iter_files([corpus])
+            for c in chunk_document(load_file(path, "default", 10**8, doc_id), engine.chunker)
+        ]
         t0 = time.perf_counter()
         await engine.embedder.embed(texts)
         raw = time.perf_counter() - t0
         await engine.close()
     chunks = result.chunks_written
-    report({"chunks": chunks, "chunks_per_s": chunks / end_to_end, "raw_embed_per_s": len(texts) / raw,
-            "ratio": (chunks / end_to_end) / (len(texts) / raw), "threads": args.threads})
+    report(
+        {
+            "chunks": chunks,
+            "chunks_per_s": chunks / end_to_end,
+            "raw_embed_per_s": len(texts) / raw,
+            "ratio": (chunks / end_to_end) / (len(texts) / raw),
+            "threads": args.threads,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -31,19 +31,26 @@ import zlib
 from pathlib import Path
 
 import httpx
-
 from _common import QUESTIONS, free_port, median, percentile, report
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def start(tmp: str, port: int) -> subprocess.Popen:
-    env = dict(os.environ, RAGLINE_MILVUS_URI=f"{tmp}/iso.db", RAGLINE_GENERATOR="extractive",
-               RAGLINE_KEYS_FILE=f"{tmp}/keys.json", RAGLINE_SPOOL_DIR=f"{tmp}/pending", HF_HUB_OFFLINE="1",
-               RAGLINE_RATE_LIMIT_RPS="1000", RAGLINE_RATE_LIMIT_BURST="1000")
+    env = dict(
+        os.environ,
+        RAGLINE_MILVUS_URI=f"{tmp}/iso.db",
+        RAGLINE_GENERATOR="extractive",
+        RAGLINE_KEYS_FILE=f"{tmp}/keys.json",
+        RAGLINE_SPOOL_DIR=f"{tmp}/pending",
+        HF_HUB_OFFLINE="1",
+        RAGLINE_RATE_LIMIT_RPS="1000",
+        RAGLINE_RATE_LIMIT_BURST="1000",
+    )
     ragline = Path(sys.executable).with_name("ragline")
-    proc = subprocess.Popen([str(ragline), "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(ragline), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -67,11 +74,14 @@ def bomb_pdf(text_bytes: int) -> bytes:
     line = b"(the quick brown fox jumps over the lazy dog again and again) Tj T* "
     content = b"BT /F1 10 Tf 12 TL 50 750 Td " + line * (text_bytes // len(line)) + b"ET"
     stream = zlib.compress(content, 9)
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     out, offsets = bytearray(b"%PDF-1.4\n"), []
     for n, body in enumerate(objects, 1):
         offsets.append(len(out))
@@ -87,10 +97,13 @@ def hostile(port: int, key_b: str, seconds: float, counts) -> None:
     """Every kind of attack at once, each in its own thread, for ``seconds``."""
     base = f"http://127.0.0.1:{port}"
     until = time.monotonic() + seconds
-    html = ("<html><body>" + "<table>" + "<tr><td>cell</td><td>value</td></tr>" * 40_000 + "</table></body></html>")
+    html = "<html><body>" + "<table>" + "<tr><td>cell</td><td>value</td></tr>" * 40_000 + "</table></body></html>"
     pdf = bomb_pdf(2_000_000)
-    big_json = b'{"documents": [' + b",".join(
-        b'{"id": "j%d", "text": "%s"}' % (i, b"lorem ipsum " * 40_000) for i in range(40)) + b"]}"
+    big_json = (
+        b'{"documents": ['
+        + b",".join(b'{"id": "j%d", "text": "%s"}' % (i, b"lorem ipsum " * 40_000) for i in range(40))
+        + b"]}"
+    )
     unauth = b"x" * 24_000_000
     filters_ok = {f"k{i}": [f"v{j}" * 20 for j in range(64)] for i in range(8)}
     filters_over = {f"k{i}": "v" for i in range(60)}
@@ -160,14 +173,16 @@ def measure(port: int, key_a: str, seconds: float) -> dict:
 
     prober = threading.Thread(target=probe_health)
     prober.start()
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key_a}"},
-                      timeout=60) as client:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key_a}"}, timeout=60
+    ) as client:
         n = 0
         while time.monotonic() < stop:
             t0 = time.perf_counter()
             try:
-                status = client.post("/v1/search", json={"query": QUESTIONS[n % len(QUESTIONS)],
-                                                         "top_k": 5}).status_code
+                status = client.post(
+                    "/v1/search", json={"query": QUESTIONS[n % len(QUESTIONS)], "top_k": 5}
+                ).status_code
             except httpx.HTTPError:
                 status = 599
             searches.append((time.perf_counter() - t0) * 1000)
@@ -175,8 +190,14 @@ def measure(port: int, key_a: str, seconds: float) -> dict:
             refused += status in (401, 403, 429)  # the victim must never be turned away either
             n += 1
     prober.join()
-    return {"search_p50_ms": median(searches), "search_p99_ms": percentile(searches, 99), "searches": len(searches),
-            "healthz_p99_ms": percentile(health, 99), "errors_5xx": errors, "refused": refused}
+    return {
+        "search_p50_ms": median(searches),
+        "search_p99_ms": percentile(searches, 99),
+        "searches": len(searches),
+        "healthz_p99_ms": percentile(health, 99),
+        "errors_5xx": errors,
+        "refused": refused,
+    }
 
 
 def main() -> None:
@@ -188,10 +209,15 @@ def main() -> None:
         key_a, key_b = make_key(tmp, "tenant-a"), make_key(tmp, "tenant-b")
         proc = start(tmp, port)
         try:
-            corpus = [{"id": f"a{i}", "text": q + " The answer is in document " + str(i)}
-                      for i, q in enumerate(QUESTIONS)]
-            httpx.post(f"http://127.0.0.1:{port}/v1/documents", json={"documents": corpus, "wait": True},
-                       headers={"Authorization": f"Bearer {key_a}"}, timeout=60).raise_for_status()
+            corpus = [
+                {"id": f"a{i}", "text": q + " The answer is in document " + str(i)} for i, q in enumerate(QUESTIONS)
+            ]
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/documents",
+                json={"documents": corpus, "wait": True},
+                headers={"Authorization": f"Bearer {key_a}"},
+                timeout=60,
+            ).raise_for_status()
             measure(port, key_a, 2)  # warm-up
             quiet = measure(port, key_a, args.seconds)
             counts = multiprocessing.Manager().dict({"requests": 0, "5xx": 0, "busy_503": 0})
@@ -204,12 +230,20 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    report({"quiet_search_p99_ms": quiet["search_p99_ms"], "hostile_search_p99_ms": loud["search_p99_ms"],
-            "ratio": loud["search_p99_ms"] / quiet["search_p99_ms"], "healthz_p99_ms": loud["healthz_p99_ms"],
-            "hostile_requests": counts["requests"], "errors_5xx": quiet["errors_5xx"] + loud["errors_5xx"] + counts["5xx"],
+    report(
+        {
+            "quiet_search_p99_ms": quiet["search_p99_ms"],
+            "hostile_search_p99_ms": loud["search_p99_ms"],
+            "ratio": loud["search_p99_ms"] / quiet["search_p99_ms"],
+            "healthz_p99_ms": loud["healthz_p99_ms"],
+            "hostile_requests": counts["requests"],
+            "errors_5xx": quiet["errors_5xx"] + loud["errors_5xx"] + counts["5xx"],
             "hostile_refused_busy_503": counts["busy_503"],
             "hostile_outcomes": {k: v for k, v in sorted(counts.items()) if ":" in k},
-            "quiet": quiet, "hostile": loud})
+            "quiet": quiet,
+            "hostile": loud,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from ragline.pipeline import Pipeline
 from ragline.settings import Settings
 from ragline.workers import Topics
 
+
 async def sequential(pipeline: Pipeline, n: int) -> list[float]:
     latencies = []
     for i in range(n):
@@ -55,8 +56,11 @@ async def throughput(pipeline: Pipeline, n: int, concurrency: int) -> float:
 async def freshness(pipeline: Pipeline, engine: Engine, n: int) -> list[float]:
     times = []
     for i in range(n):
-        doc = Document(id=f"fresh-{uuid.uuid4().hex[:8]}", text=f"Bulletin {i}: the harbour ferry to the "
-                       f"lighthouse island now leaves at {7 + i % 5}:{i % 6}0 every morning, weather permitting.")
+        doc = Document(
+            id=f"fresh-{uuid.uuid4().hex[:8]}",
+            text=f"Bulletin {i}: the harbour ferry to the "
+            f"lighthouse island now leaves at {7 + i % 5}:{i % 6}0 every morning, weather permitting.",
+        )
         started = time.perf_counter()
         await pipeline.gateway.submit([doc])
         while not (await engine.store.stored_chunks(doc.tenant, [doc.id]))[doc.id]:
@@ -70,15 +74,24 @@ async def run(args) -> dict:
     result: dict = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            base = dict(milvus_uri=f"{tmp}/p.db", generator="extractive", cache_url="none", retrieval_mode="dense",
-                        embed_threads=1, worker_concurrency=args.concurrency, kafka_session_timeout_ms=2000)
+            base = dict(
+                milvus_uri=f"{tmp}/p.db",
+                generator="extractive",
+                cache_url="none",
+                retrieval_mode="dense",
+                embed_threads=1,
+                worker_concurrency=args.concurrency,
+                kafka_session_timeout_ms=2000,
+            )
             settings = Settings.load(**base)
             engine = Engine.from_settings(settings)
             await engine.ingest_paths([sample_corpus_dir()])
             await engine.search("warm up")
-            shapes = {"inproc": dict(bus_url="memory"),
-                      "kafka": dict(bus_url=f"kafka://{bootstrap}"),
-                      "kafka_linger5": dict(bus_url=f"kafka://{bootstrap}", kafka_interactive_linger_ms=5)}
+            shapes = {
+                "inproc": dict(bus_url="memory"),
+                "kafka": dict(bus_url=f"kafka://{bootstrap}"),
+                "kafka_linger5": dict(bus_url=f"kafka://{bootstrap}", kafka_interactive_linger_ms=5),
+            }
             runs: dict[str, dict] = {}
             for name, extra in shapes.items():
                 suffix = uuid.uuid4().hex[:6]
@@ -90,8 +103,12 @@ async def run(args) -> dict:
                 async with Pipeline(engine, bus, Topics.from_settings(shape), concurrency=args.concurrency) as pipe:
                     await sequential(pipe, 10)  # warm: group joins, connections
                     lat = await sequential(pipe, args.queries)
-                    runs[name] = {"p50_ms": median(lat), "p90_ms": percentile(lat, 90), "p99_ms": percentile(lat, 99),
-                                  "queries_per_s": await throughput(pipe, args.queries * 2, args.concurrency)}
+                    runs[name] = {
+                        "p50_ms": median(lat),
+                        "p90_ms": percentile(lat, 90),
+                        "p99_ms": percentile(lat, 99),
+                        "queries_per_s": await throughput(pipe, args.queries * 2, args.concurrency),
+                    }
                     if name != "kafka_linger5":
                         fresh = await freshness(pipe, engine, args.documents)
                         runs[name]["freshness_p50_ms"] = median(fresh)
@@ -101,16 +118,26 @@ async def run(args) -> dict:
     finally:
         proc.kill()
     inproc, kafka = runs["inproc"], runs["kafka"]
-    result = {"inproc_p50_ms": inproc["p50_ms"], "inproc_p99_ms": inproc["p99_ms"],
-              "kafka_p50_ms": kafka["p50_ms"], "kafka_p90_ms": kafka["p90_ms"], "kafka_p99_ms": kafka["p99_ms"],
-              "added_p50_ms": kafka["p50_ms"] - inproc["p50_ms"], "added_p99_ms": kafka["p99_ms"] - inproc["p99_ms"],
-              "queries_per_s": kafka["queries_per_s"], "inproc_queries_per_s": inproc["queries_per_s"],
-              "freshness_p50_ms": kafka["freshness_p50_ms"], "freshness_p99_ms": kafka["freshness_p99_ms"],
-              "inproc_freshness_p50_ms": inproc["freshness_p50_ms"],
-              "linger5_kafka_p50_ms": runs["kafka_linger5"]["p50_ms"],
-              "linger5_kafka_p99_ms": runs["kafka_linger5"]["p99_ms"],
-              "linger5_queries_per_s": runs["kafka_linger5"]["queries_per_s"],
-              "queries": args.queries, "concurrency": args.concurrency, "documents": args.documents}
+    result = {
+        "inproc_p50_ms": inproc["p50_ms"],
+        "inproc_p99_ms": inproc["p99_ms"],
+        "kafka_p50_ms": kafka["p50_ms"],
+        "kafka_p90_ms": kafka["p90_ms"],
+        "kafka_p99_ms": kafka["p99_ms"],
+        "added_p50_ms": kafka["p50_ms"] - inproc["p50_ms"],
+        "added_p99_ms": kafka["p99_ms"] - inproc["p99_ms"],
+        "queries_per_s": kafka["queries_per_s"],
+        "inproc_queries_per_s": inproc["queries_per_s"],
+        "freshness_p50_ms": kafka["freshness_p50_ms"],
+        "freshness_p99_ms": kafka["freshness_p99_ms"],
+        "inproc_freshness_p50_ms": inproc["freshness_p50_ms"],
+        "linger5_kafka_p50_ms": runs["kafka_linger5"]["p50_ms"],
+        "linger5_kafka_p99_ms": runs["kafka_linger5"]["p99_ms"],
+        "linger5_queries_per_s": runs["kafka_linger5"]["queries_per_s"],
+        "queries": args.queries,
+        "concurrency": args.concurrency,
+        "documents": args.documents,
+    }
     return result
 
 

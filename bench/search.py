@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import median, percentile, report
 
 from ragline import Chunk, Settings
@@ -27,12 +26,18 @@ from ragline.ids import chunk_id, content_hash
 from ragline.stores.milvus import MilvusStore
 
 QUESTIONS = [
-    "How do honeybees tell each other where flowers are?", "Who invented the Fresnel lens?",
-    "What does RuBisCO do in the Calvin cycle?", "How much caffeine does black tea contain?",
-    "Which eruption cooled the planet in 1991?", "What happened at Pompeii in AD 79?",
-    "Why does sealed honey keep for years?", "Where did the Pharos lighthouse stand?",
-    "How are green and black tea made differently?", "What is a shield volcano?",
-    "Does re-ingesting a document duplicate its chunks?", "Why do leaves look green?",
+    "How do honeybees tell each other where flowers are?",
+    "Who invented the Fresnel lens?",
+    "What does RuBisCO do in the Calvin cycle?",
+    "How much caffeine does black tea contain?",
+    "Which eruption cooled the planet in 1991?",
+    "What happened at Pompeii in AD 79?",
+    "Why does sealed honey keep for years?",
+    "Where did the Pharos lighthouse stand?",
+    "How are green and black tea made differently?",
+    "What is a shield volcano?",
+    "Does re-ingesting a document duplicate its chunks?",
+    "Why do leaves look green?",
 ]
 
 
@@ -54,10 +59,18 @@ def sample_sentences() -> list[str]:
 
 async def fill(store: MilvusStore, vectors: np.ndarray, batch: int = 2000) -> None:
     for start in range(0, len(vectors), batch):
-        chunks = [Chunk(id=chunk_id("bench", f"doc{i // 10}", i % 10), tenant="bench", document_id=f"doc{i // 10}",
-                        number=i % 10, text=f"generated chunk {i}", content_hash=content_hash(str(i)),
-                        vector=vectors[i].tolist())
-                  for i in range(start, min(start + batch, len(vectors)))]
+        chunks = [
+            Chunk(
+                id=chunk_id("bench", f"doc{i // 10}", i % 10),
+                tenant="bench",
+                document_id=f"doc{i // 10}",
+                number=i % 10,
+                text=f"generated chunk {i}",
+                content_hash=content_hash(str(i)),
+                vector=vectors[i].tolist(),
+            )
+            for i in range(start, min(start + batch, len(vectors)))
+        ]
         await store.upsert(chunks)
 
 
@@ -65,15 +78,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--index", default="IVF_FLAT", choices=["FLAT", "IVF_FLAT"],
-                        help="IVF_FLAT is what to configure past ~50k chunks; FLAT is exact")
+    parser.add_argument(
+        "--index",
+        default="IVF_FLAT",
+        choices=["FLAT", "IVF_FLAT"],
+        help="IVF_FLAT is what to configure past ~50k chunks; FLAT is exact",
+    )
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads (0: all cores)")
     args = parser.parse_args()
     embedder = MiniLMEmbedder(threads=args.threads)
     seeds = await embedder.embed(sample_sentences())
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.load(milvus_uri=str(Path(tmp) / "bench.db"), index=args.index)
-        store = MilvusStore(settings, embedder.dimension)
+        store = MilvusStore.from_settings(settings, embedder.dimension)
         t0 = time.perf_counter()
         vectors = generated_vectors(args.chunks, seeds, np.random.default_rng(7))
         await fill(store, vectors)
@@ -95,9 +112,18 @@ async def main() -> None:
             latencies.append((t2 - t0) * 1000)
             embed_ms.append((t1 - t0) * 1000)
         await store.close()
-    report({"chunks": args.chunks, "index": store.index.kind, "queries": args.queries,
-            "p50_ms": median(latencies), "p99_ms": percentile(latencies, 99),
-            "embed_p50_ms": median(embed_ms), "recall_at_10": float(np.mean(recalls)), "fill_s": fill_s})
+    report(
+        {
+            "chunks": args.chunks,
+            "index": store.index.kind,
+            "queries": args.queries,
+            "p50_ms": median(latencies),
+            "p99_ms": percentile(latencies, 99),
+            "embed_p50_ms": median(embed_ms),
+            "recall_at_10": float(np.mean(recalls)),
+            "fill_s": fill_s,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -19,16 +19,26 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _common import QUESTIONS, free_port, median, percentile, report
 
+
 def start(tmp: str, port: int, cache: str) -> subprocess.Popen:
-    env = dict(os.environ, RAGLINE_MILVUS_URI=f"{tmp}/serve.db", RAGLINE_GENERATOR="extractive",
-               RAGLINE_RATE_LIMIT_RPS="0", RAGLINE_KEYS_FILE=f"{tmp}/keys.json", HF_HUB_OFFLINE="1",
-               RAGLINE_CACHE_URL=cache)
+    env = dict(
+        os.environ,
+        RAGLINE_MILVUS_URI=f"{tmp}/serve.db",
+        RAGLINE_GENERATOR="extractive",
+        RAGLINE_RATE_LIMIT_RPS="0",
+        RAGLINE_KEYS_FILE=f"{tmp}/keys.json",
+        HF_HUB_OFFLINE="1",
+        RAGLINE_CACHE_URL=cache,
+    )
     ragline = Path(sys.executable).with_name("ragline")
-    proc = subprocess.Popen([str(ragline), "serve", "--no-auth", "--sample", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(ragline), "serve", "--no-auth", "--sample", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(600):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
@@ -53,16 +63,23 @@ async def load(client: httpx.AsyncClient, path: str, field: str, concurrency: in
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"rps": total / elapsed, "p50_ms": median(latencies), "p99_ms": percentile(latencies, 99),
-            "deciles_ms": [percentile(latencies, q) for q in range(10, 100, 10)]}
+    return {
+        "rps": total / elapsed,
+        "p50_ms": median(latencies),
+        "p99_ms": percentile(latencies, 99),
+        "deciles_ms": [percentile(latencies, q) for q in range(10, 100, 10)],
+    }
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--cache", default="none",
-                        help="none (default: every request does the work; bench/cache.py measures caching) or memory")
+    parser.add_argument(
+        "--cache",
+        default="none",
+        help="none (default: every request does the work; bench/cache.py measures caching) or memory",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()

@@ -57,20 +57,31 @@ async def contexts(engine: Engine, n: int) -> list[bytes]:
 async def run(args) -> dict:
     result: dict = {"messages": args.messages}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(milvus_uri=f"{tmp}/w.db", generator="extractive", cache_url="none",
-                                 retrieval_mode="dense", embed_threads=1)
+        settings = Settings.load(
+            milvus_uri=f"{tmp}/w.db", generator="extractive", cache_url="none", retrieval_mode="dense", embed_threads=1
+        )
         engine = Engine.from_settings(settings)
         await engine.ingest_paths([sample_corpus_dir()])
-        queries = [Query(text=f"{QUESTIONS[i % len(QUESTIONS)]} ({i})", top_k=3).model_dump_json().encode()
-                   for i in range(args.messages)]
-        docs = [Document(id=f"bench-{i}", text=f"Note {i}: the ferry to the lighthouse island leaves at {i % 12}:30 "
-                         "every morning from the old harbour, weather permitting, and returns at noon.")
-                .model_dump_json().encode() for i in range(args.messages // 4)]
+        queries = [
+            Query(text=f"{QUESTIONS[i % len(QUESTIONS)]} ({i})", top_k=3).model_dump_json().encode()
+            for i in range(args.messages)
+        ]
+        docs = [
+            Document(
+                id=f"bench-{i}",
+                text=f"Note {i}: the ferry to the lighthouse island leaves at {i % 12}:30 "
+                "every morning from the old harbour, weather permitting, and returns at noon.",
+            )
+            .model_dump_json()
+            .encode()
+            for i in range(args.messages // 4)
+        ]
         topics = Topics()
         bus = MemoryBus()
         result["retrieve_per_s"] = await drain(engine, bus, topics, "retrieve", queries, topics.queries)
-        result["generate_per_s"] = await drain(engine, bus, topics, "generate", await contexts(engine, args.messages),
-                                               topics.context)
+        result["generate_per_s"] = await drain(
+            engine, bus, topics, "generate", await contexts(engine, args.messages), topics.context
+        )
         result["ingest_docs_per_s"] = await drain(engine, bus, topics, "ingest", docs, topics.docs)
         proc, bootstrap = start_broker()
         try:
@@ -81,8 +92,9 @@ async def run(args) -> dict:
             await kafka.create_topics(topic_specs(shape))
             kt = Topics.from_settings(shape)
             result["kafka_retrieve_per_s"] = await drain(engine, kafka, kt, "retrieve", queries, kt.queries)
-            result["kafka_generate_per_s"] = await drain(engine, kafka, kt, "generate",
-                                                         await contexts(engine, args.messages), kt.context)
+            result["kafka_generate_per_s"] = await drain(
+                engine, kafka, kt, "generate", await contexts(engine, args.messages), kt.context
+            )
             await kafka.close()
         finally:
             proc.kill()

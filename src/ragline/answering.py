@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import stages
 from .bulkhead import Bulkhead
 from .errors import RaglineError
 from .models import Answer, Context, Document, Hit, IngestReport, Query
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .pipeline import Gateway
 
 
 class Answerer(Protocol):
@@ -24,7 +28,9 @@ class Answerer(Protocol):
 
     cpu: Bulkhead  # CPU work of the API process (parsing bodies and files), off the event loop
     writes_are_queued: bool  # True: write() hands documents to a durable queue (the bus)
-    generator_name: str
+
+    @property
+    def generator_name(self) -> str: ...
 
     async def ask(self, query: Query) -> Answer: ...
 
@@ -48,7 +54,7 @@ class LocalAnswerer:
 
     writes_are_queued = False
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.cpu = engine.cpu
 
@@ -80,12 +86,14 @@ class LocalAnswerer:
         engine = self.engine
         checks = {"vector_store": await _check(engine.store.ping(), 5, required=True)}
         if engine.cache is not None:
-            checks["cache"] = {**await _check(engine.cache.ping(), 2, required=False,
-                                              degraded="serving without the cache"),
-                               "backend": engine.cache.name}
-        checks["llm"] = {**await _check(engine.generator.ping(), 3, required=False,
-                                        degraded="answers are extractive meanwhile"),
-                         "generator": engine.settings.generator}
+            checks["cache"] = {
+                **await _check(engine.cache.ping(), 2, required=False, degraded="serving without the cache"),
+                "backend": engine.cache.name,
+            }
+        checks["llm"] = {
+            **await _check(engine.generator.ping(), 3, required=False, degraded="answers are extractive meanwhile"),
+            "generator": engine.settings.generator,
+        }
         return checks
 
     async def close(self) -> None:
@@ -97,7 +105,7 @@ class BusAnswerer:
 
     writes_are_queued = True
 
-    def __init__(self, gateway: Any, bus_url: str, generator_name: str, cpu: Bulkhead) -> None:
+    def __init__(self, gateway: Gateway, bus_url: str, generator_name: str, cpu: Bulkhead) -> None:
         self.gateway = gateway
         self.bus_url = bus_url
         self.generator_name = generator_name
@@ -136,5 +144,4 @@ async def _check(probe: Any, timeout_s: float, *, required: bool, degraded: str 
         return {"status": "ok", "required": required}
     except (RaglineError, TimeoutError) as exc:
         error = str(exc) or f"no answer within {timeout_s:g}s"
-        return {"status": "unavailable", "required": required,
-                "error": f"{error}; {degraded}" if degraded else error}
+        return {"status": "unavailable", "required": required, "error": f"{error}; {degraded}" if degraded else error}

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ def bench_dir() -> Path:
 def run_one(name: str, timeout_s: float = 1800) -> dict[str, Any]:
     """Run bench/<name>.py; its last stdout line is its JSON result."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(bench_dir() / f"{name}.py")], capture_output=True, text=True,
-                          timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, str(bench_dir() / f"{name}.py")], capture_output=True, text=True, timeout=timeout_s
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}"}
@@ -37,8 +38,12 @@ def run_one(name: str, timeout_s: float = 1800) -> dict[str, Any]:
 
 def write_report(results: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": _cpus()}
+    meta = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": _cpus(),
+    }
     (folder / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     (folder / "summary.md").write_text(_markdown(results, meta))
     return [folder / "results.json", folder / "summary.md", *_plots(results, folder)]
@@ -62,8 +67,12 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
-    lines = ["# ragline benchmarks", "", f"{meta['when']} · Python {meta['python']} · {meta['machine']} · "
-             f"{meta['cpus']} CPUs", ""]
+    lines = [
+        "# ragline benchmarks",
+        "",
+        f"{meta['when']} · Python {meta['python']} · {meta['machine']} · {meta['cpus']} CPUs",
+        "",
+    ]
     for name, result in results.items():
         lines += [f"## {name}", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in _flatten(result).items()]
@@ -90,8 +99,9 @@ def _plots(results: dict[str, dict[str, Any]], folder: Path) -> list[Path]:
                 if deciles:
                     right.plot(deciles, [i / 10 for i in range(1, 10)], label=f"/v1/{endpoint} {c}")
         left.set(xlabel="concurrency", ylabel="requests/s", title="Throughput against concurrency", xscale="log")
-        right.set(xlabel="latency (ms)", ylabel="fraction of requests", title="Latency distribution (deciles)",
-                  xscale="log")
+        right.set(
+            xlabel="latency (ms)", ylabel="fraction of requests", title="Latency distribution (deciles)", xscale="log"
+        )
         left.legend()
         right.legend(fontsize=7)
         fig.tight_layout()

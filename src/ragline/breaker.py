@@ -15,8 +15,13 @@ log = logging.getLogger("ragline.breaker")
 
 
 class CircuitBreaker:
-    def __init__(self, name: str, failures_to_open: int = 3, open_s: float = 5.0,
-                 on_state_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        failures_to_open: int = 3,
+        open_s: float = 5.0,
+        on_state_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.name = name
         self.failures_to_open = failures_to_open
         self.open_s = open_s

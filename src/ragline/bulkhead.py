@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-from collections.abc import Callable
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -51,12 +51,20 @@ class Bulkhead:
     def _executor(self) -> Executor:
         if self._pool is None:  # made on first use: a process pool costs a start-up
             if self.processes:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                                 max_tasks_per_child=_TASKS_PER_CHILD,
-                                                 initializer=_lower_priority, initargs=(self.nice,))
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    max_tasks_per_child=_TASKS_PER_CHILD,
+                    initializer=_lower_priority,
+                    initargs=(self.nice,),
+                )
             else:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"ragline-{self.name}",
-                                                initializer=_lower_priority, initargs=(self.nice,))
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.workers,
+                    thread_name_prefix=f"ragline-{self.name}",
+                    initializer=_lower_priority,
+                    initargs=(self.nice,),
+                )
         return self._pool
 
     async def run(self, fn: Callable[..., T], *args: Any, deadline_s: float | None = None, **kwargs: Any) -> T:
@@ -82,7 +90,7 @@ class Bulkhead:
             self._pool = None  # a child died (out of memory, killed): the next call gets a new pool
             raise DependencyUnavailable(f"the {self.name} process died ({exc}); retry") from None
 
-    def _release(self, _future: asyncio.Future) -> None:
+    def _release(self, _future: asyncio.Future[Any]) -> None:
         self.in_flight -= 1
 
     def close(self) -> None:

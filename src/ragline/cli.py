@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -26,14 +26,16 @@ from .settings import Settings
 # Model files come from installed packages; never reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-app = typer.Typer(help="ragline: retrieval-augmented generation over your documents.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="ragline: retrieval-augmented generation over your documents.", no_args_is_help=True, add_completion=False
+)
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="TOML settings file.",
-                                                    envvar="RAGLINE_CONFIG")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file.", envvar="RAGLINE_CONFIG")
+]
 TenantOption = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant (default: settings).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -56,7 +58,7 @@ def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]], **override
     return _main(main())
 
 
-def _main(coroutine: Awaitable[T]) -> T:
+def _main(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run the command's coroutine; ragline's errors become a message and an exit status."""
     try:
         return asyncio.run(coroutine)
@@ -84,12 +86,20 @@ def ingest(
     total = sum(1 for _ in iter_files(targets))
 
     async def work(engine: Engine):
-        with Progress(TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.fields[file]}"), console=err,
-                      transient=True, disable=as_json) as progress:
+        with Progress(
+            TextColumn("[bold]ingesting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[file]}"),
+            console=err,
+            transient=True,
+            disable=as_json,
+        ) as progress:
             task = progress.add_task("ingest", total=total, file="")
             return await engine.ingest_paths(
-                targets, tenant, on_file=lambda f: progress.update(task, advance=1, file=Path(f).name))
+                targets, tenant, on_file=lambda f: progress.update(task, advance=1, file=Path(f).name)
+            )
 
     report = _run(config, work)
     if as_json:
@@ -97,9 +107,11 @@ def ingest(
     else:
         for message in report.errors:
             err.print(f"[yellow]skipped[/] {message}")
-        out.print(f"{report.documents} documents ({report.unchanged_documents} unchanged): "
-                  f"{report.chunks_written} chunks written, {report.chunks_unchanged} unchanged, "
-                  f"{report.chunks_deleted} deleted, in {report.seconds:.1f}s")
+        out.print(
+            f"{report.documents} documents ({report.unchanged_documents} unchanged): "
+            f"{report.chunks_written} chunks written, {report.chunks_unchanged} unchanged, "
+            f"{report.chunks_deleted} deleted, in {report.seconds:.1f}s"
+        )
     if report.errors and not report.documents:
         raise typer.Exit(1)
 
@@ -147,8 +159,9 @@ def _parse_filters(pairs: list[str]) -> dict[str, Any]:
 def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=50)] = None,
-    generator: Annotated[str | None, typer.Option(
-        "--generator", "-g", help="local | openai | extractive (default: settings).")] = None,
+    generator: Annotated[
+        str | None, typer.Option("--generator", "-g", help="local | openai | extractive (default: settings).")
+    ] = None,
     tenant: TenantOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -226,8 +239,14 @@ def evaluate(
     results: dict[str, dict[str, Any]] = {}
 
     async def work(engine: Engine):
-        with Progress(TextColumn("[bold]ingesting corpus"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as progress:
+        with Progress(
+            TextColumn("[bold]ingesting corpus"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
             task = progress.add_task("ingest", total=total)
             started = time.perf_counter()
             chunks = await evaluation.ingest(engine, dataset, lambda n: progress.update(task, advance=n))
@@ -240,12 +259,22 @@ def evaluate(
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"milvus_uri": str(Path(tmp) / "eval.db"), "collection": "eval", "cache_url": "none"}
         chunks, ingest_s = _run(config, work, **overrides)
-    table = Table("mode", *evaluation.MEASURES, "search p50 ms", title=f"{dataset.name}: {len(dataset.queries)} queries")
+    table = Table(
+        "mode", *evaluation.MEASURES, "search p50 ms", title=f"{dataset.name}: {len(dataset.queries)} queries"
+    )
     for m, r in results.items():
         table.add_row(m, *(f"{r[k]:.4f}" for k in evaluation.MEASURES), f"{r['search_p50_ms']:.1f}")
     err.print(table)
-    summary = {"dataset": dataset.name, "queries": len(dataset.queries), "documents": total, "chunks": chunks,
-               "ingest_s": round(ingest_s, 1), "mode": modes[0], **results[modes[0]], "modes": results}
+    summary = {
+        "dataset": dataset.name,
+        "queries": len(dataset.queries),
+        "documents": total,
+        "chunks": chunks,
+        "ingest_s": round(ingest_s, 1),
+        "mode": modes[0],
+        **results[modes[0]],
+        "modes": results,
+    }
     if output:
         output.write_text(json.dumps(summary, indent=2))
     out.print(json.dumps(summary), highlight=False, soft_wrap=True)
@@ -253,8 +282,13 @@ def evaluate(
 
 @app.command()
 def bench(
-    only: Annotated[str | None, typer.Option(help="Comma-separated subset: ingest, search, generate, answers, "
-                                                   "serve, cache, pipeline, workers, gateway (default: all).")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated subset: ingest, search, generate, answers, "
+            "serve, cache, pipeline, workers, gateway (default: all)."
+        ),
+    ] = None,
     results_dir: Annotated[Path, typer.Option("--results", help="Where to write the report.")] = Path("results"),
 ) -> None:
     """Run the benchmarks in bench/ and write results.json, summary.md and PNG plots."""
@@ -280,21 +314,28 @@ def bench(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default: settings, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings, 8080).")] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Turn authentication OFF (local development only).")] = False,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Turn authentication OFF (local development only).")
+    ] = False,
     sample: Annotated[bool, typer.Option("--sample", help="Ingest the bundled sample corpus first.")] = False,
-    bus: Annotated[str | None, typer.Option(
-        "--bus", help="Answer queries through the pipeline: kafka://HOST:PORT (workers run apart) or memory "
-                      "(workers in this process). Default: settings (none: stages called directly).")] = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            help="Answer queries through the pipeline: kafka://HOST:PORT (workers run apart) or memory "
+            "(workers in this process). Default: settings (none: stages called directly).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API and chat page on embedded defaults."""
     from .api import server
     from .api.app import create_app
-    from .api.auth import KeyStore
 
     try:
-        settings = Settings.load(config, host=host, port=port, bus_url=bus,
-                                 **({"auth_enabled": False} if no_auth else {}))
+        settings = Settings.load(
+            config, host=host, port=port, bus_url=bus, **({"auth_enabled": False} if no_auth else {})
+        )
     except ConfigurationError as exc:
         err.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -305,8 +346,10 @@ def serve(
     if sample:
         _run(config, lambda engine: engine.ingest_paths([sample_corpus_dir()]))
     if not settings.auth_enabled:
-        err.print("[bold red]WARNING: authentication is OFF. Anyone who can reach this port can read, "
-                  "write and delete every tenant's documents. Use only for local development.[/]")
+        err.print(
+            "[bold red]WARNING: authentication is OFF. Anyone who can reach this port can read, "
+            "write and delete every tenant's documents. Use only for local development.[/]"
+        )
     else:
         _first_key(settings)
     try:
@@ -332,8 +375,10 @@ def _first_key(settings: Settings) -> None:
         err.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
     except OSError as exc:  # e.g. a read-only Secret mount: keys are managed outside
-        err.print(f"[yellow]No API keys in {settings.keys_file} and it cannot be written ({exc}); "
-                  "every request will be refused until keys are added (`ragline keys create`).[/]")
+        err.print(
+            f"[yellow]No API keys in {settings.keys_file} and it cannot be written ({exc}); "
+            "every request will be refused until keys are added (`ragline keys create`).[/]"
+        )
         return
     path = Path(settings.keys_file).with_name("first-admin-key")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -341,15 +386,21 @@ def _first_key(settings: Settings) -> None:
         out.write(key + "\n")
     where = f"It is in {path} (readable only by you)"
     if sys.stderr.isatty():
-        err.print(f"[bold]No API keys yet; created one for tenant {record.tenant!r} (scopes query, ingest, admin). "
-                  f"{where}:[/]\n  {key}")
+        err.print(
+            f"[bold]No API keys yet; created one for tenant {record.tenant!r} (scopes query, ingest, admin). "
+            f"{where}:[/]\n  {key}"
+        )
     else:
-        err.print(f"No API keys yet; created an admin key for tenant {record.tenant!r}. {where}; "
-                  "it is not printed because this output may be a log.")
+        err.print(
+            f"No API keys yet; created an admin key for tenant {record.tenant!r}. {where}; "
+            "it is not printed because this output may be a log."
+        )
 
 
-BusOption = Annotated[str | None, typer.Option(
-    "--bus", help="kafka://HOST:PORT[,HOST:PORT] or memory (default: settings, RAGLINE_BUS_URL).")]
+BusOption = Annotated[
+    str | None,
+    typer.Option("--bus", help="kafka://HOST:PORT[,HOST:PORT] or memory (default: settings, RAGLINE_BUS_URL)."),
+]
 
 
 def _bus_settings(config: Path | None, bus: str | None, **overrides: Any) -> Settings:
@@ -394,18 +445,27 @@ def topics_create(bus: BusOption = None, config: ConfigOption = None) -> None:
     created = _run_bus(settings, lambda b: b.create_topics(specs))
     for spec in specs:
         state = "created" if spec.name in created else "exists"
-        out.print(f"{spec.name}: {state} (partitions {spec.partitions}, replication {spec.replication_factor}, "
-                  f"retention {int(spec.config['retention.ms']) / 3_600_000:g} h)", highlight=False)
+        out.print(
+            f"{spec.name}: {state} (partitions {spec.partitions}, replication {spec.replication_factor}, "
+            f"retention {int(spec.config['retention.ms']) / 3_600_000:g} h)",
+            highlight=False,
+        )
 
 
 @app.command()
 def worker(
-    stages: Annotated[list[str], typer.Argument(help="ingest, retrieve and/or generate (several in one process "
-                                                     "is fine; Milvus Lite allows only one process).")],
+    stages: Annotated[
+        list[str],
+        typer.Argument(
+            help="ingest, retrieve and/or generate (several in one process "
+            "is fine; Milvus Lite allows only one process)."
+        ),
+    ],
     bus: BusOption = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Messages in hand at once per stage.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(
-        help="Port for /metrics, /healthz, /readyz (0: none; default: settings, 9464).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port for /metrics, /healthz, /readyz (0: none; default: settings, 9464).")
+    ] = None,
     group_prefix: Annotated[str, typer.Option(help="Consumer groups are PREFIX-STAGE.")] = "ragline",
     config: ConfigOption = None,
 ) -> None:
@@ -427,8 +487,8 @@ def publish(
     config: ConfigOption = None,
 ) -> None:
     """Publish documents to the ingestion topic (streaming ingestion by the ingest workers)."""
-    from .ingest.loaders import load_file
     from .errors import DocumentError
+    from .ingest.loaders import load_file
     from .models import Document
 
     settings = _bus_settings(config, bus)
@@ -437,14 +497,21 @@ def publish(
         try:
             if isinstance(item, DocumentError):
                 raise item
-            docs.append(load_file(item[0], tenant or settings.default_tenant,
-                                  int(settings.max_document_mb * 1_000_000), document_id=item[1]))
+            docs.append(
+                load_file(
+                    item[0],
+                    tenant or settings.default_tenant,
+                    int(settings.max_document_mb * 1_000_000),
+                    document_id=item[1],
+                )
+            )
         except DocumentError as exc:
             err.print(f"[yellow]skipped:[/] {exc}")
 
     async def work(b) -> None:
-        await asyncio.gather(*(b.publish(settings.topic_docs, d.model_dump_json().encode(),
-                                         f"{d.tenant}/{d.id}".encode()) for d in docs))
+        await asyncio.gather(
+            *(b.publish(settings.topic_docs, d.model_dump_json().encode(), f"{d.tenant}/{d.id}".encode()) for d in docs)
+        )
 
     _run_bus(settings, work)
     out.print(f"published {len(docs)} documents to {settings.topic_docs}")
@@ -458,7 +525,9 @@ app.add_typer(dlq_app, name="dlq")
 def dlq_list(
     all_: Annotated[bool, typer.Option("--all", help="Also letters already replayed.")] = False,
     idle: Annotated[float, typer.Option(help="Stop reading after this many idle seconds.")] = 3.0,
-    bus: BusOption = None, config: ConfigOption = None, as_json: JsonOption = False,
+    bus: BusOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """List dead letters (oldest first)."""
     from .workers import dead_letters
@@ -470,8 +539,15 @@ def dlq_list(
         return
     table = Table("id", "stage", "from topic", "kind", "attempts", "last failure", "error")
     for lt in letters:
-        table.add_row(lt.id, lt.stage, lt.topic, lt.error_kind, str(lt.attempts),
-                      lt.last_failure_at.strftime("%Y-%m-%d %H:%M:%S"), lt.error[:80])
+        table.add_row(
+            lt.id,
+            lt.stage,
+            lt.topic,
+            lt.error_kind,
+            str(lt.attempts),
+            lt.last_failure_at.strftime("%Y-%m-%d %H:%M:%S"),
+            lt.error[:80],
+        )
     out.print(table)
     err.print(f"{len(letters)} dead letters")
 
@@ -480,7 +556,8 @@ def dlq_list(
 def dlq_replay(
     ids: Annotated[list[str] | None, typer.Option("--id", help="Replay only these letters (repeatable).")] = None,
     idle: Annotated[float, typer.Option(help="Stop reading after this many idle seconds.")] = 3.0,
-    bus: BusOption = None, config: ConfigOption = None,
+    bus: BusOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Send dead letters back to the topics they came from (all not yet replayed, or --id ones)."""
     from .workers import dead_letters, replay
@@ -536,8 +613,9 @@ def keys_list(config: ConfigOption = None) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (see `ragline keys list`).")],
-                config: ConfigOption = None) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (see `ragline keys list`).")], config: ConfigOption = None
+) -> None:
     """Revoke a key; running servers refuse it at once."""
     try:
         _keystore(config).revoke(key_id)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import stages
 from .bulkhead import Bulkhead
-from .embedders import build_embedder
-from .errors import DocumentError, NotFound, RetryableError
-from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
-from .ingest.loaders import iter_files, load_file
 from .caches import build_cache
 from .caches.answer_cache import AnswerCache
 from .caches.embedding_cache import CachedEmbedder
+from .embedders import build_embedder
+from .errors import DocumentError, NotFound, RetryableError
 from .generators import build_generator
-from .observability import Metrics, request_id_var, span
 from .generators.extractive import ExtractiveGenerator
+from .ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
+from .ingest.loaders import iter_files, load_file
 from .models import Answer, Context, Document, FilterValue, IngestReport, Query, new_query
+from .observability import Metrics, request_id_var, span
 from .ports import Cache, Embedder, Generator, VectorStore
 from .settings import Settings
 
@@ -37,23 +37,32 @@ def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
 
 
 class Engine:
-    def __init__(self, settings: Settings, embedder: Embedder, store: VectorStore,
-                 generator: Generator | None = None, cache: Cache | None = None,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder,
+        store: VectorStore,
+        generator: Generator | None = None,
+        cache: Cache | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.cache = cache
         self.answers: AnswerCache | None = None
         if cache is not None:
-            embedder = CachedEmbedder(embedder, cache, settings.embedding_cache_ttl_s, self.metrics.counter("embedding"))
+            embedder = CachedEmbedder(
+                embedder, cache, settings.embedding_cache_ttl_s, self.metrics.counter("embedding")
+            )
             self.answers = AnswerCache(cache, settings.answer_cache_ttl_s, self.metrics.counter("answer"))
         self.embedder = embedder
         self.store = store
         self.chunker = chunker_for(embedder, settings)
         # File parsing and large request bodies: pure-Python CPU work, in child processes
         # (their own GIL); chunking (the tokenizer releases the GIL) on threads of its own.
-        self.cpu = Bulkhead("parser", settings.parse_workers, settings.parse_queue, processes=True,
-                            nice=settings.background_nice)
+        self.cpu = Bulkhead(
+            "parser", settings.parse_workers, settings.parse_queue, processes=True, nice=settings.background_nice
+        )
         self.chunking = Bulkhead("chunker", 1, settings.parse_queue * 4, nice=settings.background_nice)
         self._generator = generator
         self.fallback = ExtractiveGenerator()
@@ -70,19 +79,25 @@ class Engine:
 
     def answering(self) -> stages.Answering:
         s = self.settings
-        return stages.Answering(self.generator, self.fallback, max_tokens=s.llm_max_tokens,
-                                budget_tokens=s.llm_context_tokens - s.llm_max_tokens - 64,
-                                min_relevance=s.min_relevance, timeout_s=s.llm_timeout_s, answers=self.answers,
-                                metrics=self.metrics)
+        return stages.Answering(
+            self.generator,
+            self.fallback,
+            max_tokens=s.llm_max_tokens,
+            budget_tokens=s.llm_context_tokens - s.llm_max_tokens - 64,
+            min_relevance=s.min_relevance,
+            timeout_s=s.llm_timeout_s,
+            answers=self.answers,
+            metrics=self.metrics,
+        )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Engine":
-        from .stores.milvus import MilvusStore
+    def from_settings(cls, settings: Settings) -> Engine:
+        from .stores import build_store
 
         embedder = build_embedder(settings)
         metrics = Metrics()
         cache = build_cache(settings, on_state_change=metrics.cache_state)
-        return cls(settings, embedder, MilvusStore(settings, embedder.dimension), cache=cache, metrics=metrics)
+        return cls(settings, embedder, build_store(settings, embedder.dimension), cache=cache, metrics=metrics)
 
     async def close(self) -> None:
         await self.store.close()
@@ -94,7 +109,7 @@ class Engine:
         if self._generator is not None:
             await self._generator.close()
 
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> Engine:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -107,15 +122,22 @@ class Engine:
 
     async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
         with span("ingest", documents=len(documents)):
-            report = await stages.ingest(documents, chunker=self.chunker, embedder=self.embedder, store=self.store,
-                                         answers=self.answers, offload=self.chunking.run)
-        now = datetime.now(timezone.utc)  # writes use Strong consistency: searchable from here on
+            report = await stages.ingest(
+                documents,
+                chunker=self.chunker,
+                embedder=self.embedder,
+                store=self.store,
+                answers=self.answers,
+                offload=self.chunking.run,
+            )
+        now = datetime.now(UTC)  # writes use Strong consistency: searchable from here on
         for document in documents:
             self.metrics.freshness.observe(max(0.0, (now - document.received_at).total_seconds()))
         return report
 
-    async def ingest_paths(self, paths: Iterable[Path], tenant: str | None = None,
-                           on_file: Callable[[str], None] | None = None) -> IngestReport:
+    async def ingest_paths(
+        self, paths: Iterable[Path], tenant: str | None = None, on_file: Callable[[str], None] | None = None
+    ) -> IngestReport:
         """Ingest files and directories; a file that fails is reported, the rest go on."""
         started = time.perf_counter()
         total = IngestReport()
@@ -153,19 +175,32 @@ class Engine:
 
     # -- retrieval ---------------------------------------------------------------------
 
-    async def search(self, text: str, tenant: str | None = None, top_k: int | None = None,
-                     filters: Mapping[str, FilterValue] | None = None, mode: str | None = None) -> Context:
+    async def search(
+        self,
+        text: str,
+        tenant: str | None = None,
+        top_k: int | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+        mode: str | None = None,
+    ) -> Context:
         request_id = request_id_var.get()  # the HTTP request's id, so logs, trace and answer agree
-        query = new_query(text=text, tenant=self.tenant(tenant), top_k=top_k or self.settings.top_k,
-                          filters=dict(filters or {}), mode=mode, **({"request_id": request_id} if request_id else {}))
+        query = new_query(
+            text=text,
+            tenant=self.tenant(tenant),
+            top_k=top_k or self.settings.top_k,
+            filters=dict(filters or {}),
+            mode=mode,
+            **({"request_id": request_id} if request_id else {}),
+        )
         return await self.retrieve(query)
 
     async def retrieve(self, query: Query) -> Context:
         """The retrieve stage, counted and traced (the API and the retrieve worker call this)."""
         with span("retrieve", tenant=query.tenant, request_id=query.request_id):
             try:
-                context = await stages.retrieve(query, embedder=self.embedder, store=self.store,
-                                                mode=self.settings.retrieval_mode)
+                context = await stages.retrieve(
+                    query, embedder=self.embedder, store=self.store, mode=self.settings.retrieval_mode
+                )
             except RetryableError:
                 self.metrics.search_failure.inc()
                 raise
@@ -179,15 +214,26 @@ class Engine:
 
     # -- answers ---------------------------------------------------------------------------
 
-    async def ask(self, question: str, tenant: str | None = None, top_k: int | None = None,
-                  filters: Mapping[str, FilterValue] | None = None, mode: str | None = None) -> Answer:
+    async def ask(
+        self,
+        question: str,
+        tenant: str | None = None,
+        top_k: int | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+        mode: str | None = None,
+    ) -> Answer:
         """Retrieve, then answer with citations; degraded (extractive) if the LLM fails."""
         context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode)
         return await self.generate(context)
 
-    async def stream(self, question: str, tenant: str | None = None, top_k: int | None = None,
-                     filters: Mapping[str, FilterValue] | None = None,
-                     mode: str | None = None) -> AsyncIterator[str | Answer]:
+    async def stream(
+        self,
+        question: str,
+        tenant: str | None = None,
+        top_k: int | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+        mode: str | None = None,
+    ) -> AsyncIterator[str | Answer]:
         """Text pieces as they are generated, then the final Answer."""
         context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode)
         async for item in stages.generate_stream(context, answering=self.answering()):
@@ -204,8 +250,13 @@ class Engine:
 
 
 def _add(total: IngestReport, part: IngestReport) -> None:
-    for name in ("documents", "unchanged_documents", "chunks_written", "chunks_unchanged",
-                 "chunks_deleted", "chunks_embedded"):
+    for name in (
+        "documents",
+        "unchanged_documents",
+        "chunks_written",
+        "chunks_unchanged",
+        "chunks_deleted",
+        "chunks_embedded",
+    ):
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.errors.extend(part.errors)
-

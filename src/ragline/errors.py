@@ -46,7 +46,7 @@ class Overloaded(DependencyUnavailable):
         self.bulkhead = name
         self.capacity = capacity
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.bulkhead, self.capacity)
 
 
@@ -57,7 +57,7 @@ class RateLimited(RetryableError):
         super().__init__(f"rate limit exceeded; retry after {retry_after_s:.1f}s")
         self.retry_after_s = retry_after_s
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         return type(self), (self.retry_after_s,)
 
 
@@ -81,7 +81,7 @@ class DocumentError(PermanentError):
         self.source = source
         self.reason = reason
 
-    def __reduce__(self) -> tuple:  # pickled across the parser processes
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:  # pickled across the parser processes
         return type(self), (self.source, self.reason)
 
 

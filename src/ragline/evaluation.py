@@ -33,7 +33,11 @@ class Dataset:
 
 def load_beir(root: Path, split: str = "test") -> Dataset:
     """corpus.jsonl, queries.jsonl and qrels/<split>.tsv; only judged queries are kept."""
-    files = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl", "qrels": root / "qrels" / f"{split}.tsv"}
+    files = {
+        "corpus": root / "corpus.jsonl",
+        "queries": root / "queries.jsonl",
+        "qrels": root / "qrels" / f"{split}.tsv",
+    }
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise InvalidInput(f"not a BEIR dataset, missing: {', '.join(missing)}")
@@ -92,8 +96,9 @@ async def ingest(engine: Engine, dataset: Dataset, on_batch: Callable[[int], Non
     return chunks
 
 
-async def run_queries(engine: Engine, dataset: Dataset, mode: str, depth: int = 100,
-                      chunks_per_query: int = 300) -> tuple[dict[str, dict[str, float]], list[float]]:
+async def run_queries(
+    engine: Engine, dataset: Dataset, mode: str, depth: int = 100, chunks_per_query: int = 300
+) -> tuple[dict[str, dict[str, float]], list[float]]:
     run, latencies = {}, []
     for qid, text in dataset.queries.items():
         started = time.perf_counter()

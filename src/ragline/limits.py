@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InvalidInput
 
-_FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # metadata field names in filters
 
 
 @dataclass(frozen=True)
@@ -29,43 +29,55 @@ class Limits:
     max_metadata_depth: int = 4
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "Limits":
-        return cls(settings.max_filter_keys, settings.max_filter_values, settings.max_filter_value_chars,
-                   settings.max_metadata_bytes, settings.max_metadata_depth)
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            settings.max_filter_keys,
+            settings.max_filter_values,
+            settings.max_filter_value_chars,
+            settings.max_metadata_bytes,
+            settings.max_metadata_depth,
+        )
 
     def check_filters(self, filters: Mapping[str, Any] | None) -> None:
         filters = filters or {}
         if len(filters) > self.max_filter_keys:
             raise InvalidInput(f"filters: at most {self.max_filter_keys} keys (max_filter_keys); got {len(filters)}")
         for key, value in filters.items():
-            if not _FILTER_KEY.match(key):
-                raise InvalidInput(f"filters: key {key[:80]!r} must be 1-64 letters, digits and '_', "
-                                   "not starting with a digit")
+            if not FILTER_KEY.match(key):
+                raise InvalidInput(
+                    f"filters: key {key[:80]!r} must be 1-64 letters, digits and '_', not starting with a digit"
+                )
             values = value if isinstance(value, list) else [value]
             if len(values) > self.max_filter_values:
-                raise InvalidInput(f"filters.{key}: at most {self.max_filter_values} values "
-                                   f"(max_filter_values); got {len(values)}")
+                raise InvalidInput(
+                    f"filters.{key}: at most {self.max_filter_values} values (max_filter_values); got {len(values)}"
+                )
             if isinstance(value, list) and not value:
                 raise InvalidInput(f"filters.{key}: an empty list matches nothing; give at least one value")
             for item in values:
                 if isinstance(item, str):
                     check_text(item, f"filters.{key}")
                     if len(item) > self.max_filter_value_chars:
-                        raise InvalidInput(f"filters.{key}: values are limited to {self.max_filter_value_chars} "
-                                           f"characters (max_filter_value_chars); got {len(item)}")
+                        raise InvalidInput(
+                            f"filters.{key}: values are limited to {self.max_filter_value_chars} "
+                            f"characters (max_filter_value_chars); got {len(item)}"
+                        )
 
     def check_metadata(self, metadata: Mapping[str, Any], where: str = "metadata") -> None:
         depth = _depth(metadata)
         if depth > self.max_metadata_depth:
-            raise InvalidInput(f"{where}: nested {depth} levels deep; the limit is {self.max_metadata_depth} "
-                               "(max_metadata_depth)")
+            raise InvalidInput(
+                f"{where}: nested {depth} levels deep; the limit is {self.max_metadata_depth} (max_metadata_depth)"
+            )
         try:
             size = len(json.dumps(metadata, ensure_ascii=False, default=str).encode("utf-8"))
         except UnicodeEncodeError as exc:
             raise InvalidInput(f"{where}: not valid Unicode text (a lone surrogate at {exc.start})") from None
         if size > self.max_metadata_bytes:
-            raise InvalidInput(f"{where}: {size} bytes as JSON; the limit is {self.max_metadata_bytes} "
-                               "(max_metadata_bytes); metadata is stored with every chunk")
+            raise InvalidInput(
+                f"{where}: {size} bytes as JSON; the limit is {self.max_metadata_bytes} "
+                "(max_metadata_bytes); metadata is stored with every chunk"
+            )
 
 
 def check_text(text: str, where: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,7 +21,7 @@ FilterValue = str | int | float | bool | list[str] | list[int]
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _new_request_id() -> str:
@@ -192,3 +193,35 @@ class IngestReport(BaseModel):
     chunks_embedded: int = 0
     errors: list[str] = Field(default_factory=list)
     seconds: float = 0.0
+
+
+# -- prompts: what a Generator is given ------------------------------------------------
+
+SYSTEM = (
+    "You answer questions using only the numbered passages you are given. "
+    "Cite the passages you use with their numbers in square brackets, like [1]. "
+    'If the passages do not contain the answer, reply exactly: "I don\'t know." '
+    "Be brief: one to three sentences."
+)
+
+
+@dataclass(frozen=True)
+class Passage:
+    number: int
+    hit: Hit
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A question with its numbered passages; generators render it their own way."""
+
+    question: str
+    passages: tuple[Passage, ...]
+    system: str = SYSTEM
+
+    def user_message(self) -> str:
+        blocks = [f"[{p.number}] {p.hit.text.strip()}" for p in self.passages]
+        return "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {self.question}\nAnswer:"
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_message()}]

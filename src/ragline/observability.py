@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -35,8 +35,11 @@ class _LagCollector:
         self.sources: list[Callable[[], Mapping[tuple[str, str, int], int]]] = []
 
     def collect(self):
-        family = GaugeMetricFamily("ragline_consumer_lag", "Messages not yet consumed by the group, per partition",
-                                   labels=["group", "topic", "partition"])
+        family = GaugeMetricFamily(
+            "ragline_consumer_lag",
+            "Messages not yet consumed by the group, per partition",
+            labels=["group", "topic", "partition"],
+        )
         for source in self.sources:
             for (group, topic, partition), lag in source().items():
                 family.add_metric([group, topic, str(partition)], lag)
@@ -47,43 +50,73 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.query_latency = Histogram("rag_query_latency_seconds", "Query latency: stage=total end to end, "
-                                       "else the part spent in that stage", ["stage"], buckets=LATENCY_BUCKETS,
-                                       registry=r)
+        self.query_latency = Histogram(
+            "rag_query_latency_seconds",
+            "Query latency: stage=total end to end, else the part spent in that stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.search_success = Counter("vector_search_success_total", "Vector searches that succeeded", registry=r)
         self.search_failure = Counter("vector_search_failure_total", "Vector searches that failed", registry=r)
-        self.llm_requests = Counter("llm_requests_total", "Answers by LLM outcome: ok, degraded (LLM failed, "
-                                    "extractive answer), skipped (not in the sources), cached", ["outcome"],
-                                    registry=r)
-        self.llm_ttft = Histogram("llm_time_to_first_token_seconds", "LLM time to first token (whole answer "
-                                  "when not streamed)", buckets=TTFT_BUCKETS, registry=r)
-        self.llm_batch_size = Histogram("llm_batch_size", "Prompts per batched LLM request", buckets=BATCH_BUCKETS,
-                                        registry=r)
-        self.degraded_answers = Counter("rag_degraded_answers_total", "Answers given without the LLM after it "
-                                        "failed or timed out", registry=r)
-        self.http_requests = Counter("ragline_http_requests_total", "HTTP requests by route and status",
-                                     ["route", "status"], registry=r)
+        self.llm_requests = Counter(
+            "llm_requests_total",
+            "Answers by LLM outcome: ok, degraded (LLM failed, "
+            "extractive answer), skipped (not in the sources), cached",
+            ["outcome"],
+            registry=r,
+        )
+        self.llm_ttft = Histogram(
+            "llm_time_to_first_token_seconds",
+            "LLM time to first token (whole answer when not streamed)",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.llm_batch_size = Histogram(
+            "llm_batch_size", "Prompts per batched LLM request", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.degraded_answers = Counter(
+            "rag_degraded_answers_total", "Answers given without the LLM after it failed or timed out", registry=r
+        )
+        self.http_requests = Counter(
+            "ragline_http_requests_total", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
         self.inflight = Gauge("ragline_inflight_requests", "Queries being answered now", registry=r)
 
-        self.cache_requests = Counter("ragline_cache_requests_total", "Cache lookups by cache and result",
-                                      ["cache", "result"], registry=r)
-        self.cache_up = Gauge("ragline_cache_up", "1 while the cache backend answers, 0 while it is skipped",
-                              registry=r)
+        self.cache_requests = Counter(
+            "ragline_cache_requests_total", "Cache lookups by cache and result", ["cache", "result"], registry=r
+        )
+        self.cache_up = Gauge(
+            "ragline_cache_up", "1 while the cache backend answers, 0 while it is skipped", registry=r
+        )
         self.cache_up.set(1)
 
         # The pipeline: workers and the gateway.
-        self.stage_messages = Counter("ragline_stage_messages_total", "Messages a stage worker finished, by outcome",
-                                      ["stage", "outcome"], registry=r)
-        self.stage_seconds = Histogram("ragline_stage_seconds", "Time a stage worker spent on one message",
-                                       ["stage"], buckets=LATENCY_BUCKETS, registry=r)
-        self.dead_letters = Counter("ragline_dead_letters_total", "Messages sent to the dead-letter topic",
-                                    ["topic", "reason"], registry=r)
-        self.freshness = Histogram("rag_ingest_freshness_seconds", "Document received -> searchable",
-                                   buckets=FRESHNESS_BUCKETS, registry=r)
-        self.duplicate_answers = Counter("ragline_duplicate_answers_total",
-                                         "Answers dropped because their request was already answered", registry=r)
-        self.reply_timeouts = Counter("ragline_reply_timeouts_total", "Queries whose answer did not come in time",
-                                      registry=r)
+        self.stage_messages = Counter(
+            "ragline_stage_messages_total",
+            "Messages a stage worker finished, by outcome",
+            ["stage", "outcome"],
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "ragline_stage_seconds",
+            "Time a stage worker spent on one message",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "ragline_dead_letters_total", "Messages sent to the dead-letter topic", ["topic", "reason"], registry=r
+        )
+        self.freshness = Histogram(
+            "rag_ingest_freshness_seconds", "Document received -> searchable", buckets=FRESHNESS_BUCKETS, registry=r
+        )
+        self.duplicate_answers = Counter(
+            "ragline_duplicate_answers_total", "Answers dropped because their request was already answered", registry=r
+        )
+        self.reply_timeouts = Counter(
+            "ragline_reply_timeouts_total", "Queries whose answer did not come in time", registry=r
+        )
         self._lag = _LagCollector()
         r.register(self._lag)
 
@@ -101,9 +134,11 @@ class Metrics:
 
     def counter(self, cache: str) -> Callable[[str, int], None]:
         """A (result, n) callback counting one cache's hits and misses."""
+
         def count(result: str, n: int) -> None:
             if n:
                 self.cache_requests.labels(cache=cache, result=result).inc(n)
+
         return count
 
     def cache_state(self, state: str) -> None:
@@ -173,11 +208,21 @@ def extract_context(headers: Mapping[str, bytes]):
 def span(name: str, context=None, kind: str = "internal", **attributes: Any) -> Iterator[Any]:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
-    kinds = {"internal": SpanKind.INTERNAL, "consumer": SpanKind.CONSUMER, "producer": SpanKind.PRODUCER,
-             "server": SpanKind.SERVER, "client": SpanKind.CLIENT}
-    with tracer().start_as_current_span(name, context=context, kind=kinds[kind],
-                                        attributes={k: v for k, v in attributes.items() if v is not None},
-                                        record_exception=True, set_status_on_exception=False) as current:
+    kinds = {
+        "internal": SpanKind.INTERNAL,
+        "consumer": SpanKind.CONSUMER,
+        "producer": SpanKind.PRODUCER,
+        "server": SpanKind.SERVER,
+        "client": SpanKind.CLIENT,
+    }
+    with tracer().start_as_current_span(
+        name,
+        context=context,
+        kind=kinds[kind],
+        attributes={k: v for k, v in attributes.items() if v is not None},
+        record_exception=True,
+        set_status_on_exception=False,
+    ) as current:
         try:
             yield current
         except Exception as exc:
@@ -194,8 +239,11 @@ stage_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("stage", 
 
 @contextlib.contextmanager
 def log_context(request_id: str | None = None, tenant: str | None = None, stage: str | None = None) -> Iterator[None]:
-    tokens = [(var, var.set(value)) for var, value in ((request_id_var, request_id), (tenant_var, tenant),
-                                                        (stage_var, stage)) if value is not None]
+    tokens = [
+        (var, var.set(value))
+        for var, value in ((request_id_var, request_id), (tenant_var, tenant), (stage_var, stage))
+        if value is not None
+    ]
     try:
         yield
     finally:
@@ -208,8 +256,11 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         for key, var in (("request_id", request_id_var), ("tenant", tenant_var), ("stage", stage_var)):
             value = var.get()
             if value is not None:
@@ -228,8 +279,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """ragline's loggers (and uvicorn's) to stderr, as JSON lines or plain text."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncGenerator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -36,8 +36,9 @@ _REMEMBERED = 100_000  # answered request ids kept to recognise duplicates
 
 
 class Gateway:
-    def __init__(self, bus: Bus, topics: Topics, *, timeout_s: float = 30.0, reply_partition: int | None = None,
-                 metrics=None) -> None:
+    def __init__(
+        self, bus: Bus, topics: Topics, *, timeout_s: float = 30.0, reply_partition: int | None = None, metrics=None
+    ) -> None:
         self.bus = bus
         self.topics = topics
         self.timeout_s = timeout_s
@@ -52,12 +53,12 @@ class Gateway:
         self._listener: asyncio.Task | None = None
         self._healthy = True  # False while the listener re-attaches after a bus failure
 
-    async def start(self) -> "Gateway":
+    async def start(self) -> Gateway:
         stream = await self.bus.tail(self.topics.answers, self.reply_partition)
         self._listener = asyncio.create_task(self._listen(stream), name="gateway-replies")
         return self
 
-    async def __aenter__(self) -> "Gateway":
+    async def __aenter__(self) -> Gateway:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -69,19 +70,19 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._listener
 
-    def query(self, text: str, tenant: str, top_k: int, *, request_id: str | None = None,
-              **fields: Any) -> Query:
+    def query(self, text: str, tenant: str, top_k: int, *, request_id: str | None = None, **fields: Any) -> Query:
         """A validated query to send; ``request_id`` (e.g. the HTTP request's) is used
         unless the same tenant already has a request with that id waiting here."""
         usable = request_id is not None and f"{tenant}/{request_id}" not in self._waiting
-        return new_query(text=text, tenant=tenant, top_k=top_k, **fields,
-                         **({"request_id": request_id} if usable else {}))
+        return new_query(
+            text=text, tenant=tenant, top_k=top_k, **fields, **({"request_id": request_id} if usable else {})
+        )
 
     @property
     def listening(self) -> bool:
         return self._listener is not None and not self._listener.done() and self._healthy
 
-    async def _listen(self, stream: AsyncIterator[Delivery]) -> None:
+    async def _listen(self, stream: AsyncGenerator[Delivery, None]) -> None:
         """Route replies to their requests; if the bus fails, listen again from its end
         (requests whose answers passed meanwhile time out with a 504)."""
         while True:
@@ -128,7 +129,7 @@ class Gateway:
             await items.aclose()  # ends its span and forgets the request now, not at garbage collection
         raise DependencyUnavailable("the pipeline ended the reply without an answer")  # pragma: no cover
 
-    async def stream(self, query: Query, stream: bool = True) -> AsyncIterator[str | Answer]:
+    async def stream(self, query: Query, stream: bool = True) -> AsyncGenerator[str | Answer, None]:
         """Publish the query; yield text pieces (when streamed), then the Answer."""
         attempt = None
         replies = self._exchange(query.model_copy(update={"stream": stream, "purpose": "answer"}))
@@ -163,11 +164,11 @@ class Gateway:
             await replies.aclose()
         raise DependencyUnavailable("the pipeline ended the reply without a context")  # pragma: no cover
 
-    async def _exchange(self, query: Query) -> AsyncIterator[tuple[bytes, Delivery]]:
+    async def _exchange(self, query: Query) -> AsyncGenerator[tuple[bytes, Delivery], None]:
         """Publish ``query`` and yield (kind, delivery) for each reply until the caller stops."""
         if not self.listening:
             raise DependencyUnavailable(f"not listening for answers on {self.topics.answers}; the bus is down")
-        deadline = datetime.now(timezone.utc) + timedelta(seconds=self.timeout_s)
+        deadline = datetime.now(UTC) + timedelta(seconds=self.timeout_s)
         query = query.model_copy(update={"reply_to": self.reply_to, "deadline": deadline})
         request_id, key = query.request_id, reply_key(query)
         inbox: asyncio.Queue[Delivery] = asyncio.Queue()
@@ -176,12 +177,15 @@ class Gateway:
         until = loop.time() + self.timeout_s
         # Not made current (this is a generator, resumed in other contexts): its context
         # only travels in the message headers, making the workers' spans its children.
-        traced = tracer().start_span("gateway query", kind=SpanKind.PRODUCER,
-                                     attributes={"request_id": request_id, "tenant": query.tenant})
+        traced = tracer().start_span(
+            "gateway query", kind=SpanKind.PRODUCER, attributes={"request_id": request_id, "tenant": query.tenant}
+        )
         try:
             headers = _trace_headers(traced)
-            await asyncio.wait_for(self.bus.publish(self.topics.queries, query.model_dump_json().encode(),
-                                                    request_id.encode(), headers), self.timeout_s)
+            await asyncio.wait_for(
+                self.bus.publish(self.topics.queries, query.model_dump_json().encode(), request_id.encode(), headers),
+                self.timeout_s,
+            )
             while True:
                 try:
                     delivery = await asyncio.wait_for(inbox.get(), max(0.0, until - loop.time()))
@@ -190,7 +194,8 @@ class Gateway:
                         self.metrics.reply_timeouts.inc()
                     raise DependencyTimeout(
                         f"no answer to request {request_id} within {self.timeout_s:g}s: the pipeline's "
-                        f"retrieve/generate workers are down or behind (see consumer lag)") from None
+                        f"retrieve/generate workers are down or behind (see consumer lag)"
+                    ) from None
                 kind = delivery.headers.get(KIND, b"answer")
                 if kind == b"failure":
                     raise _as_error(Failure.model_validate_json(delivery.value))
@@ -207,18 +212,31 @@ class Gateway:
     async def delete(self, tenant: str, document_id: str) -> None:
         """Publish a delete to the documents topic, keyed like the document's upserts."""
         ref = DocumentRef(tenant=tenant, id=document_id)
-        await asyncio.wait_for(self.bus.publish(self.topics.docs, ref.model_dump_json().encode(),
-                                                f"{tenant}/{document_id}".encode(), {**inject_headers(),
-                                                                                     KIND: DELETE}),
-                               self.timeout_s)
+        await asyncio.wait_for(
+            self.bus.publish(
+                self.topics.docs,
+                ref.model_dump_json().encode(),
+                f"{tenant}/{document_id}".encode(),
+                {**inject_headers(), KIND: DELETE},
+            ),
+            self.timeout_s,
+        )
 
     async def submit(self, documents: Sequence[Document]) -> None:
         """Publish documents to the ingestion topic; keyed by tenant and id, so one
         document's versions stay in order on one partition."""
         headers = inject_headers()
-        await asyncio.wait_for(asyncio.gather(*(
-            self.bus.publish(self.topics.docs, doc.model_dump_json().encode(), f"{doc.tenant}/{doc.id}".encode(),
-                             headers) for doc in documents)), self.timeout_s)
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    self.bus.publish(
+                        self.topics.docs, doc.model_dump_json().encode(), f"{doc.tenant}/{doc.id}".encode(), headers
+                    )
+                    for doc in documents
+                )
+            ),
+            self.timeout_s,
+        )
 
 
 def _trace_headers(traced) -> dict[str, bytes]:
@@ -234,8 +252,11 @@ def _as_error(failure: Failure) -> RaglineError:
     """A stage's failure as the error the caller would have had in-process."""
     kind = getattr(errors, failure.error_type, None)
     message = f"the {failure.stage} stage failed: {failure.error}"
-    if isinstance(kind, type) and issubclass(kind, RaglineError) and kind not in (errors.RateLimited,
-                                                                                 errors.DocumentError):
+    if (
+        isinstance(kind, type)
+        and issubclass(kind, RaglineError)
+        and kind not in (errors.RateLimited, errors.DocumentError)
+    ):
         return kind(message)
     if failure.error_type in ("ValidationError", "ValueError"):
         return InvalidInput(message)
@@ -245,21 +266,39 @@ def _as_error(failure: Failure) -> RaglineError:
 class Pipeline:
     """The stage workers and a gateway over one bus, in this process."""
 
-    def __init__(self, engine, bus: Bus, topics: Topics | None = None, *,
-                 stages: Sequence[str] = ("ingest", "retrieve", "generate"), concurrency: int = 8,
-                 timeout_s: float = 30.0, max_attempts: int = 5, backoff_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        engine,
+        bus: Bus,
+        topics: Topics | None = None,
+        *,
+        stages: Sequence[str] = ("ingest", "retrieve", "generate"),
+        concurrency: int = 8,
+        timeout_s: float = 30.0,
+        max_attempts: int = 5,
+        backoff_s: float = 0.2,
+    ) -> None:
         self.engine = engine
         self.bus = bus
         self.topics = topics or Topics()
         self.workers: dict[str, Worker] = {
-            stage: build_worker(stage, engine, bus, self.topics, concurrency=concurrency, max_attempts=max_attempts,
-                                backoff_s=backoff_s, metrics=engine.metrics)
-            for stage in stages}
+            stage: build_worker(
+                stage,
+                engine,
+                bus,
+                self.topics,
+                concurrency=concurrency,
+                max_attempts=max_attempts,
+                backoff_s=backoff_s,
+                metrics=engine.metrics,
+            )
+            for stage in stages
+        }
         self.gateway = Gateway(bus, self.topics, timeout_s=timeout_s, metrics=engine.metrics)
         self._tasks: list[asyncio.Task] = []
         engine.metrics.watch_lag(bus.lag)
 
-    async def start(self) -> "Pipeline":
+    async def start(self) -> Pipeline:
         await self.gateway.start()
         self._tasks = [asyncio.create_task(w.run(), name=f"worker-{name}") for name, w in self.workers.items()]
         return self
@@ -274,7 +313,7 @@ class Pipeline:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.gateway.close()
 
-    async def __aenter__(self) -> "Pipeline":
+    async def __aenter__(self) -> Pipeline:
         return await self.start()
 
     async def __aexit__(self, *exc_info: object) -> None:

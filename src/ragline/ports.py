@@ -6,14 +6,13 @@ Each is the smallest Protocol the stages need; adapters live one per file under
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .generators.prompts import Prompt
-from .models import Chunk, FilterValue, Hit
+from .models import Answer, Chunk, FilterValue, Hit, Prompt
 
 
 @runtime_checkable
@@ -57,9 +56,7 @@ class VectorStore(Protocol):
 
     async def delete_document(self, tenant: str, document_id: str) -> int: ...
 
-    async def stored_chunks(
-        self, tenant: str, document_ids: Sequence[str]
-    ) -> dict[str, list[StoredChunk]]: ...
+    async def stored_chunks(self, tenant: str, document_ids: Sequence[str]) -> dict[str, list[StoredChunk]]: ...
 
     full_text: bool  # whether bm25 / hybrid modes are available
 
@@ -88,7 +85,8 @@ class VectorStore(Protocol):
 class Generator(Protocol):
     """A grounded prompt -> text, whole or streamed (generators/prompts.py: Prompt)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def generate(self, prompt: Prompt, max_tokens: int) -> str: ...
 
@@ -98,6 +96,32 @@ class Generator(Protocol):
         """Raise a RaglineError unless the model can answer now."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Fallback(Protocol):
+    """Answers without an LLM, from the passages themselves (the extractive answerer):
+    the default answerer, and the stand-in when the LLM fails or is not grounded."""
+
+    def supported(self, prompt: Prompt) -> bool:
+        """Whether the passages hold enough of the question to answer it at all."""
+        ...
+
+    def answer(self, prompt: Prompt) -> str: ...
+
+
+@runtime_checkable
+class AnswerMemo(Protocol):
+    """Answers kept by tenant, question, generator and the context they came from;
+    evicted when any of their chunks changes (caches/answer_cache.py)."""
+
+    def key(self, tenant: str, question: str, generator: str, hits: Sequence[Hit]) -> str: ...
+
+    async def get(self, key: str, request_id: str) -> Answer | None: ...
+
+    async def put(self, key: str, answer: Answer, hits: Sequence[Hit]) -> None: ...
+
+    async def evict_chunks(self, tenant: str, chunk_ids: Iterable[str]) -> None: ...
 
 
 @runtime_checkable
@@ -148,16 +172,29 @@ class Bus(Protocol):
     fixed once the awaitable returns, so nothing published after that is missed.
     """
 
+    # Whether publish_and_commit is available (Kafka with transactions): a capability,
+    # declared here so workers need not probe for it.
+    transactional: bool
+
     async def publish(
-        self, topic: str, value: bytes, key: bytes | None = None,
-        headers: Mapping[str, bytes] | None = None, partition: int | None = None,
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | None = None,
+        partition: int | None = None,
     ) -> None: ...
 
-    def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]: ...
+    def consume(self, topics: Sequence[str], group: str) -> AsyncGenerator[Delivery, None]: ...
 
     async def commit(self, delivery: Delivery) -> None: ...
 
-    async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]: ...
+    async def tail(self, topic: str, partition: int | None = None) -> AsyncGenerator[Delivery, None]: ...
+
+    async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
+        """In one transaction: publish ``outputs`` (topic, value, key, headers, partition)
+        and commit ``delivery``. Only where ``transactional``; ConfigurationError elsewhere."""
+        ...
 
     def lag(self) -> Mapping[tuple[str, str, int], int]:
         """Messages not yet consumed, by (group, topic, partition)."""

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from .buses import build_bus
 from .engine import Engine
@@ -38,8 +38,9 @@ def health_app(workers: Sequence[Worker], engine: Engine):
         return JSONResponse({"status": "ok"})
 
     async def readyz(request) -> JSONResponse:
-        body: dict = {"workers": {w.stage: {"consuming": w.running, "processed": w.processed, "dead": w.dead}
-                                  for w in workers}}
+        body: dict = {
+            "workers": {w.stage: {"consuming": w.running, "processed": w.processed, "dead": w.dead} for w in workers}
+        }
         ok = all(w.running for w in workers)
         if any(w.stage in ("ingest", "retrieve") for w in workers):
             try:
@@ -53,29 +54,50 @@ def health_app(workers: Sequence[Worker], engine: Engine):
     return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)])
 
 
-async def run_workers(settings: Settings, stages: Sequence[str], group_prefix: str = "ragline",
-                      host: str = "0.0.0.0") -> None:
+async def run_workers(
+    settings: Settings, stages: Sequence[str], group_prefix: str = "ragline", host: str = "0.0.0.0"
+) -> None:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigurationError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
     bus = build_bus(settings)
     engine = Engine.from_settings(settings)
     topics = Topics.from_settings(settings)
-    workers = [build_worker(stage, engine, bus, topics, group=f"{group_prefix}-{stage}",
-                            concurrency=settings.worker_concurrency, max_attempts=settings.worker_max_attempts,
-                            backoff_s=settings.worker_backoff_s, metrics=engine.metrics) for stage in stages]
+    workers = [
+        build_worker(
+            stage,
+            engine,
+            bus,
+            topics,
+            group=f"{group_prefix}-{stage}",
+            concurrency=settings.worker_concurrency,
+            max_attempts=settings.worker_max_attempts,
+            backoff_s=settings.worker_backoff_s,
+            metrics=engine.metrics,
+        )
+        for stage in stages
+    ]
     engine.metrics.watch_lag(bus.lag)
     loop = asyncio.get_running_loop()
+
+    def stop_all() -> None:
+        for worker in workers:
+            worker.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: [w.stop() for w in workers])
+        loop.add_signal_handler(sig, stop_all)
     server = None
     if settings.worker_metrics_port:
         import uvicorn
 
-        config = uvicorn.Config(health_app(workers, engine), host=host, port=settings.worker_metrics_port,
-                                log_level="warning", lifespan="off")
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # ours stop the workers first
+        config = uvicorn.Config(
+            health_app(workers, engine),
+            host=host,
+            port=settings.worker_metrics_port,
+            log_level="warning",
+            lifespan="off",
+        )
+        server = _quiet_server_class()(config)
         serving = asyncio.create_task(server.serve())
     log.info("worker %s consuming from %s", "+".join(stages), settings.bus_url)
     try:
@@ -87,5 +109,23 @@ async def run_workers(settings: Settings, stages: Sequence[str], group_prefix: s
                 await serving
         await engine.close()
         await bus.close()
-        log.info("worker %s stopped: %s", "+".join(stages),
-                 ", ".join(f"{w.stage} processed {w.processed}, dead-lettered {w.dead}" for w in workers))
+        log.info(
+            "worker %s stopped: %s",
+            "+".join(stages),
+            ", ".join(f"{w.stage} processed {w.processed}, dead-lettered {w.dead}" for w in workers),
+        )
+
+
+def _quiet_server_class() -> type:
+    import contextlib
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """The metrics server without signal handlers of its own: ours stop the workers first."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return QuietServer

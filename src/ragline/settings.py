@@ -22,7 +22,6 @@ from pydantic_settings import (
 
 from .errors import ConfigurationError
 
-
 _TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
 
 
@@ -59,7 +58,7 @@ class Settings(BaseSettings):
     background_nice: int = Field(default=10, ge=0, le=19)
 
     # Embedding.
-    embedder: Literal["minilm", "hashing"] = "minilm"
+    embedder: str = "minilm"  # minilm, hashing, or a registered one (embedders.EMBEDDERS)
     embed_batch_size: int = Field(default=32, ge=1, le=1024)
     # Threads of the document embedder (questions always use one). 1 keeps a core free
     # for searches while documents are embedded; 0 lets onnxruntime use every core.
@@ -81,7 +80,7 @@ class Settings(BaseSettings):
 
     # Answers. local: SmolLM2 in-process; openai: an OpenAI-compatible server (vLLM);
     # extractive: no LLM, the context's best sentences.
-    generator: Literal["local", "openai", "extractive"] = "local"
+    generator: str = "local"  # local, openai, extractive, or a registered one (generators.GENERATORS)
     answer_top_k: int = Field(default=3, ge=1, le=50)
     # Below this similarity of the best passage, the answer is "not in the sources"
     # without asking the LLM (MiniLM cosine; calibrated on the sample corpus, see README).
@@ -191,18 +190,11 @@ class Settings(BaseSettings):
     service_name: str = "ragline"
 
     @model_validator(mode="after")
-    def _overlap_below_size(self) -> "Settings":
+    def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
             raise ValueError(
-                f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
-                f"chunk_tokens ({self.chunk_tokens})"
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_tokens ({self.chunk_tokens})"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _known_bus(self) -> "Settings":
-        if self.bus_url not in ("", "memory") and not self.bus_url.startswith("kafka://"):
-            raise ValueError(f"bus_url must be empty, 'memory' or kafka://host:port[,host:port]; got {self.bus_url!r}")
         return self
 
     @property
@@ -227,7 +219,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @classmethod
-    def load(cls, config_file: Path | None = None, **overrides: object) -> "Settings":
+    def load(cls, config_file: Path | None = None, **overrides: object) -> Settings:
         """Settings from overrides, the environment and the TOML file, validated."""
         path = config_file or _env_config_file()
         if path is not None and not path.is_file():

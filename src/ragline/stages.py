@@ -14,15 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .caches.answer_cache import AnswerCache
 from .errors import RaglineError
-from .generators.extractive import ExtractiveGenerator, content_words
 from .generators.prompts import NOT_IN_SOURCES, Prompt, build_prompt, citations_for, says_it_does_not_know
 from .ids import chunk_id, content_hash
 from .ingest.chunking import Chunker
-from .models import Answer, Chunk, Citation, Context, Document, IngestReport, Query
-from .ports import Embedder, Generator, VectorStore
-
+from .models import Answer, Chunk, Citation, Context, Document, Hit, IngestReport, Query
+from .ports import AnswerMemo, Embedder, Fallback, Generator, VectorStore
+from .text import content_words
 
 # Texts per embedder call: calls stay short (a shutdown waits for one at most), batches full.
 _EMBED_SLICE = 256
@@ -44,9 +42,15 @@ def chunk_document(document: Document, chunker: Chunker) -> list[Chunk]:
     """The document's chunks with deterministic ids and content hashes (no vectors yet)."""
     meta_key = json.dumps(document.metadata, sort_keys=True, default=str)
     return [
-        Chunk(id=chunk_id(document.tenant, document.id, n), tenant=document.tenant,
-              document_id=document.id, number=n, text=text,
-              content_hash=content_hash(text + "\x1f" + meta_key), metadata=document.metadata)
+        Chunk(
+            id=chunk_id(document.tenant, document.id, n),
+            tenant=document.tenant,
+            document_id=document.id,
+            number=n,
+            text=text,
+            content_hash=content_hash(text + "\x1f" + meta_key),
+            metadata=document.metadata,
+        )
         for n, text in enumerate(chunker.split(document.text))
     ]
 
@@ -55,8 +59,9 @@ async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-async def _plan(documents: Sequence[Document], chunker: Chunker, store: VectorStore,
-                offload: Offload = _inline) -> list[_Plan]:
+async def _plan(
+    documents: Sequence[Document], chunker: Chunker, store: VectorStore, offload: Offload = _inline
+) -> list[_Plan]:
     by_tenant: dict[str, list[str]] = defaultdict(list)
     for doc in documents:
         by_tenant[doc.tenant].append(doc.id)
@@ -79,9 +84,15 @@ async def _plan(documents: Sequence[Document], chunker: Chunker, store: VectorSt
     return plans
 
 
-async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: Embedder,
-                 store: VectorStore, answers: AnswerCache | None = None,
-                 offload: Offload = _inline) -> IngestReport:
+async def ingest(
+    documents: Sequence[Document],
+    *,
+    chunker: Chunker,
+    embedder: Embedder,
+    store: VectorStore,
+    answers: AnswerMemo | None = None,
+    offload: Offload = _inline,
+) -> IngestReport:
     """Make the store hold exactly these documents' current chunks; idempotent.
 
     Unchanged chunks are neither embedded nor written; chunks a document no longer
@@ -101,7 +112,8 @@ async def ingest(documents: Sequence[Document], *, chunker: Chunker, embedder: E
     return IngestReport(
         documents=len(documents),
         unchanged_documents=sum(1 for p in plans if not p.write and not p.delete),
-        chunks_written=len(to_write), chunks_embedded=len(to_write),
+        chunks_written=len(to_write),
+        chunks_embedded=len(to_write),
         chunks_unchanged=sum(p.unchanged for p in plans),
         chunks_deleted=sum(len(p.delete) for p in plans),
         seconds=time.perf_counter() - started,
@@ -138,8 +150,13 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode
     t1 = time.perf_counter()
     hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.text, mode=mode)
     t2 = time.perf_counter()
-    return Context(query=query, hits=hits, mode=mode, notice=notice,
-                   timings_ms={"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000})
+    return Context(
+        query=query,
+        hits=hits,
+        mode=mode,
+        notice=notice,
+        timings_ms={"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000},
+    )
 
 
 @dataclass(frozen=True)
@@ -147,17 +164,17 @@ class Answering:
     """What the generate stage needs: the LLM, its fallback and their limits."""
 
     generator: Generator
-    fallback: ExtractiveGenerator
+    fallback: Fallback
     max_tokens: int = 192
     budget_tokens: int = 1800
     min_relevance: float = 0.22
     timeout_s: float = 30.0
-    answers: AnswerCache | None = None
+    answers: AnswerMemo | None = None
     metrics: Any = None  # observability.Metrics: LLM outcome, time to first token
 
     @property
     def is_extractive(self) -> bool:
-        return isinstance(self.generator, ExtractiveGenerator)
+        return self.generator.name == "extractive"
 
 
 def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
@@ -174,7 +191,7 @@ def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
     return prompt if answering.fallback.supported(prompt) else None
 
 
-def _similarity(hit) -> float:
+def _similarity(hit: Hit) -> float:
     return hit.score if hit.similarity is None else hit.similarity
 
 
@@ -188,8 +205,9 @@ async def generate(context: Context, *, answering: Answering) -> Answer:
     return answer
 
 
-async def generate_stream(context: Context, *, answering: Answering,
-                          streaming: bool = True) -> AsyncIterator[str | Answer]:
+async def generate_stream(
+    context: Context, *, answering: Answering, streaming: bool = True
+) -> AsyncIterator[str | Answer]:
     """Text pieces as they are generated, then the final Answer.
 
     With ``streaming=False`` the LLM is asked for the whole text at once, which lets an
@@ -198,8 +216,9 @@ async def generate_stream(context: Context, *, answering: Answering,
     started = time.perf_counter()
     cache_key = None
     if answering.answers is not None:
-        cache_key = answering.answers.key(context.query.tenant, context.query.text, answering.generator.name,
-                                          context.hits)
+        cache_key = answering.answers.key(
+            context.query.tenant, context.query.text, answering.generator.name, context.hits
+        )
         cached = await answering.answers.get(cache_key, context.query.request_id)
         if cached is not None:
             yield cached.text
@@ -237,7 +256,7 @@ async def generate_stream(context: Context, *, answering: Answering,
             yield pieces[0]
     text = "".join(pieces).strip()
     answer = _answer(context, text, prompt, model, started, reason)
-    if cache_key is not None:
+    if cache_key is not None and answering.answers is not None:
         await answering.answers.put(cache_key, answer, context.hits)
     _observe(answering, answer)
     yield answer
@@ -279,13 +298,21 @@ async def _bounded(stream: AsyncIterator[str], timeout_s: float) -> AsyncIterato
                 await aclose()
 
 
-def _answer(context: Context, text: str, prompt: Prompt | None, model: str, started: float,
-            degraded_reason: str | None = None) -> Answer:
+def _answer(
+    context: Context, text: str, prompt: Prompt | None, model: str, started: float, degraded_reason: str | None = None
+) -> Answer:
     citations = [] if prompt is None else citations_for(text, prompt) or attribute(text, prompt)
     timings = dict(context.timings_ms, generate=(time.perf_counter() - started) * 1000)
-    return Answer(request_id=context.query.request_id, tenant=context.query.tenant, text=text,
-                  citations=citations, model=model, degraded=degraded_reason is not None,
-                  degraded_reason=degraded_reason, timings_ms=timings)
+    return Answer(
+        request_id=context.query.request_id,
+        tenant=context.query.tenant,
+        text=text,
+        citations=citations,
+        model=model,
+        degraded=degraded_reason is not None,
+        degraded_reason=degraded_reason,
+        timings_ms=timings,
+    )
 
 
 def attribute(text: str, prompt: Prompt, min_share: float = 0.5) -> list[Citation]:
@@ -295,8 +322,10 @@ def attribute(text: str, prompt: Prompt, min_share: float = 0.5) -> list[Citatio
     words = set(content_words(text))
     if not words:
         return []
-    share, passage = max(((len(words & set(content_words(p.hit.text))) / len(words), p) for p in prompt.passages),
-                         key=lambda pair: pair[0])
+    share, passage = max(
+        ((len(words & set(content_words(p.hit.text))) / len(words), p) for p in prompt.passages),
+        key=lambda pair: pair[0],
+    )
     if share < min_share:
         return []
     return [Citation(number=passage.number, chunk_id=passage.hit.chunk_id, document_id=passage.hit.document_id)]

@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -50,9 +50,14 @@ class Topics:
     dlq: str = "rag-dlq"
 
     @classmethod
-    def from_settings(cls, settings) -> "Topics":
-        return cls(settings.topic_docs, settings.topic_queries, settings.topic_context, settings.topic_answers,
-                   settings.topic_dlq)
+    def from_settings(cls, settings) -> Topics:
+        return cls(
+            settings.topic_docs,
+            settings.topic_queries,
+            settings.topic_context,
+            settings.topic_answers,
+            settings.topic_dlq,
+        )
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ OnDead = Callable[[Delivery, Exception], list[Output]]
 
 
 def route(reply_to: str) -> tuple[str, int | None]:
-    """"topic" or "topic:partition" (Kafka topic names never hold ':')."""
+    """ "topic" or "topic:partition" (Kafka topic names never hold ':')."""
     topic, _, partition = reply_to.partition(":")
     return topic, int(partition) if partition.isdigit() else None
 
@@ -85,9 +90,21 @@ class _Lane:
 
 
 class Worker:
-    def __init__(self, bus: Bus, stage: str, topic: str, group: str, handler: Handler, dlq_topic: str,
-                 max_attempts: int = 5, backoff_s: float = 0.1, *, concurrency: int = 1,
-                 on_dead: OnDead | None = None, metrics=None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        stage: str,
+        topic: str,
+        group: str,
+        handler: Handler,
+        dlq_topic: str,
+        max_attempts: int = 5,
+        backoff_s: float = 0.1,
+        *,
+        concurrency: int = 1,
+        on_dead: OnDead | None = None,
+        metrics=None,
+    ) -> None:
         self.bus = bus
         self.stage = stage
         self.topic = topic
@@ -104,10 +121,9 @@ class Worker:
         self.running = False
         # With transactions, outputs and the offset commit together, one message at a time
         # (committing a message's offset commits every earlier one of its partition).
-        self.transactional = bool(getattr(bus, "transactional", False))
+        self.transactional = bus.transactional
         if self.transactional and concurrency > 1:
-            log.info("%s: Kafka transactions on, so one message at a time (concurrency %d ignored)", stage,
-                     concurrency)
+            log.info("%s: Kafka transactions on, so one message at a time (concurrency %d ignored)", stage, concurrency)
             self.concurrency = 1
         self._stop = asyncio.Event()
         self._pending: asyncio.Future | None = None
@@ -203,9 +219,18 @@ class Worker:
         Traced as a consumer span whose parent comes from the message's headers; the
         outputs carry this span's context on, so a query is one trace across workers."""
         request_id = (delivery.key or b"").decode("utf-8", "replace") or None
-        with log_context(request_id=request_id, stage=self.stage), \
-                span(f"{delivery.topic} process", context=extract_context(delivery.headers), kind="consumer",
-                     stage=self.stage, request_id=request_id, partition=delivery.partition, offset=delivery.offset):
+        with (
+            log_context(request_id=request_id, stage=self.stage),
+            span(
+                f"{delivery.topic} process",
+                context=extract_context(delivery.headers),
+                kind="consumer",
+                stage=self.stage,
+                request_id=request_id,
+                partition=delivery.partition,
+                offset=delivery.offset,
+            ),
+        ):
             return await self._handle(delivery)
 
     async def _handle(self, delivery: Delivery) -> bool:
@@ -240,14 +265,25 @@ class Worker:
             return
         await asyncio.gather(*(self.bus.publish(o.topic, o.value, o.key, o.headers, o.partition) for o in traced))
 
-    async def _dead(self, delivery: Delivery, exc: Exception, kind: str, attempts: int,
-                    first_failure: datetime | None) -> bool:
-        letter = DeadLetter(topic=delivery.topic, stage=self.stage, payload=delivery.value.decode("utf-8", "replace"),
-                            error=f"{type(exc).__name__}: {exc}"[:2000], error_kind=kind, attempts=attempts,
-                            first_failure_at=first_failure or _now())
+    async def _dead(
+        self, delivery: Delivery, exc: Exception, kind: str, attempts: int, first_failure: datetime | None
+    ) -> bool:
+        letter = DeadLetter(
+            topic=delivery.topic,
+            stage=self.stage,
+            payload=delivery.value.decode("utf-8", "replace"),
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            error_kind=kind,
+            attempts=attempts,
+            first_failure_at=first_failure or _now(),
+        )
         log.warning("dead letter from %s (%s after %d attempts): %s", self.stage, kind, attempts, letter.error)
-        dead = Output(self.dlq_topic, letter.model_dump_json().encode(), delivery.key,
-                      {"ragline-stage": self.stage.encode(), "ragline-error-kind": kind.encode()})
+        dead = Output(
+            self.dlq_topic,
+            letter.model_dump_json().encode(),
+            delivery.key,
+            {"ragline-stage": self.stage.encode(), "ragline-error-kind": kind.encode()},
+        )
         tell = self.on_dead(delivery, exc) if self.on_dead else []  # the caller need not wait for a timeout
         if self.transactional:
             await self._emit([dead, *tell], delivery)
@@ -263,7 +299,7 @@ class Worker:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _expired(query: Query) -> bool:
@@ -279,6 +315,7 @@ def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Q
         failure = Failure(request_id=query.request_id, stage=stage, error_type=type(exc).__name__, error=str(exc))
         topic, partition = route(query.reply_to or topics.answers)
         return [Output(topic, failure.model_dump_json().encode(), reply_key(query), {KIND: b"failure"}, partition)]
+
     return on_dead
 
 
@@ -288,6 +325,7 @@ def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Q
 def ingest_handler(engine) -> Handler:
     """Documents become searchable (the engine records their freshness, received ->
     searchable); deletes travel the same topic, keyed alike, so they keep their order."""
+
     async def handle(delivery: Delivery) -> list[Output]:
         if delivery.headers.get(KIND) == DELETE:
             ref = DocumentRef.model_validate_json(delivery.value)
@@ -296,6 +334,7 @@ def ingest_handler(engine) -> Handler:
             return []
         await engine.ingest_documents([Document.model_validate_json(delivery.value)])
         return []
+
     return handle
 
 
@@ -312,9 +351,9 @@ def retrieve_handler(engine, topics: Topics) -> Handler:
             context = await engine.retrieve(query)
         if query.purpose != "answer":  # a search or a read: the context is the reply
             topic, partition = route(query.reply_to or topics.answers)
-            return [Output(topic, context.model_dump_json().encode(), reply_key(query), {KIND: b"context"},
-                           partition)]
+            return [Output(topic, context.model_dump_json().encode(), reply_key(query), {KIND: b"context"}, partition)]
         return [Output(topics.context, context.model_dump_json().encode(), query.request_id.encode())]
+
     return handle
 
 
@@ -324,6 +363,7 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
     A redelivered context (the worker died after publishing, before committing) is
     answered again; the gateway keeps the first answer per request id and drops the rest.
     """
+
     async def handle(delivery: Delivery) -> list[Output]:
         context = Context.model_validate_json(delivery.value)
         query = context.query
@@ -338,17 +378,18 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
             answer = await _stream_deltas(engine, context, topic, partition, key, delta_interval_s)
         return [Output(topic, answer.model_dump_json().encode(), key, {KIND: b"answer"}, partition)]
 
-    async def _stream_deltas(engine, context: Context, topic: str, partition: int | None, key: bytes,
-                             interval_s: float) -> Answer:
-        attempt, seq, buffered, last = uuid.uuid4().hex[:12], 0, [], time.perf_counter()
+    async def _stream_deltas(
+        engine, context: Context, topic: str, partition: int | None, key: bytes, interval_s: float
+    ) -> Answer:
+        attempt, seq, last = uuid.uuid4().hex[:12], 0, time.perf_counter()
+        buffered: list[str] = []
         answer = None
 
         async def flush() -> None:
             nonlocal seq, buffered, last
-            if buffered:
+            if buffered and bus is not None:
                 delta = Delta(request_id=context.query.request_id, text="".join(buffered), seq=seq, attempt=attempt)
-                await bus.publish(topic, delta.model_dump_json().encode(), key,
-                                                 {KIND: b"delta"}, partition)
+                await bus.publish(topic, delta.model_dump_json().encode(), key, {KIND: b"delta"}, partition)
                 seq, buffered, last = seq + 1, [], time.perf_counter()
 
         async for item in stages.generate_stream(context, answering=engine.answering()):
@@ -373,8 +414,18 @@ def on_dead_for(stage: str, topics: Topics) -> OnDead | None:
     return None
 
 
-def build_worker(stage: str, engine, bus: Bus, topics: Topics, *, group: str | None = None,
-                 concurrency: int = 1, max_attempts: int = 5, backoff_s: float = 0.2, metrics=None) -> Worker:
+def build_worker(
+    stage: str,
+    engine,
+    bus: Bus,
+    topics: Topics,
+    *,
+    group: str | None = None,
+    concurrency: int = 1,
+    max_attempts: int = 5,
+    backoff_s: float = 0.2,
+    metrics=None,
+) -> Worker:
     """One stage's worker, wired the same way in a worker process and in the embedded pipeline."""
     handlers = {
         "ingest": (topics.docs, lambda: ingest_handler(engine)),
@@ -384,15 +435,27 @@ def build_worker(stage: str, engine, bus: Bus, topics: Topics, *, group: str | N
     if stage not in handlers:
         raise ValueError(f"unknown stage {stage!r}; one of {', '.join(handlers)}")
     topic, make = handlers[stage]
-    return Worker(bus, stage, topic, group or f"ragline-{stage}", make(), topics.dlq, max_attempts, backoff_s,
-                  concurrency=concurrency, on_dead=on_dead_for(stage, topics), metrics=metrics)
+    return Worker(
+        bus,
+        stage,
+        topic,
+        group or f"ragline-{stage}",
+        make(),
+        topics.dlq,
+        max_attempts,
+        backoff_s,
+        concurrency=concurrency,
+        on_dead=on_dead_for(stage, topics),
+        metrics=metrics,
+    )
 
 
 # -- the dead-letter topic ------------------------------------------------------------------
 
 
-async def dead_letters(bus: Bus, dlq_topic: str, group: str | None = None, idle_s: float = 1.0,
-                       include_replayed: bool = False) -> list[DeadLetter]:
+async def dead_letters(
+    bus: Bus, dlq_topic: str, group: str | None = None, idle_s: float = 1.0, include_replayed: bool = False
+) -> list[DeadLetter]:
     """Every dead letter on the topic, read from the start until it stays idle.
 
     A fresh group per call (nothing is committed), so listing never hides a letter.

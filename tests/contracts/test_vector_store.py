@@ -1,4 +1,4 @@
-"""The VectorStore contract, run against Milvus Lite and a real Milvus server."""
+"""The VectorStore contract, run against the in-memory store, Milvus Lite and a real Milvus server."""
 
 from __future__ import annotations
 
@@ -10,19 +10,24 @@ import pytest
 
 from ragline import Chunk, InvalidInput, Settings
 from ragline.ids import chunk_id, content_hash
+from ragline.ports import VectorStore
+from ragline.stores import build_store
 from ragline.stores.milvus import MilvusStore
 
 DIM = 8
 
 
-@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.integration)])
-async def store(request, tmp_path) -> AsyncIterator[MilvusStore]:
+@pytest.fixture(params=["memory", "lite", pytest.param("server", marks=pytest.mark.integration)])
+async def store(request, tmp_path) -> AsyncIterator[VectorStore]:
+    if request.param == "memory":
+        yield build_store(Settings.load(milvus_uri="memory://"), DIM)
+        return
     if request.param == "lite":
         settings = Settings.load(milvus_uri=str(tmp_path / "contract.db"))
     else:
         uri = request.getfixturevalue("milvus_server_uri")
         settings = Settings.load(milvus_uri=uri, collection=f"c_{uuid.uuid4().hex[:12]}")
-    s = MilvusStore(settings, DIM)
+    s = MilvusStore.from_settings(settings, DIM)
     yield s
     await s.close()
 
@@ -35,8 +40,16 @@ def unit(i: int) -> list[float]:
 
 def chunk(tenant: str, doc: str, n: int, text: str = "", axis: int | None = None, **meta) -> Chunk:
     text = text or f"{doc} chunk {n}"
-    return Chunk(id=chunk_id(tenant, doc, n), tenant=tenant, document_id=doc, number=n, text=text,
-                 content_hash=content_hash(text), metadata=meta, vector=unit(n if axis is None else axis))
+    return Chunk(
+        id=chunk_id(tenant, doc, n),
+        tenant=tenant,
+        document_id=doc,
+        number=n,
+        text=text,
+        content_hash=content_hash(text),
+        metadata=meta,
+        vector=unit(n if axis is None else axis),
+    )
 
 
 async def test_a_search_sees_chunks_upserted_just_before(store):
@@ -118,8 +131,13 @@ async def test_document_chunks_come_back_in_order_within_the_tenant(store):
 
 
 async def test_bm25_and_hybrid_find_by_words_where_full_text_search_exists(store):
-    await store.upsert([chunk("t", "volcano", 0, "Pinatubo erupted in 1991", axis=0),
-                        chunk("t", "bees", 0, "Honeybees dance", axis=1), chunk("u", "x", 0, "Pinatubo again", axis=0)])
+    await store.upsert(
+        [
+            chunk("t", "volcano", 0, "Pinatubo erupted in 1991", axis=0),
+            chunk("t", "bees", 0, "Honeybees dance", axis=1),
+            chunk("u", "x", 0, "Pinatubo again", axis=0),
+        ]
+    )
     for mode in ("bm25", "hybrid"):
         hits = await store.search("t", np.array(unit(1)), top_k=5, text="Pinatubo", mode=mode)
         if store.full_text:

@@ -20,17 +20,27 @@ from ragline.stores.milvus import MilvusStore
 
 pytestmark = pytest.mark.integration
 
-OUT_OF_CORPUS = ["Who won the 2018 FIFA World Cup?", "Who wrote Pride and Prejudice?",
-                 "What is the capital of Australia?", "What is the boiling point of mercury?"]
-PASSAGE = Hit(chunk_id="c1", document_id="lighthouses.md", number=0, score=0.9, content_hash="h",
-              text="In 1822 the French physicist Augustin-Jean Fresnel presented a new kind of lens.")
+OUT_OF_CORPUS = [
+    "Who won the 2018 FIFA World Cup?",
+    "Who wrote Pride and Prejudice?",
+    "What is the capital of Australia?",
+    "What is the boiling point of mercury?",
+]
+PASSAGE = Hit(
+    chunk_id="c1",
+    document_id="lighthouses.md",
+    number=0,
+    score=0.9,
+    content_hash="h",
+    text="In 1822 the French physicist Augustin-Jean Fresnel presented a new kind of lens.",
+)
 
 
 @pytest.fixture(scope="module")
 async def sample_engine(tmp_path_factory, minilm) -> AsyncIterator[Engine]:
     """MiniLM + Milvus Lite over the sample corpus; tests swap in their generator."""
     settings = Settings.load(milvus_uri=str(tmp_path_factory.mktemp("answers") / "m.db"), llm_timeout_s=60)
-    engine = Engine(settings, minilm, MilvusStore(settings, minilm.dimension), generator=ExtractiveGenerator())
+    engine = Engine(settings, minilm, MilvusStore.from_settings(settings, minilm.dimension), generator=ExtractiveGenerator())
     await engine.ingest_paths([sample_corpus_dir()])
     yield engine
     await engine.close()
@@ -46,6 +56,7 @@ def with_generator(sample_engine):
     def use(generator) -> Engine:
         sample_engine._generator = generator
         return sample_engine
+
     return use
 
 
@@ -94,8 +105,9 @@ async def test_when_the_llm_stops_every_question_still_gets_an_answer_and_recove
 async def test_while_the_llm_is_down_the_breaker_answers_at_once(llm_server, with_generator):
     from conftest import free_port
 
-    generator = openai_generator(f"http://127.0.0.1:{free_port()}/v1",
-                                 breaker=CircuitBreaker("dead LLM", failures_to_open=2, open_s=60))
+    generator = openai_generator(
+        f"http://127.0.0.1:{free_port()}/v1", breaker=CircuitBreaker("dead LLM", failures_to_open=2, open_s=60)
+    )
     engine = with_generator(generator)
     for _ in range(2):
         assert (await engine.ask("Who invented the Fresnel lens and when?")).degraded
@@ -131,7 +143,8 @@ def local_generator():
 
 @pytest.mark.parametrize("question", OUT_OF_CORPUS)
 async def test_the_local_model_says_not_in_sources_for_questions_the_corpus_cannot_answer(
-        question, local_generator, with_generator):
+    question, local_generator, with_generator
+):
     answer = await with_generator(local_generator).ask(question)
     assert answer.text == NOT_IN_SOURCES and answer.citations == [] and not answer.degraded
 

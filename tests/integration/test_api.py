@@ -61,8 +61,10 @@ def test_documents_without_wait_are_accepted_then_become_searchable(api):
 def test_files_upload_and_a_bad_file_is_reported(api):
     _, client, _ = api
     a = client()
-    files = [("files", ("notes.md", b"# Notes\n\n" + BEES.encode(), "text/markdown")),
-             ("files", ("empty.txt", b"", "text/plain"))]
+    files = [
+        ("files", ("notes.md", b"# Notes\n\n" + BEES.encode(), "text/markdown")),
+        ("files", ("empty.txt", b"", "text/plain")),
+    ]
     body = a.post("/v1/documents/files", files=files, data={"wait": "true"}).json()
     assert body["ids"] == ["notes.md"] and "empty.txt: empty" in body["errors"][0]
 
@@ -90,12 +92,15 @@ def test_query_streams_tokens_then_the_answer(api):
     assert final["citations"][0]["document_id"] == "bees"
 
 
-@pytest.mark.parametrize("headers, status, detail", [
-    ({}, 401, "missing credentials"),
-    ({"Authorization": "Bearer rl_nope_nope"}, 401, "invalid API key"),
-    ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, "use 'Authorization: Bearer"),
-    ({"Authorization": "Bearer not.a.jwt"}, 401, "invalid token"),
-])
+@pytest.mark.parametrize(
+    "headers, status, detail",
+    [
+        ({}, 401, "missing credentials"),
+        ({"Authorization": "Bearer rl_nope_nope"}, 401, "invalid API key"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, "use 'Authorization: Bearer"),
+        ({"Authorization": "Bearer not.a.jwt"}, 401, "invalid token"),
+    ],
+)
 def test_requests_without_valid_credentials_get_401(api, headers, status, detail):
     server, _, _ = api
     response = httpx.post(f"{server.url}/v1/search", json={"query": "x"}, headers=headers)
@@ -124,17 +129,21 @@ def token(secret: str, **claims) -> str:
     return jwt.encode(body, secret, algorithm="HS256")
 
 
-@pytest.mark.parametrize("claims, secret, status, detail", [
-    ({}, "s3cret-for-tests-only-0123456789", 200, None),
-    ({"exp": int(time.time()) - 10}, "s3cret-for-tests-only-0123456789", 401, "expired"),
-    ({}, "another-secret-of-enough-length-000", 401, "Signature verification failed"),
-    ({"aud": "someone-else"}, "s3cret-for-tests-only-0123456789", 401, "Audience doesn't match"),
-    ({"scope": "ingest"}, "s3cret-for-tests-only-0123456789", 403, "'query' scope"),
-])
+@pytest.mark.parametrize(
+    "claims, secret, status, detail",
+    [
+        ({}, "s3cret-for-tests-only-0123456789", 200, None),
+        ({"exp": int(time.time()) - 10}, "s3cret-for-tests-only-0123456789", 401, "expired"),
+        ({}, "another-secret-of-enough-length-000", 401, "Signature verification failed"),
+        ({"aud": "someone-else"}, "s3cret-for-tests-only-0123456789", 401, "Audience doesn't match"),
+        ({"scope": "ingest"}, "s3cret-for-tests-only-0123456789", 403, "'query' scope"),
+    ],
+)
 def test_jwt_bearer_tokens_are_checked(api, claims, secret, status, detail):
     server, _, _ = api
-    response = httpx.post(f"{server.url}/v1/search", json={"query": "x"},
-                          headers={"Authorization": f"Bearer {token(secret, **claims)}"})
+    response = httpx.post(
+        f"{server.url}/v1/search", json={"query": "x"}, headers={"Authorization": f"Bearer {token(secret, **claims)}"}
+    )
     assert response.status_code == status, response.text
     if detail:
         assert detail in response.json()["detail"]
@@ -168,7 +177,7 @@ def test_tenant_b_cannot_find_fetch_delete_or_get_answers_from_tenant_a(api):
 def test_rate_limiting_answers_429_with_retry_after_and_recovers(serve_app, tmp_path):
     server = serve_app(rate_limit_rps=2, rate_limit_burst=2)
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query"])
-    call = lambda: httpx.post(f"{server.url}/v1/search", json={"query": "x"}, headers={"X-API-Key": key})  # noqa: E731
+    call = lambda: httpx.post(f"{server.url}/v1/search", json={"query": "x"}, headers={"X-API-Key": key})
     statuses = [call().status_code for _ in range(4)]
     assert statuses[:2] == [200, 200] and 429 in statuses[2:]
     limited = call()
@@ -180,8 +189,9 @@ def test_rate_limiting_answers_429_with_retry_after_and_recovers(serve_app, tmp_
 def test_a_body_over_the_limit_gets_413(serve_app, tmp_path):
     server = serve_app(max_body_mb=0.01)
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["ingest"])
-    response = httpx.post(f"{server.url}/v1/documents", headers={"X-API-Key": key},
-                          json={"documents": [{"text": "x" * 20_000}]})
+    response = httpx.post(
+        f"{server.url}/v1/documents", headers={"X-API-Key": key}, json={"documents": [{"text": "x" * 20_000}]}
+    )
     assert response.status_code == 413 and "limited to 10000 bytes" in response.json()["detail"]
 
 
@@ -206,8 +216,7 @@ def test_health_readiness_metrics_and_chat_page(api):
 
 def test_without_auth_the_tenant_comes_from_a_header(serve_app):
     server = serve_app(auth_enabled=False)
-    post = lambda tenant, path, body: httpx.post(f"{server.url}{path}", json=body,  # noqa: E731
-                                                 headers={"X-Ragline-Tenant": tenant})
+    post = lambda tenant, path, body: httpx.post(f"{server.url}{path}", json=body, headers={"X-Ragline-Tenant": tenant})
     post("x", "/v1/documents", {"documents": [{"id": "d", "text": BEES}], "wait": True})
     assert len(post("x", "/v1/search", {"query": BEES}).json()["hits"]) == 1
     assert post("y", "/v1/search", {"query": BEES}).json()["hits"] == []
@@ -224,8 +233,10 @@ def test_the_openai_client_gets_answers_plain_and_streamed(api):
     reply = openai.chat.completions.create(model="ragline", messages=messages)
     assert "waggle dance" in reply.choices[0].message.content
     assert reply.model_extra["sources"][0]["document_id"] == "bees"
-    pieces = [c.choices[0].delta.content or "" for c in
-              openai.chat.completions.create(model="ragline", messages=messages, stream=True)]
+    pieces = [
+        c.choices[0].delta.content or ""
+        for c in openai.chat.completions.create(model="ragline", messages=messages, stream=True)
+    ]
     assert "".join(pieces) == reply.choices[0].message.content
 
 

@@ -22,15 +22,18 @@ def processing(llm_url: str) -> float:
 def test_a_client_that_disconnects_mid_stream_frees_the_generation(serve_app, running_llm, tmp_path):
     # ignore_eos (llama.cpp) and no stop strings (the chat API): the model cannot finish
     # early, so only a cancellation can stop it before 1,500 tokens
-    generator = OpenAIGenerator(running_llm.url, "smollm2", api="chat", max_retries=0, timeout_s=120,
-                                extra_body={"ignore_eos": True})
+    generator = OpenAIGenerator(
+        running_llm.url, "smollm2", api="chat", max_retries=0, timeout_s=120, extra_body={"ignore_eos": True}
+    )
     server = serve_app(generator=generator, llm_max_tokens=1500, llm_timeout_s=120)
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
     headers = {"X-API-Key": key}
-    httpx.post(f"{server.url}/v1/documents", headers=headers,
-               json={"documents": [{"id": "bees", "text": BEES}], "wait": True}).raise_for_status()
-    with httpx.stream("POST", f"{server.url}/v1/query", headers=headers, timeout=60,
-                      json={"question": QUESTION, "stream": True}) as response:
+    httpx.post(
+        f"{server.url}/v1/documents", headers=headers, json={"documents": [{"id": "bees", "text": BEES}], "wait": True}
+    ).raise_for_status()
+    with httpx.stream(
+        "POST", f"{server.url}/v1/query", headers=headers, timeout=60, json={"question": QUESTION, "stream": True}
+    ) as response:
         lines = response.iter_lines()  # held: dropping the iterator would close the stream
         tokens = 0
         for line in lines:

@@ -39,13 +39,27 @@ class CountingGenerator(ExtractiveGenerator):
 
 
 async def make_engine(tmp_path, cache_url: str, **overrides) -> Engine:
-    settings = Settings.load(milvus_uri=str(tmp_path / "cache.db"), embedder="hashing", generator="extractive",
-                             cache_url=cache_url, min_relevance=0.0, chunk_tokens=64, chunk_overlap=8,
-                             cache_breaker_open_s=0.3, **overrides)
+    settings = Settings.load(
+        milvus_uri=str(tmp_path / "cache.db"),
+        embedder="hashing",
+        generator="extractive",
+        cache_url=cache_url,
+        min_relevance=0.0,
+        chunk_tokens=64,
+        chunk_overlap=8,
+        cache_breaker_open_s=0.3,
+        **overrides,
+    )
     metrics = Metrics()
     embedder = HashingEmbedder()
-    return Engine(settings, embedder, MilvusStore(settings, embedder.dimension), CountingGenerator(),
-                  cache=build_cache(settings, metrics.cache_state), metrics=metrics)
+    return Engine(
+        settings,
+        embedder,
+        MilvusStore.from_settings(settings, embedder.dimension),
+        CountingGenerator(),
+        cache=build_cache(settings, metrics.cache_state),
+        metrics=metrics,
+    )
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
@@ -76,7 +90,9 @@ async def test_a_query_differing_only_in_case_and_spacing_is_a_hit(engine):
 async def test_editing_a_document_changes_the_next_answer_within_the_ttl(engine):
     await engine.ingest_documents([Document(id="bees", text=BEES)])
     assert "flowers" in (await engine.ask(QUESTION)).text
-    await engine.ingest_documents([Document(id="bees", text="The waggle dance tells nest mates the direction of water.")])
+    await engine.ingest_documents(
+        [Document(id="bees", text="The waggle dance tells nest mates the direction of water.")]
+    )
     answer = await engine.ask(QUESTION)
     assert not answer.cached and "water" in answer.text
 
@@ -90,8 +106,12 @@ async def test_deleting_a_document_evicts_the_answers_built_from_it(engine):
 
 
 async def test_tenant_b_never_gets_tenant_as_cached_answer(engine):
-    await engine.ingest_documents([Document(tenant="a", id="bees", text=BEES),
-                                   Document(tenant="b", id="bees", text="The waggle dance is a folk dance from Tyrol.")])
+    await engine.ingest_documents(
+        [
+            Document(tenant="a", id="bees", text=BEES),
+            Document(tenant="b", id="bees", text="The waggle dance is a folk dance from Tyrol."),
+        ]
+    )
     a = await engine.ask(QUESTION, tenant="a")
     b = await engine.ask(QUESTION, tenant="b")
     assert not b.cached and "Tyrol" in b.text and "flowers" not in b.text and "flowers" in a.text
@@ -108,8 +128,9 @@ async def test_cache_hits_and_misses_are_counted(engine):
     await engine.ingest_documents([Document(id="bees", text=BEES)])
     await engine.ask(QUESTION)
     await engine.ask(QUESTION)
-    sample = lambda cache, result: engine.metrics.registry.get_sample_value(  # noqa: E731
-        "ragline_cache_requests_total", {"cache": cache, "result": result})
+    sample = lambda cache, result: engine.metrics.registry.get_sample_value(
+        "ragline_cache_requests_total", {"cache": cache, "result": result}
+    )
     assert sample("answer", "hit") == 1 and sample("answer", "miss") == 1
     assert sample("embedding", "hit") >= 1
 
@@ -151,8 +172,10 @@ def test_rate_limits_hold_across_api_replicas_sharing_redis(serve_app, running_r
 
     replicas = [serve_app(cache_url=running_redis.url, rate_limit_rps=0.5, rate_limit_burst=2) for _ in range(2)]
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query"])
-    statuses = [httpx.post(f"{replicas[i % 2].url}/v1/search", json={"query": "x"},
-                           headers={"X-API-Key": key}).status_code for i in range(3)]
+    statuses = [
+        httpx.post(f"{replicas[i % 2].url}/v1/search", json={"query": "x"}, headers={"X-API-Key": key}).status_code
+        for i in range(3)
+    ]
     assert statuses == [200, 200, 429]
 
 

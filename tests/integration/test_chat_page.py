@@ -14,8 +14,10 @@ from ragline.api.auth import KeyStore
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = Path(__file__).parents[2] / "test-results"
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None and os.environ.get("RAGLINE_REQUIRE_TOOLS") != "1",
-                                reason="needs Debian's chromium (scripts/setup.sh --test installs it)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("RAGLINE_REQUIRE_TOOLS") != "1",
+    reason="needs Debian's chromium (scripts/setup.sh --test installs it)",
+)
 
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."
 
@@ -25,13 +27,24 @@ def test_a_question_typed_in_the_page_gets_a_streamed_answer_and_a_source(serve_
 
     server = serve_app()
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
-    httpx.post(f"{server.url}/v1/documents", headers={"X-API-Key": key},
-               json={"documents": [{"id": "bees.md", "text": BEES}], "wait": True}).raise_for_status()
+    httpx.post(
+        f"{server.url}/v1/documents",
+        headers={"X-API-Key": key},
+        json={"documents": [{"id": "bees.md", "text": BEES}], "wait": True},
+    ).raise_for_status()
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page()
         page.goto(server.url)
         page.fill("#key", key)

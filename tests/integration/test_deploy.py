@@ -19,8 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ["dev", "prod", "prod-keda"]
 TOOLS = ROOT / ".tools" / "bin"
-WORKERS = {"ragline-ingest": "RAGLINE_TOPIC_DOCS", "ragline-retrieve": "RAGLINE_TOPIC_QUERIES",
-           "ragline-generate": "RAGLINE_TOPIC_CONTEXT"}
+WORKERS = {
+    "ragline-ingest": "RAGLINE_TOPIC_DOCS",
+    "ragline-retrieve": "RAGLINE_TOPIC_QUERIES",
+    "ragline-generate": "RAGLINE_TOPIC_CONTEXT",
+}
 CRDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 
 
@@ -36,8 +39,9 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("rendered")
     files = {}
     for overlay in OVERLAYS:
-        done = subprocess.run([tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         files[overlay] = out / f"{overlay}.yaml"
         files[overlay].write_text(done.stdout)
@@ -54,8 +58,12 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
 
 def test_every_rendered_object_validates_against_the_kubernetes_schemas(rendered):
     for overlay, path in rendered.items():
-        done = subprocess.run([tool("kubernetes-validate"), "--kubernetes-version", "1.30.0", str(path)],
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [tool("kubernetes-validate"), "--kubernetes-version", "1.30.0", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         lines = (done.stdout + done.stderr).splitlines()
         assert done.returncode == 0, "\n".join(lines)
         passed = [line for line in lines if line.startswith("INFO") and " passed " in line]
@@ -86,8 +94,9 @@ def test_checkov_finds_no_failed_check_and_every_skip_is_justified(rendered):
     args = [tool("checkov"), "--framework", "kubernetes", "--compact", "-o", "json"]
     for path in rendered.values():
         args += ["-f", str(path)]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
+    done = subprocess.run(
+        args, capture_output=True, text=True, timeout=600, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"}
+    )
     report = json.loads(done.stdout)
     reports = report if isinstance(report, list) else [report]
     failed = [(c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]]
@@ -117,8 +126,12 @@ def test_the_prod_overlay_runs_every_component_at_least_twice_with_probes_resour
             assert security["capabilities"]["drop"] == ["ALL"], name
         labels = spec["template"]["metadata"]["labels"]
         assert [b for b in budgets if _selects(b["spec"]["selector"], labels)], f"no PodDisruptionBudget for {name}"
-    probes = {c["readinessProbe"]["httpGet"]["path"] for d in deployments if d["metadata"]["name"] != "ragline-vllm"
-              for c in d["spec"]["template"]["spec"]["containers"]}
+    probes = {
+        c["readinessProbe"]["httpGet"]["path"]
+        for d in deployments
+        if d["metadata"]["name"] != "ragline-vllm"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
     assert probes == {"/readyz"}
 
 
@@ -160,9 +173,14 @@ def test_dependencies_come_from_configuration_and_secrets_are_never_rendered(ren
             for container in _containers(doc):
                 for env in container.get("env", []):
                     assert "value" not in env or not env["name"].upper().endswith(
-                        ("_SECRET", "_PASSWORD", "_API_KEY", "_TOKEN")), env
-        mounted = {v["secret"]["secretName"] for d in by_kind(docs, "Deployment")
-                   for v in d["spec"]["template"]["spec"].get("volumes", []) if "secret" in v}
+                        ("_SECRET", "_PASSWORD", "_API_KEY", "_TOKEN")
+                    ), env
+        mounted = {
+            v["secret"]["secretName"]
+            for d in by_kind(docs, "Deployment")
+            for v in d["spec"]["template"]["spec"].get("volumes", [])
+            if "secret" in v
+        }
         assert "ragline-api-keys" in mounted, overlay
     prod = objects(rendered["prod"])
     config = next(c for c in by_kind(prod, "ConfigMap") if c["metadata"]["name"] == "ragline-config")["data"]
@@ -197,8 +215,9 @@ def test_the_rendered_monitoring_manifests_match_their_sources():
     finally:
         sys.path.pop(0)
     for name, make in render.RENDERED.items():
-        assert (K8S / "monitoring" / name).read_text() == make(), \
+        assert (K8S / "monitoring" / name).read_text() == make(), (
             f"deploy/k8s/monitoring/{name} is stale: run scripts/render_k8s_monitoring.py"
+        )
 
 
 def test_the_dockerfile_lints_cleanly():

@@ -10,23 +10,33 @@ from typer.testing import CliRunner
 
 from ragline.cli import app
 
-DOCS = {"d1": ("Bees", "Honeybees perform the waggle dance to show where flowers are."),
-        "d2": ("Tea", "Black tea leaves are fully oxidised before drying."),
-        "d3": ("Volcanoes", "Mount Pinatubo erupted in 1991 and cooled the planet."),
-        "d4": ("Lenses", "Augustin-Jean Fresnel presented his lens in 1822.")}
-QUERIES = {"q1": ("waggle dance of honeybees", "d1"), "q2": ("oxidised black tea", "d2"),
-           "q3": ("Pinatubo 1991 eruption", "d3"), "q4": ("Fresnel lens 1822", "d4")}
+DOCS = {
+    "d1": ("Bees", "Honeybees perform the waggle dance to show where flowers are."),
+    "d2": ("Tea", "Black tea leaves are fully oxidised before drying."),
+    "d3": ("Volcanoes", "Mount Pinatubo erupted in 1991 and cooled the planet."),
+    "d4": ("Lenses", "Augustin-Jean Fresnel presented his lens in 1822."),
+}
+QUERIES = {
+    "q1": ("waggle dance of honeybees", "d1"),
+    "q2": ("oxidised black tea", "d2"),
+    "q3": ("Pinatubo 1991 eruption", "d3"),
+    "q4": ("Fresnel lens 1822", "d4"),
+}
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     root = tmp_path / "mini"
     (root / "qrels").mkdir(parents=True)
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n"
-                                               for i, (t, x) in DOCS.items()))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in QUERIES.items()))
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" +
-                                             "".join(f"{q}\t{d}\t1\n" for q, (_, d) in QUERIES.items()))
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, (t, x) in DOCS.items())
+    )
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in QUERIES.items())
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, (_, d) in QUERIES.items())
+    )
     return root
 
 

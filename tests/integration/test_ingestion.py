@@ -76,7 +76,9 @@ async def test_tenant_a_never_sees_tenant_b_chunks(engine, corpus):
 
 
 async def test_deleting_in_one_tenant_leaves_the_other_alone(engine):
-    await engine.ingest_documents([Document(tenant="a", id="d", text="alpha"), Document(tenant="b", id="d", text="beta")])
+    await engine.ingest_documents(
+        [Document(tenant="a", id="d", text="alpha"), Document(tenant="b", id="d", text="beta")]
+    )
     await engine.delete_document("d", tenant="a")
     assert (await engine.store.count("a"), await engine.store.count("b")) == (0, 1)
 
@@ -90,8 +92,13 @@ async def test_bad_files_are_reported_and_the_rest_of_the_batch_still_ingests(en
     report = await engine.ingest_paths([corpus, corpus / "missing.md"])
     assert report.documents == 3
     messages = "\n".join(report.errors)
-    for expected in ("empty.txt: empty", "binary.txt: binary file", "dangling.md: unreadable",
-                     "huge.txt: too large: 50.0 MB", "missing.md: no such file"):
+    for expected in (
+        "empty.txt: empty",
+        "binary.txt: binary file",
+        "dangling.md: unreadable",
+        "huge.txt: too large: 50.0 MB",
+        "missing.md: no such file",
+    ):
         assert expected in messages
     assert len(report.errors) == 5
 

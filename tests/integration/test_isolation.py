@@ -36,8 +36,10 @@ def _raw(server, request: bytes, timeout_s: float = 5.0) -> bytes:
 
 def test_an_unauthenticated_request_is_refused_before_its_body_is_read(guarded):
     server, _ = guarded
-    head = (b"POST /v1/documents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 400000\r\n\r\n{\"documents\": [")
+    head = (
+        b"POST /v1/documents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 400000\r\n\r\n{"documents": ['
+    )
     started = time.monotonic()
     reply = _raw(server, head)  # the rest of the body is never sent
     assert reply.startswith(b"HTTP/1.1 401") and time.monotonic() - started < 1.0
@@ -52,11 +54,14 @@ def test_bodies_over_the_route_limit_get_413_naming_the_setting(guarded):
     assert huge.status_code == 413 and "max_body_mb" in huge.json()["detail"]
 
 
-@pytest.mark.parametrize("filters, limit", [
-    ({f"k{i}": "v" for i in range(9)}, "max_filter_keys"),
-    ({"k": [str(i) for i in range(65)]}, "max_filter_values"),
-    ({"k": "v" * 257}, "max_filter_value_chars"),
-])
+@pytest.mark.parametrize(
+    "filters, limit",
+    [
+        ({f"k{i}": "v" for i in range(9)}, "max_filter_keys"),
+        ({"k": [str(i) for i in range(65)]}, "max_filter_values"),
+        ({"k": "v" * 257}, "max_filter_value_chars"),
+    ],
+)
 def test_filter_limits_answer_422_naming_the_limit(guarded, filters, limit):
     _, client = guarded
     response = client().post("/v1/search", json={"query": "bees", "filters": filters})
@@ -69,9 +74,13 @@ def test_metadata_too_deep_too_large_or_not_unicode_is_refused_per_document(guar
     deep: dict = {}
     for _ in range(6):
         deep = {"d": deep}
-    body = ('{"wait": true, "documents": [{"id": "good", "text": "%s"}, {"id": "deep", "text": "x", "metadata": %s},'
-            ' {"id": "big", "text": "x", "metadata": {"k": "%s"}}, {"id": "bad", "text": "x", "metadata": {"k": "\\ud800"}}]}'
-            % (BEES, json.dumps(deep), "z" * 600))
+    documents = [
+        json.dumps({"id": "good", "text": BEES}),
+        json.dumps({"id": "deep", "text": "x", "metadata": deep}),
+        json.dumps({"id": "big", "text": "x", "metadata": {"k": "z" * 600}}),
+        '{"id": "bad", "text": "x", "metadata": {"k": "\\ud800"}}',  # a lone surrogate, as JSON allows
+    ]
+    body = '{"wait": true, "documents": [' + ", ".join(documents) + "]}"
     response = a.post("/v1/documents", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text
     assert response.json()["ids"] == ["good"]
@@ -88,8 +97,9 @@ def test_a_batch_with_a_bad_document_accepts_the_good_ones_and_reports_each_in_i
     assert response.status_code == 202
     body = response.json()
     assert body["ids"] == ["ok"] and body["rejected"][0]["index"] == 1 and body["job_id"]
-    job = wait_until(lambda: (j := a.get(f"/v1/ingestions/{body['job_id']}").json())["status"] == "searchable" and j,
-                     timeout_s=20)
+    job = wait_until(
+        lambda: (j := a.get(f"/v1/ingestions/{body['job_id']}").json())["status"] == "searchable" and j, timeout_s=20
+    )
     assert job["documents"] == [{"id": "ok", "status": "searchable"}] and job["rejected"][0]["id"] == "empty"
     assert client("b").get(f"/v1/ingestions/{body['job_id']}").status_code == 404  # another tenant's job
 
@@ -109,8 +119,10 @@ def test_a_half_sent_request_is_closed_by_the_header_timeout(serve_app, parser):
 def test_a_stalled_body_gets_408(guarded):
     server, client = guarded
     auth = client().headers["Authorization"].encode()
-    head = (b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Authorization: " + auth + b"\r\nContent-Length: 100\r\n\r\n{\"query\":")
+    head = (
+        b"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: " + auth + b'\r\nContent-Length: 100\r\n\r\n{"query":'
+    )
     started = time.monotonic()
     reply = _raw(server, head)
     assert reply.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 4
@@ -151,9 +163,11 @@ def test_pages_carry_security_headers_and_docs_load_no_foreign_script(guarded):
 def test_two_tenants_asking_the_same_question_share_no_cache_entry(serve_app, tmp_path):
     server = serve_app(cache_url="memory")
     keys = KeyStore(tmp_path / "keys.json")
-    clients = {t: httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys.create(t, ['query'])[0]}"})
-               for t in ("a", "b")}
-    metrics = lambda: httpx.get(f"{server.url}/metrics").text  # noqa: E731
+    clients = {
+        t: httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys.create(t, ['query'])[0]}"})
+        for t in ("a", "b")
+    }
+    metrics = lambda: httpx.get(f"{server.url}/metrics").text
     clients["a"].post("/v1/search", json={"query": "how far away are the flowers"})
     before = _counter(metrics(), 'ragline_cache_requests_total{cache="embedding",result="miss"}')
     clients["b"].post("/v1/search", json={"query": "how far away are the flowers"})

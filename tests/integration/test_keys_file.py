@@ -26,8 +26,10 @@ print(" ".join(made))
 
 def test_twenty_processes_creating_and_revoking_keys_leave_exactly_their_changes(tmp_path: Path):
     path = tmp_path / "keys.json"
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(path), str(n)], stdout=subprocess.PIPE, text=True)
-             for n in range(20)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(path), str(n)], stdout=subprocess.PIPE, text=True)
+        for n in range(20)
+    ]
     made = {n: p.communicate(timeout=120)[0].split() for n, p in enumerate(procs)}
     assert all(p.returncode == 0 for p in procs)
     records = {r["id"]: r for r in json.loads(path.read_text())["keys"]}  # valid JSON

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from conftest import missing_tool
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import missing_tool
 from ragline import Settings
 from ragline.buses.memory import MemoryBus
 from ragline.embedders.hashing import HashingEmbedder
@@ -34,8 +34,11 @@ BEES = "Honeybees perform the waggle dance to tell nest mates how far away the f
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
     """Exposition text -> {(sample name, sorted labels): value}."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(found: dict, name: str, **labels: str) -> float | None:
@@ -51,12 +54,14 @@ async def test_the_api_exports_each_metric_with_its_labels_after_real_traffic(se
         ingest = await client.post("/v1/documents", json={"documents": [{"id": "bees", "text": BEES}], "wait": True})
         assert ingest.status_code == 200
         for _ in range(3):
-            assert (await client.post("/v1/query", json={"question": "What does the waggle dance tell?"})
-                    ).status_code == 200
+            assert (
+                await client.post("/v1/query", json={"question": "What does the waggle dance tell?"})
+            ).status_code == 200
         for i in range(2):
             assert (await client.post("/v1/search", json={"query": f"waggle {i}"})).status_code == 200
-        named = await client.post("/v1/query", json={"question": "How far are the flowers?"},
-                                  headers={"X-Request-ID": "trace-me-1"})
+        named = await client.post(
+            "/v1/query", json={"question": "How far are the flowers?"}, headers={"X-Request-ID": "trace-me-1"}
+        )
         assert named.json()["request_id"] == "trace-me-1" == named.headers["x-request-id"]  # one id everywhere
         bad = await client.post("/v1/query", json={"question": ""}, headers={"X-Request-ID": "req-123"})
         assert bad.status_code == 422 and bad.headers["x-request-id"] == "req-123"
@@ -94,10 +99,15 @@ async def traced_pipeline(request, tmp_path, span_exporter):
 
         bus = KafkaBus(request.getfixturevalue("kafka_broker").bootstrap, session_timeout_ms=2000)
         await bus.create_topics([TopicSpec(name, partitions=2) for name in vars(topics).values()])
-    settings = Settings.load(milvus_uri=str(tmp_path / "t.db"), embedder="hashing", generator="extractive",
-                             min_relevance=0.0, cache_url="none")
+    settings = Settings.load(
+        milvus_uri=str(tmp_path / "t.db"),
+        embedder="hashing",
+        generator="extractive",
+        min_relevance=0.0,
+        cache_url="none",
+    )
     embedder = HashingEmbedder()
-    engine = Engine(settings, embedder, MilvusStore(settings, embedder.dimension), ExtractiveGenerator())
+    engine = Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator())
     await engine.ingest_documents([Document(id="bees", text=BEES)])
     async with Pipeline(engine, bus, topics, timeout_s=60) as pipeline:
         yield pipeline, topics
@@ -110,8 +120,11 @@ async def test_a_query_through_the_pipeline_is_one_trace_with_a_span_from_each_s
     span_exporter.clear()
     answer = await pipeline.gateway.ask(Query(text="What does the waggle dance tell?"))
     assert answer.citations
-    spans = [s for s in span_exporter.get_finished_spans()
-             if s.attributes.get("request_id") == answer.request_id or s.name in ("retrieve", "generate")]
+    spans = [
+        s
+        for s in span_exporter.get_finished_spans()
+        if s.attributes.get("request_id") == answer.request_id or s.name in ("retrieve", "generate")
+    ]
     by_name = {s.name: s for s in spans}
     expected = {"gateway query", f"{topics.queries} process", "retrieve", f"{topics.context} process", "generate"}
     assert expected <= set(by_name), sorted(by_name)
@@ -128,8 +141,9 @@ async def test_a_query_through_the_pipeline_is_one_trace_with_a_span_from_each_s
 
 
 def test_log_lines_are_json_with_request_id_tenant_and_stage():
-    record = logging.LogRecord("ragline.worker", logging.WARNING, __file__, 1, "dead letter from %s", ("retrieve",),
-                               None)
+    record = logging.LogRecord(
+        "ragline.worker", logging.WARNING, __file__, 1, "dead letter from %s", ("retrieve",), None
+    )
     with log_context(request_id="r-1", tenant="acme", stage="retrieve"):
         line = JsonFormatter().format(record)
     entry = json.loads(line)
@@ -144,33 +158,77 @@ def test_log_lines_are_json_with_request_id_tenant_and_stage():
 def _promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        missing_tool("promtool not installed (Debian package `prometheus`; scripts/setup.sh --test installs it as root)")
+        missing_tool(
+            "promtool not installed (Debian package `prometheus`; scripts/setup.sh --test installs it as root)"
+        )
     return found
 
 
 def test_the_alert_and_recording_rules_are_valid():
-    done = subprocess.run([_promtool(), "check", "rules", str(DEPLOY / "prometheus" / "ragline.rules.yml")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [_promtool(), "check", "rules", str(DEPLOY / "prometheus" / "ragline.rules.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_each_alert_fires_on_bad_series_and_stays_silent_on_good_ones():
     tests = DEPLOY / "prometheus" / "tests" / "ragline.rules.test.yml"
-    done = subprocess.run([_promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=120,
-                          cwd=tests.parent)
+    done = subprocess.run(
+        [_promtool(), "test", "rules", str(tests)], capture_output=True, text=True, timeout=120, cwd=tests.parent
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    covered = {case["alertname"] for test in yaml.safe_load(tests.read_text())["tests"]
-               for case in test.get("alert_rule_test", [])}
-    alerts = {rule["alert"] for group in yaml.safe_load((DEPLOY / "prometheus" / "ragline.rules.yml").read_text())
-              ["groups"] for rule in group["rules"] if "alert" in rule}
+    covered = {
+        case["alertname"]
+        for test in yaml.safe_load(tests.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    }
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((DEPLOY / "prometheus" / "ragline.rules.yml").read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
     assert alerts == covered  # every alert has a test
-    assert {"RAGHighLatency", "RAGErrorBudgetBurnFast", "RAGErrorBudgetBurnSlow", "RAGDeadLetters",
-            "RAGConsumerLagHigh", "RAGIngestFreshnessSlow"} <= alerts
+    assert {
+        "RAGHighLatency",
+        "RAGErrorBudgetBurnFast",
+        "RAGErrorBudgetBurnSlow",
+        "RAGDeadLetters",
+        "RAGConsumerLagHigh",
+        "RAGIngestFreshnessSlow",
+    } <= alerts
 
 
-_PROMQL_WORDS = {"sum", "min", "max", "avg", "count", "rate", "increase", "irate", "histogram_quantile", "vector",
-                 "by", "without", "and", "or", "unless", "on", "ignoring", "clamp_min", "abs", "deriv", "le",
-                 "e", "inf", "nan", "bool"}
+_PROMQL_WORDS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "rate",
+    "increase",
+    "irate",
+    "histogram_quantile",
+    "vector",
+    "by",
+    "without",
+    "and",
+    "or",
+    "unless",
+    "on",
+    "ignoring",
+    "clamp_min",
+    "abs",
+    "deriv",
+    "le",
+    "e",
+    "inf",
+    "nan",
+    "bool",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -205,8 +263,16 @@ def test_every_dashboard_and_rule_query_names_a_metric_the_code_exports():
     unknown = {name for expr in exprs for name in metric_names(expr)} - known
     assert not unknown, f"queries name series nobody exports: {sorted(unknown)}"
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
-    for topic in ("latency", "queries per second", "error rate", "cache hit rate", "consumer lag", "dead letters",
-                  "freshness", "degraded"):
+    for topic in (
+        "latency",
+        "queries per second",
+        "error rate",
+        "cache hit rate",
+        "consumer lag",
+        "dead letters",
+        "freshness",
+        "degraded",
+    ):
         assert topic in titles
     assert metric_names('sum(rate(foo_total{a="b"}[5m])) / bar') == {"foo_total", "bar"}  # the parser itself
 
@@ -221,7 +287,11 @@ async def test_the_memory_bus_reports_consumer_lag_per_group():
     first = await anext(stream)
     await bus.commit(first)
     await anext(stream)  # in hand, not committed: still lag
-    assert metrics.registry.get_sample_value(
-        "ragline_consumer_lag", {"group": "ragline-retrieve", "topic": "rag-queries", "partition": "0"}) == 4
+    assert (
+        metrics.registry.get_sample_value(
+            "ragline_consumer_lag", {"group": "ragline-retrieve", "topic": "rag-queries", "partition": "0"}
+        )
+        == 4
+    )
     await stream.aclose()
     await asyncio.sleep(0)

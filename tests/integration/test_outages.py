@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_an_unreachable_milvus_server_gives_503_within_its_timeout_and_search_recovers_when_it_is_back(
-        milvus_server, serve_app, tmp_path):
+    milvus_server, serve_app, tmp_path
+):
     # Through a proxy: stopping it refuses and cuts connections as a killed server does.
     # (Milvus 2.3.5 standalone itself, killed and restarted on its data here, did not
     # come back within 180 s: its components wait on sessions of the dead process.)
@@ -27,8 +28,7 @@ def test_an_unreachable_milvus_server_gives_503_within_its_timeout_and_search_re
     server = serve_app(milvus_uri=f"http://127.0.0.1:{proxy.port}", collection="outage_test", milvus_timeout_s=5)
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
     client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-    ingested = client.post("/v1/documents", json={"documents": [{"id": "bees", "text": "waggle dance"}],
-                                                  "wait": True})
+    ingested = client.post("/v1/documents", json={"documents": [{"id": "bees", "text": "waggle dance"}], "wait": True})
     assert ingested.status_code == 200
     proxy.stop()
     try:
@@ -42,30 +42,42 @@ def test_an_unreachable_milvus_server_gives_503_within_its_timeout_and_search_re
         assert "/site-packages/" not in search.text  # no server paths in errors
     finally:
         proxy.start()
-    found = wait_until(lambda: (r := client.post("/v1/search", json={"query": "waggle"})).status_code == 200 and r,
-                       timeout_s=120, interval_s=1)
+    found = wait_until(
+        lambda: (r := client.post("/v1/search", json={"query": "waggle"})).status_code == 200 and r,
+        timeout_s=120,
+        interval_s=1,
+    )
     assert found.json()["hits"][0]["document_id"] == "bees"
     assert client.get("/readyz").status_code == 200
 
 
 def test_sigterm_during_a_large_background_upload_exits_within_the_grace_period_and_resumes(tmp_path: Path):
     port, grace_s = free_port(), 6
-    env = {**os.environ, "RAGLINE_MILVUS_URI": str(tmp_path / "m.db"), "RAGLINE_EMBEDDER": "hashing",
-           "RAGLINE_GENERATOR": "extractive", "RAGLINE_KEYS_FILE": str(tmp_path / "keys.json"),
-           "RAGLINE_SPOOL_DIR": str(tmp_path / "pending"), "RAGLINE_SHUTDOWN_GRACE_S": str(grace_s),
-           "RAGLINE_PORT": str(port)}
+    env = {
+        **os.environ,
+        "RAGLINE_MILVUS_URI": str(tmp_path / "m.db"),
+        "RAGLINE_EMBEDDER": "hashing",
+        "RAGLINE_GENERATOR": "extractive",
+        "RAGLINE_KEYS_FILE": str(tmp_path / "keys.json"),
+        "RAGLINE_SPOOL_DIR": str(tmp_path / "pending"),
+        "RAGLINE_SHUTDOWN_GRACE_S": str(grace_s),
+        "RAGLINE_PORT": str(port),
+    }
     key, _ = KeyStore(tmp_path / "keys.json").create("default", ["query", "ingest"])
     docs = [{"id": f"d{n}", "text": f"document {n} " + "lorem ipsum dolor sit amet " * 400} for n in range(1000)]
 
     def serve() -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ragline.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), timeout_s=60, interval_s=0.2)
         return proc
 
     proc = serve()
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"},
-                          timeout=60)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=60)
     accepted = client.post("/v1/documents", json={"documents": docs})
     assert accepted.status_code == 202
     started = time.monotonic()
@@ -78,8 +90,10 @@ def test_sigterm_during_a_large_background_upload_exits_within_the_grace_period_
     try:
         wait_until(lambda: client.get("/v1/documents/d999").status_code == 200, timeout_s=120, interval_s=0.5)
         assert all(client.get(f"/v1/documents/d{n}").status_code == 200 for n in (0, 500))
-        job = wait_until(lambda: (j := client.get(f"/v1/ingestions/{spooled[0].stem}").json())
-                         .get("status") == "searchable" and j, timeout_s=60)  # resumed under its id
+        job = wait_until(
+            lambda: (j := client.get(f"/v1/ingestions/{spooled[0].stem}").json()).get("status") == "searchable" and j,
+            timeout_s=60,
+        )  # resumed under its id
         assert len(job["documents"]) == 1000 and not list((tmp_path / "pending").glob("*.json"))
     finally:
         proc.terminate()

@@ -55,16 +55,27 @@ async def bus(bus_kind, topics, request):
     else:
         from ragline.buses.kafka import KafkaBus, TopicSpec
 
-        backend = KafkaBus(request.getfixturevalue("kafka_broker").bootstrap, session_timeout_ms=2000,
-                           fetch_wait_max_ms=10, interactive_topics=(topics.queries, topics.context, topics.answers))
+        backend = KafkaBus(
+            request.getfixturevalue("kafka_broker").bootstrap,
+            session_timeout_ms=2000,
+            fetch_wait_max_ms=10,
+            interactive_topics=(topics.queries, topics.context, topics.answers),
+        )
         await backend.create_topics([TopicSpec(name, partitions=4) for name in vars(topics).values()])
     yield backend
     await backend.close()
 
 
 def make_settings(tmp_path, **overrides) -> Settings:
-    values = dict(milvus_uri=str(tmp_path / "p.db"), embedder="hashing", generator="extractive", min_relevance=0.0,
-                  cache_url="none", chunk_tokens=64, chunk_overlap=8)
+    values = dict(
+        milvus_uri=str(tmp_path / "p.db"),
+        embedder="hashing",
+        generator="extractive",
+        min_relevance=0.0,
+        cache_url="none",
+        chunk_tokens=64,
+        chunk_overlap=8,
+    )
     values.update(overrides)
     return Settings.load(**values)
 
@@ -73,16 +84,25 @@ def make_settings(tmp_path, **overrides) -> Settings:
 async def engine(tmp_path):
     settings = make_settings(tmp_path)
     embedder = HashingEmbedder()
-    async with Engine(settings, embedder, MilvusStore(settings, embedder.dimension), ExtractiveGenerator()) as eng:
+    async with Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator()) as eng:
         await eng.ingest_documents(DOCS)
         yield eng
 
 
 def worker_env(topics: Topics, broker, **extra: str) -> dict[str, str]:
-    env = {"RAGLINE_BUS_URL": f"kafka://{broker.bootstrap}", "RAGLINE_EMBEDDER": "hashing",
-           "RAGLINE_GENERATOR": "extractive", "RAGLINE_MIN_RELEVANCE": "0", "RAGLINE_CACHE_URL": "none",
-           "RAGLINE_CHUNK_TOKENS": "64", "RAGLINE_CHUNK_OVERLAP": "8", "RAGLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
-           "RAGLINE_SHUTDOWN_GRACE_S": "5", "RAGLINE_KAFKA_STATS_INTERVAL_MS": "500", "HF_HUB_OFFLINE": "1"}
+    env = {
+        "RAGLINE_BUS_URL": f"kafka://{broker.bootstrap}",
+        "RAGLINE_EMBEDDER": "hashing",
+        "RAGLINE_GENERATOR": "extractive",
+        "RAGLINE_MIN_RELEVANCE": "0",
+        "RAGLINE_CACHE_URL": "none",
+        "RAGLINE_CHUNK_TOKENS": "64",
+        "RAGLINE_CHUNK_OVERLAP": "8",
+        "RAGLINE_KAFKA_SESSION_TIMEOUT_MS": "2000",
+        "RAGLINE_SHUTDOWN_GRACE_S": "5",
+        "RAGLINE_KAFKA_STATS_INTERVAL_MS": "500",
+        "HF_HUB_OFFLINE": "1",
+    }
     env.update({f"RAGLINE_TOPIC_{field.upper()}": name for field, name in vars(topics).items()})
     env.update(extra)
     return env
@@ -94,8 +114,13 @@ def worker_env(topics: Topics, broker, **extra: str) -> dict[str, str]:
 @pytest.fixture
 def round_trip_setup(bus_kind, topics, suffix, tmp_path, request, serve_app):
     """The API with --bus; on Kafka, three worker processes sharing a Milvus server."""
-    common = dict(chunk_tokens=64, chunk_overlap=8, auth_enabled=False, reply_timeout_s=30,
-                  **{f"topic_{field}": name for field, name in vars(topics).items()})
+    common = dict(
+        chunk_tokens=64,
+        chunk_overlap=8,
+        auth_enabled=False,
+        reply_timeout_s=30,
+        **{f"topic_{field}": name for field, name in vars(topics).items()},
+    )
     if bus_kind == "memory":
         return serve_app(bus_url="memory", **common), []
     broker = request.getfixturevalue("kafka_broker")
@@ -103,11 +128,17 @@ def round_trip_setup(bus_kind, topics, suffix, tmp_path, request, serve_app):
     start = request.getfixturevalue("worker_processes")
     collection = f"pipe_{suffix}"
     _cli(["topics", "create"], worker_env(topics, broker))
-    env = worker_env(topics, broker, RAGLINE_MILVUS_URI=uri, RAGLINE_COLLECTION=collection,
-                     RAGLINE_WORKER_CONCURRENCY="4")
+    env = worker_env(
+        topics, broker, RAGLINE_MILVUS_URI=uri, RAGLINE_COLLECTION=collection, RAGLINE_WORKER_CONCURRENCY="4"
+    )
     workers = [start([stage], env) for stage in ("ingest", "retrieve", "generate")]
-    api = serve_app(bus_url=f"kafka://{broker.bootstrap}", milvus_uri=uri, collection=collection,
-                    kafka_session_timeout_ms=2000, **common)
+    api = serve_app(
+        bus_url=f"kafka://{broker.bootstrap}",
+        milvus_uri=uri,
+        collection=collection,
+        kafka_session_timeout_ms=2000,
+        **common,
+    )
     for worker in workers:
         worker.wait_ready()
     return api, workers
@@ -136,8 +167,9 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
         assert "waggle dance" in answer["text"] and answer["citations"][0]["document_id"] == "bees"
 
         events = []
-        async with client.stream("POST", "/v1/query", json={"question": "How do barn owls find mice?",
-                                                             "stream": True}) as streamed:
+        async with client.stream(
+            "POST", "/v1/query", json={"question": "How do barn owls find mice?", "stream": True}
+        ) as streamed:
             assert streamed.headers["content-type"].startswith("text/event-stream")
             async for line in streamed.aiter_lines():
                 if line.startswith("event: "):
@@ -146,8 +178,10 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
                     final = json.loads(line.removeprefix("data: "))
         assert events[0] == "token" and events[-1] == "answer" and "error" not in events
         assert final["citations"][0]["document_id"] == "owls"
-        chat = await client.post("/v1/chat/completions", json={
-            "model": "ragline", "messages": [{"role": "user", "content": "What does the waggle dance tell?"}]})
+        chat = await client.post(
+            "/v1/chat/completions",
+            json={"model": "ragline", "messages": [{"role": "user", "content": "What does the waggle dance tell?"}]},
+        )
         assert chat.status_code == 200, chat.text
         assert chat.json()["sources"][0]["document_id"] == "bees"  # the OpenAI-compatible route goes through the bus
         ready = (await client.get("/readyz")).json()
@@ -185,8 +219,11 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
 def metric_samples(text: str) -> dict[tuple[str, tuple], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 # -- consumer groups share and rebalance ------------------------------------------------------
@@ -218,8 +255,9 @@ async def test_two_retrievers_in_one_group_share_the_partitions_and_one_takes_ov
         await asyncio.wait_for(tasks.pop("a"), 30)  # leaves the group: its partitions move to b
         before = retrievers["b"].processed
         seen["b"].clear()
-        answers = await asyncio.wait_for(asyncio.gather(
-            *(gateway.ask(Query(text=f"owls at night {i}")) for i in range(40))), 60)
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(gateway.ask(Query(text=f"owls at night {i}")) for i in range(40))), 60
+        )
         assert len({a.request_id for a in answers}) == 40
         assert retrievers["b"].processed - before == 40
         if bus.name == "kafka":
@@ -255,8 +293,7 @@ async def test_two_api_replicas_with_a_partition_each_see_only_their_own_answers
 async def _two_replicas_ask(bus, topics, engine, replicas: list[Gateway]) -> None:
     async with Pipeline(engine, bus, topics, stages=("retrieve", "generate")):
         asked = {n: [Query(text=f"waggle dance {n}-{i}") for i in range(20)] for n in range(2)}
-        answers = await asyncio.wait_for(asyncio.gather(
-            *(replicas[n].ask(q) for n in range(2) for q in asked[n])), 60)
+        answers = await asyncio.wait_for(asyncio.gather(*(replicas[n].ask(q) for n in range(2) for q in asked[n])), 60)
     for gateway in replicas:
         await gateway.close()
     sent = [q.request_id for n in range(2) for q in asked[n]]
@@ -268,20 +305,27 @@ async def _two_replicas_ask(bus, topics, engine, replicas: list[Gateway]) -> Non
 
 
 async def test_kill_9_of_a_generator_with_200_queries_in_flight_loses_none_and_answers_each_once(
-        bus, bus_kind, topics, engine, suffix, tmp_path, request):
+    bus, bus_kind, topics, engine, suffix, tmp_path, request
+):
     retriever = build_worker("retrieve", engine, bus, topics, group=f"r-{suffix}", concurrency=8)
     gateway = await Gateway(bus, topics, timeout_s=120).start()
     tasks = [asyncio.create_task(retriever.run())]
     if bus_kind == "memory":
+
         def start_generator():
             worker = build_worker("generate", engine, bus, topics, group=f"g-{suffix}", concurrency=2)
             return worker, asyncio.create_task(worker.run())
+
         first, first_task = start_generator()
         kill = first_task.cancel  # abrupt: no graceful stop, nothing committed for what it held
     else:
         start = request.getfixturevalue("worker_processes")
-        env = worker_env(topics, request.getfixturevalue("kafka_broker"), RAGLINE_MILVUS_URI=str(tmp_path / "g.db"),
-                         RAGLINE_WORKER_CONCURRENCY="2")
+        env = worker_env(
+            topics,
+            request.getfixturevalue("kafka_broker"),
+            RAGLINE_MILVUS_URI=str(tmp_path / "g.db"),
+            RAGLINE_WORKER_CONCURRENCY="2",
+        )
         first = start(["generate"], env)
         first.wait_ready()
         kill = first.kill  # SIGKILL to its process group
@@ -295,7 +339,7 @@ async def test_kill_9_of_a_generator_with_200_queries_in_flight_loses_none_and_a
         answered_at_kill = gateway.answered
         assert answered_at_kill < 200, "every query was answered before the kill: the test proved nothing"
         if bus_kind == "memory":
-            second, second_task = start_generator()
+            _, second_task = start_generator()
             tasks += [first_task, second_task]
         else:
             start(["generate"], env)
@@ -316,14 +360,16 @@ async def test_kill_9_of_a_generator_with_200_queries_in_flight_loses_none_and_a
 
 
 async def test_five_malformed_queries_go_to_the_dlq_while_good_ones_flow_and_replay_works(
-        bus, bus_kind, topics, engine, suffix, request):
+    bus, bus_kind, topics, engine, suffix, request
+):
     pipeline = Pipeline(engine, bus, topics, stages=("retrieve", "generate"), concurrency=4, timeout_s=60)
     bad = [b"not json", b"{}", b'{"text": ""}', b'{"text": "q", "top_k": 0}', b"\xff\xfe"]
     async with pipeline:
         for payload in bad:
             await bus.publish(topics.queries, payload)
-        answers = await asyncio.wait_for(asyncio.gather(
-            *(pipeline.gateway.ask(Query(text=f"Where do barn owls hunt? {i}")) for i in range(20))), 60)
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(pipeline.gateway.ask(Query(text=f"Where do barn owls hunt? {i}")) for i in range(20))), 60
+        )
         assert all(a.citations[0].document_id == "owls" for a in answers)
         letters = await dead_letters(bus, topics.dlq, idle_s=3)
         assert len(letters) == 5 and {lt.error_kind for lt in letters} == {"unparseable"}
@@ -345,8 +391,9 @@ async def test_five_malformed_queries_go_to_the_dlq_while_good_ones_flow_and_rep
 
 
 def _cli(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, "-m", "ragline", *args], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=90)
+    done = subprocess.run(
+        [sys.executable, "-m", "ragline", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=90
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -355,8 +402,9 @@ async def test_a_stage_that_gives_up_tells_the_caller_at_once(bus, topics, engin
     async def refuse(delivery):
         raise InvalidInput("filter field 'colour' is not indexed")
 
-    worker = Worker(bus, "retrieve", topics.queries, f"r-{suffix}", refuse, topics.dlq,
-                    on_dead=on_dead_for("retrieve", topics))
+    worker = Worker(
+        bus, "retrieve", topics.queries, f"r-{suffix}", refuse, topics.dlq, on_dead=on_dead_for("retrieve", topics)
+    )
     task = asyncio.create_task(worker.run())
     async with Gateway(bus, topics, timeout_s=60) as gateway:
         started = time.monotonic()
@@ -377,8 +425,12 @@ async def test_without_workers_a_query_times_out_with_a_clear_error(bus, topics)
 @pytest.mark.integration
 async def test_the_api_answers_504_when_no_worker_answers(kafka_broker, topics, serve_app):
     _cli(["topics", "create"], worker_env(topics, kafka_broker))
-    api = serve_app(bus_url=f"kafka://{kafka_broker.bootstrap}", auth_enabled=False, reply_timeout_s=1,
-                    **{f"topic_{field}": name for field, name in vars(topics).items()})
+    api = serve_app(
+        bus_url=f"kafka://{kafka_broker.bootstrap}",
+        auth_enabled=False,
+        reply_timeout_s=1,
+        **{f"topic_{field}": name for field, name in vars(topics).items()},
+    )
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
         reply = await client.post("/v1/query", json={"question": "is anyone there?"})
     assert reply.status_code == 504 and reply.headers["content-type"] == "application/problem+json"
@@ -389,7 +441,8 @@ async def test_the_api_answers_504_when_no_worker_answers(kafka_broker, topics, 
 
 
 async def test_a_published_document_becomes_searchable_within_seconds_and_freshness_is_recorded(
-        bus, topics, engine, suffix):
+    bus, topics, engine, suffix
+):
     worker = build_worker("ingest", engine, bus, topics, group=f"i-{suffix}", metrics=engine.metrics)
     task = asyncio.create_task(worker.run())
     gateway = Gateway(bus, topics)
@@ -427,8 +480,9 @@ async def test_with_kafka_transactions_outputs_and_offsets_commit_together(kafka
     tasks = [asyncio.create_task(w.run()) for w in (retriever, generator)]
     try:
         await plain.publish(topics.queries, b"not a query")  # dead-lettered, and committed, in a transaction
-        answers = await asyncio.wait_for(asyncio.gather(
-            *(gateway.ask(Query(text=f"waggle dance {i}")) for i in range(5))), 60)
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(gateway.ask(Query(text=f"waggle dance {i}")) for i in range(5))), 60
+        )
         assert all(a.citations[0].document_id == "bees" for a in answers)
         letters = await dead_letters(plain, topics.dlq, idle_s=3)
         assert len(letters) == 1 and letters[0].stage == "retrieve"
@@ -471,8 +525,9 @@ async def test_topics_create_sets_partitions_replication_and_retention_and_is_id
     metadata = await asyncio.to_thread(admin.list_topics, timeout=10)
     assert all(len(metadata.topics[name].partitions) == 3 for name in vars(topics).values())
     retention = {}
-    for resource, future in admin.describe_configs([ConfigResource("topic", t) for t in (topics.dlq, topics.queries)]
-                                                   ).items():
+    for resource, future in admin.describe_configs(
+        [ConfigResource("topic", t) for t in (topics.dlq, topics.queries)]
+    ).items():
         retention[resource.name] = int((await asyncio.to_thread(future.result, 10))["retention.ms"].value)
     assert retention == {topics.dlq: 7 * 86_400_000, topics.queries: 24 * 3_600_000}
 

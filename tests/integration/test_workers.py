@@ -14,8 +14,16 @@ from ragline.engine import Engine
 from ragline.generators.extractive import ExtractiveGenerator
 from ragline.models import Answer, Document, Query, reply_key
 from ragline.stores.milvus import MilvusStore
-from ragline.workers import (Output, Topics, Worker, dead_letters, generate_handler, ingest_handler, replay,
-                             retrieve_handler)
+from ragline.workers import (
+    Output,
+    Topics,
+    Worker,
+    dead_letters,
+    generate_handler,
+    ingest_handler,
+    replay,
+    retrieve_handler,
+)
 
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."
 
@@ -46,10 +54,15 @@ async def topics(bus) -> Topics:
 
 @pytest.fixture
 async def engine(tmp_path):
-    settings = Settings.load(milvus_uri=str(tmp_path / "w.db"), embedder="hashing", generator="extractive",
-                             min_relevance=0.0, cache_url="none")
+    settings = Settings.load(
+        milvus_uri=str(tmp_path / "w.db"),
+        embedder="hashing",
+        generator="extractive",
+        min_relevance=0.0,
+        cache_url="none",
+    )
     embedder = HashingEmbedder()
-    async with Engine(settings, embedder, MilvusStore(settings, embedder.dimension), ExtractiveGenerator()) as eng:
+    async with Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator()) as eng:
         yield eng
 
 

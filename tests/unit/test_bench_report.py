@@ -2,13 +2,14 @@ import json
 
 from ragline.benchmarks import write_report
 
-SERVE = {level: {"rps": rps, "p50_ms": p50, "p99_ms": p50 * 2, "deciles_ms": [p50 * (0.5 + i / 10) for i in range(9)]}
-         for level, rps, p50 in (("c1", 80.0, 11.0), ("c8", 100.0, 70.0), ("c32", 120.0, 250.0))}
+SERVE = {
+    level: {"rps": rps, "p50_ms": p50, "p99_ms": p50 * 2, "deciles_ms": [p50 * (0.5 + i / 10) for i in range(9)]}
+    for level, rps, p50 in (("c1", 80.0, 11.0), ("c8", 100.0, 70.0), ("c32", 120.0, 250.0))
+}
 
 
 def test_the_report_holds_every_result_a_summary_and_plots(tmp_path):
-    results = {"search": {"chunks": 100000, "p50_ms": 9.7, "p99_ms": 17.6},
-               "serve": {"search": SERVE, "query": SERVE}}
+    results = {"search": {"chunks": 100000, "p50_ms": 9.7, "p99_ms": 17.6}, "serve": {"search": SERVE, "query": SERVE}}
     written = write_report(results, tmp_path / "results")
     names = sorted(p.name for p in written)
     assert names == ["latency.png", "results.json", "serve.png", "summary.md"]

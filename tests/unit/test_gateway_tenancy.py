@@ -34,11 +34,13 @@ async def test_an_answer_with_another_tenants_request_id_or_tenant_is_never_deli
 async def test_two_tenants_may_use_the_same_request_id_at_once():
     bus, topics = MemoryBus(), Topics()
     async with Gateway(bus, topics, timeout_s=5) as gateway:
-        asks = {t: asyncio.ensure_future(gateway.ask(new_query(text="q", tenant=t, request_id="same")))
-                for t in ("a", "b")}
+        asks = {
+            t: asyncio.ensure_future(gateway.ask(new_query(text="q", tenant=t, request_id="same"))) for t in ("a", "b")
+        }
         await _until(lambda: {"a/same", "b/same"} <= set(gateway._waiting))
         for tenant in ("b", "a"):
             answer = Answer(request_id="same", tenant=tenant, text=f"for {tenant}", model="x")
-            await bus.publish(topics.answers, answer.model_dump_json().encode(), f"{tenant}/same".encode(),
-                              {KIND: b"answer"})
+            await bus.publish(
+                topics.answers, answer.model_dump_json().encode(), f"{tenant}/same".encode(), {KIND: b"answer"}
+            )
         assert {t: (await asyncio.wait_for(f, 2)).text for t, f in asks.items()} == {"a": "for a", "b": "for b"}

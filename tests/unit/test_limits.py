@@ -22,13 +22,16 @@ def test_metadata_within_limits_passes_and_oversized_metadata_names_the_limit():
         Limits(max_metadata_bytes=64).check_metadata({"k": "v" * 100})
 
 
-@pytest.mark.parametrize("filters, limit", [
-    ({f"k{i}": 1 for i in range(3)}, "max_filter_keys"),
-    ({"k": list(range(5))}, "max_filter_values"),
-    ({"k": "v" * 11}, "max_filter_value_chars"),
-    ({"bad key": "v"}, "letters, digits"),
-    ({"k": []}, "empty list"),
-])
+@pytest.mark.parametrize(
+    "filters, limit",
+    [
+        ({f"k{i}": 1 for i in range(3)}, "max_filter_keys"),
+        ({"k": list(range(5))}, "max_filter_values"),
+        ({"k": "v" * 11}, "max_filter_value_chars"),
+        ({"bad key": "v"}, "letters, digits"),
+        ({"k": []}, "empty list"),
+    ],
+)
 def test_filters_over_a_limit_are_refused(filters, limit):
     with pytest.raises(InvalidInput, match=limit):
         Limits(max_filter_keys=2, max_filter_values=4, max_filter_value_chars=10).check_filters(filters)

@@ -43,7 +43,8 @@ def test_markdown_title_becomes_metadata(tmp_path):
 def test_html_keeps_text_and_drops_scripts_and_styles(tmp_path):
     (tmp_path / "p.html").write_text(
         "<html><head><title>T</title><style>x{}</style></head>"
-        "<body><script>alert(1)</script><p>Hello &amp; welcome</p><p>Second</p></body></html>")
+        "<body><script>alert(1)</script><p>Hello &amp; welcome</p><p>Second</p></body></html>"
+    )
     doc = load(tmp_path / "p.html")
     assert doc.text == "Hello & welcome\nSecond" and doc.metadata["title"] == "T"
 
@@ -53,13 +54,16 @@ def test_pdf_text_is_extracted(tmp_path):
     assert "Lighthouses guide ships" in load(tmp_path / "d.pdf").text
 
 
-@pytest.mark.parametrize("name, content, reason", [
-    ("empty.txt", b"", "empty"),
-    ("blank.md", b"  \n\n ", "empty"),
-    ("binary.txt", b"\x7fELF\x00\x01\x02" * 100, "binary"),
-    ("latin1.txt", "caf\u00e9".encode("latin-1"), "not UTF-8"),
-    ("broken.pdf", b"%PDF-1.4 garbage", "PDF"),
-])
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.txt", b"", "empty"),
+        ("blank.md", b"  \n\n ", "empty"),
+        ("binary.txt", b"\x7fELF\x00\x01\x02" * 100, "binary"),
+        ("latin1.txt", "caf\u00e9".encode("latin-1"), "not UTF-8"),
+        ("broken.pdf", b"%PDF-1.4 garbage", "PDF"),
+    ],
+)
 def test_bad_files_raise_a_document_error_that_says_why(tmp_path, name, content, reason):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DocumentError, match=reason) as info:

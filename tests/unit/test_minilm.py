@@ -38,9 +38,13 @@ async def test_batching_does_not_change_vectors(minilm):
 
 
 async def test_related_texts_are_closer_than_unrelated(minilm):
-    q, near, far = await minilm.embed(["How do bees find flowers?",
-                                       "Honeybee foragers dance to show where nectar is.",
-                                       "Volcanic eruptions can cool the climate."])
+    q, near, far = await minilm.embed(
+        [
+            "How do bees find flowers?",
+            "Honeybee foragers dance to show where nectar is.",
+            "Volcanic eruptions can cool the climate.",
+        ]
+    )
     assert q @ near > q @ far
 
 

@@ -80,6 +80,8 @@ def test_secrets_come_from_files_in_the_secrets_dir_and_the_environment_wins(tmp
     assert settings.llm_api_key == "env-key"
 
 
-def test_an_unknown_bus_url_is_a_configuration_error():
-    with pytest.raises(ConfigurationError, match="bus_url must be empty, 'memory' or kafka://"):
-        Settings.load(bus_url="amqp://rabbit")
+def test_an_unknown_bus_url_is_a_configuration_error_naming_the_known_ones():
+    from ragline.buses import build_bus
+
+    with pytest.raises(ConfigurationError, match=r"no bus named 'amqp' \(bus_url\); known: kafka, memory"):
+        build_bus(Settings.load(bus_url="amqp://rabbit"))

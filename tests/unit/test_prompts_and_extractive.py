@@ -1,6 +1,12 @@
 from ragline.generators.extractive import ExtractiveGenerator
 from ragline.generators.prompts import (
-    NOT_IN_SOURCES, build_prompt, cited_numbers, citations_for, render, says_it_does_not_know)
+    NOT_IN_SOURCES,
+    build_prompt,
+    citations_for,
+    cited_numbers,
+    render,
+    says_it_does_not_know,
+)
 from ragline.models import Hit
 
 

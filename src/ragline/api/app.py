@@ -29,9 +29,9 @@ from .jobs import Jobs
 from .middleware import Guard, GuardConfig, RequestContext
 from .problems import PROBLEM_RESPONSES, install_error_handlers, install_openapi
 from .ratelimit import RateLimiter, RedisRateLimiter
-from .server import SERVER_SHARE
 from .routes import chat, documents, health, pages, query
 from .schemas import DocumentsRequest
+from .server import SERVER_SHARE
 
 log = logging.getLogger("ragline.api")
 
@@ -50,10 +50,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
             # Shutdown: unfinished ingestion gets part of the grace period, then is spooled.
             await app.state.jobs.close(grace_s=settings.shutdown_grace_s * SERVER_SHARE)
 
-    app = FastAPI(title="ragline", version=_version(), lifespan=lifespan, responses=PROBLEM_RESPONSES,
-                  docs_url=None, redoc_url=None,
-                  description="Retrieval-augmented answers over your documents, per tenant. Errors are "
-                              "RFC 9457 problem details (application/problem+json).")
+    app = FastAPI(
+        title="ragline",
+        version=_version(),
+        lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
+        docs_url=None,
+        redoc_url=None,
+        description="Retrieval-augmented answers over your documents, per tenant. Errors are "
+        "RFC 9457 problem details (application/problem+json).",
+    )
     install_openapi(app, DocumentsRequest)
     keys = KeyStore(Path(settings.keys_file))
     keys.check()  # a corrupt keys file is a configuration error now, not a 500 per request
@@ -61,8 +67,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.keys = keys
     app.state.limits = Limits.from_settings(settings)
     app.state.metrics = engine.metrics if engine is not None else Metrics()
-    app.state.jobs = Jobs(Path(settings.spool_dir) if settings.spool_dir else None,
-                          max_queued=settings.ingest_queue_jobs)
+    app.state.jobs = Jobs(
+        Path(settings.spool_dir) if settings.spool_dir else None, max_queued=settings.ingest_queue_jobs
+    )
     auth = Authenticator(keys, _jwt_config(settings), settings.auth_enabled, settings.default_tenant)
     app.state.auth = auth
     app.add_middleware(Guard, config=_guard_config(settings), authenticator=auth, limiter=_limiter(settings))
@@ -90,9 +97,15 @@ async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, sta
 
     bus = build_bus(settings)
     stack.push_async_callback(bus.close)
-    pipeline = await Pipeline(engine, bus, Topics.from_settings(settings), concurrency=settings.worker_concurrency,
-                              timeout_s=settings.reply_timeout_s, max_attempts=settings.worker_max_attempts,
-                              backoff_s=settings.worker_backoff_s).start()
+    pipeline = await Pipeline(
+        engine,
+        bus,
+        Topics.from_settings(settings),
+        concurrency=settings.worker_concurrency,
+        timeout_s=settings.reply_timeout_s,
+        max_attempts=settings.worker_max_attempts,
+        backoff_s=settings.worker_backoff_s,
+    ).start()
     stack.push_async_callback(pipeline.close, settings.shutdown_grace_s * SERVER_SHARE)
     return BusAnswerer(pipeline.gateway, settings.bus_url, settings.generator, engine.cpu)
 
@@ -105,38 +118,56 @@ async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack)
 
     bus = build_bus(settings)
     stack.push_async_callback(bus.close)
-    gateway = Gateway(bus, Topics.from_settings(settings), timeout_s=settings.reply_timeout_s,
-                      reply_partition=settings.reply_partition, metrics=app.state.metrics)
+    gateway = Gateway(
+        bus,
+        Topics.from_settings(settings),
+        timeout_s=settings.reply_timeout_s,
+        reply_partition=settings.reply_partition,
+        metrics=app.state.metrics,
+    )
     app.state.metrics.watch_lag(bus.lag)
     await gateway.start()
     stack.push_async_callback(gateway.close)
-    cpu = Bulkhead("parser", settings.parse_workers, settings.parse_queue, processes=True,
-                   nice=settings.background_nice)
+    cpu = Bulkhead(
+        "parser", settings.parse_workers, settings.parse_queue, processes=True, nice=settings.background_nice
+    )
     stack.callback(cpu.close)
     return BusAnswerer(gateway, settings.bus_url, settings.generator, cpu)
 
 
 def _guard_config(settings: Settings) -> GuardConfig:
-    return GuardConfig(auth_enabled=settings.auth_enabled,
-                       query_body_bytes=int(settings.max_query_body_kb * 1000),
-                       document_body_bytes=int(settings.max_body_mb * 1_000_000),
-                       body_timeout_s=settings.http_body_timeout_s,
-                       metrics_require_key=settings.metrics_require_key,
-                       auth_failures_per_minute=settings.auth_failures_per_minute)
+    return GuardConfig(
+        auth_enabled=settings.auth_enabled,
+        query_body_bytes=int(settings.max_query_body_kb * 1000),
+        document_body_bytes=int(settings.max_body_mb * 1_000_000),
+        body_timeout_s=settings.http_body_timeout_s,
+        metrics_require_key=settings.metrics_require_key,
+        auth_failures_per_minute=settings.auth_failures_per_minute,
+    )
 
 
 def _limiter(settings: Settings) -> Any:
     """Buckets in Redis when Redis is the cache (limits hold across replicas), else in-process."""
     if settings.cache_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisRateLimiter(settings.cache_url, settings.rate_limit_rps, settings.rate_limit_burst,
-                                settings.cache_prefix, settings.cache_timeout_s)
+        return RedisRateLimiter(
+            settings.cache_url,
+            settings.rate_limit_rps,
+            settings.rate_limit_burst,
+            settings.cache_prefix,
+            settings.cache_timeout_s,
+        )
     return RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
 
 
 def _jwt_config(settings: Settings) -> JWTConfig:
     public_key = Path(settings.jwt_public_key_file).read_text() if settings.jwt_public_key_file else None
-    return JWTConfig(secret=settings.jwt_secret, public_key=public_key, audience=settings.jwt_audience,
-                     issuer=settings.jwt_issuer, tenant_claim=settings.jwt_tenant_claim)
+    return JWTConfig(
+        secret=settings.jwt_secret,
+        public_key=public_key,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        tenant_claim=settings.jwt_tenant_claim,
+    )
 
 
 def _version() -> str:

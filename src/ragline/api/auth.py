@@ -22,7 +22,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import ConfigurationError, DependencyUnavailable, Forbidden, NotFound, Unauthorized
@@ -55,7 +55,7 @@ class KeyRecord:
     tenant: str
     scopes: list[str]
     name: str = ""
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     revoked: bool = False
 
 
@@ -113,7 +113,11 @@ class KeyStore:
         with self._lock:
             self._load()
             record = self._records.get(key_id)
-        if not key.startswith(_PREFIX) or record is None or not hmac.compare_digest(record.secret_sha256, _digest(secret)):
+        if (
+            not key.startswith(_PREFIX)
+            or record is None
+            or not hmac.compare_digest(record.secret_sha256, _digest(secret))
+        ):
             raise Unauthorized("invalid API key")
         if record.revoked:
             raise Unauthorized("this API key has been revoked")
@@ -146,8 +150,10 @@ class KeyStore:
                 data = json.loads(self.path.read_text())
                 records = {r["id"]: KeyRecord(**r) for r in data.get("keys", [])}
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise KeysUnreadable(f"the API keys file {self.path.name} is corrupt ({type(exc).__name__}); "
-                                     "restore it from a backup or recreate the keys") from None
+                raise KeysUnreadable(
+                    f"the API keys file {self.path.name} is corrupt ({type(exc).__name__}); "
+                    "restore it from a backup or recreate the keys"
+                ) from None
             self._records, self._stamp = records, stamp
 
     def _save(self) -> None:
@@ -188,10 +194,16 @@ def verify_jwt(token: str, config: JWTConfig) -> Principal:
 
     if not config.enabled:
         raise Unauthorized("JWT bearer tokens are not accepted here (no JWT key configured)")
-    key, algorithm = (config.public_key, "RS256") if config.public_key else (config.secret, "HS256")
+    key, algorithm = (config.public_key, "RS256") if config.public_key else (config.secret or "", "HS256")
     try:
-        claims = jwt.decode(token, key, algorithms=[algorithm], audience=config.audience, issuer=config.issuer,
-                            options={"require": ["exp"], "verify_aud": config.audience is not None})
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=config.audience,
+            issuer=config.issuer,
+            options={"require": ["exp"], "verify_aud": config.audience is not None},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("the token has expired") from exc
     except jwt.InvalidTokenError as exc:
@@ -211,8 +223,9 @@ def verify_jwt(token: str, config: JWTConfig) -> Principal:
 class Authenticator:
     """Turns request credentials into a Principal, or raises Unauthorized."""
 
-    def __init__(self, keys: KeyStore, jwt_config: JWTConfig, enabled: bool = True,
-                 default_tenant: str = "default") -> None:
+    def __init__(
+        self, keys: KeyStore, jwt_config: JWTConfig, enabled: bool = True, default_tenant: str = "default"
+    ) -> None:
         self.keys = keys
         self.jwt = jwt_config
         self.enabled = enabled

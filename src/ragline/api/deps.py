@@ -7,7 +7,7 @@ credentials in the OpenAPI spec.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,12 +20,14 @@ bearer = HTTPBearer(auto_error=False, description="An API key (rl_...) or a JWT.
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def caller(scope: str) -> Callable[..., Principal]:
+def caller(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller the Guard authenticated for a route needing ``scope``."""
 
-    async def dependency(request: Request,
-                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
-                         api_key: Annotated[str | None, Depends(api_key_header)] = None) -> Principal:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+        api_key: Annotated[str | None, Depends(api_key_header)] = None,
+    ) -> Principal:
         principal = request.scope.get("state", {}).get("principal")
         if principal is None:  # a route the Guard does not know as protected: fail closed
             raise Unauthorized("this route needs credentials")

@@ -46,11 +46,14 @@ class Job:
     def view(self) -> dict[str, Any]:
         outcome = {"searchable": "searchable", "published": "accepted", "failed": "failed"}.get(self.status, "pending")
         return {
-            "id": self.id, "status": self.status, "error": self.error,
+            "id": self.id,
+            "status": self.status,
+            "error": self.error,
             "documents": [{"id": d.id, "status": outcome} for d in self.documents],
             "rejected": self.rejected,
             "report": self.report.model_dump() if self.report else None,
-            "created_at": self.created, "finished_at": self.finished,
+            "created_at": self.created,
+            "finished_at": self.finished,
         }
 
 
@@ -58,8 +61,7 @@ class Jobs:
     """Accepted jobs wait in a bounded queue for ``runners`` tasks; past ``max_queued``
     a new job is refused (503, retry later) instead of piling up in memory."""
 
-    def __init__(self, spool_dir: Path | None, max_jobs: int = 10_000, max_queued: int = 64,
-                 runners: int = 2) -> None:
+    def __init__(self, spool_dir: Path | None, max_jobs: int = 10_000, max_queued: int = 64, runners: int = 2) -> None:
         self.spool_dir = spool_dir
         self.max_jobs = max_jobs
         self.max_queued = max_queued
@@ -70,18 +72,24 @@ class Jobs:
         self._waiting: dict[str, int] = {}  # queued jobs per tenant
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self, tenant: str, documents: list[Document], rejected: list[dict[str, Any]], write: Write,
-              job_id: str | None = None, force: bool = False) -> Job:
+    def start(
+        self,
+        tenant: str,
+        documents: list[Document],
+        rejected: list[dict[str, Any]],
+        write: Write,
+        job_id: str | None = None,
+        force: bool = False,
+    ) -> Job:
         """Queue a job (``force``: even past the bound, for jobs accepted before a restart)."""
         if self._queue is None:
             self._queue = asyncio.Queue()
-            self._tasks = [asyncio.create_task(self._runner(), name=f"ingest-runner-{n}")
-                           for n in range(self.runners)]
+            self._tasks = [asyncio.create_task(self._runner(), name=f"ingest-runner-{n}") for n in range(self.runners)]
         if not force and self._queue.qsize() >= self.max_queued:
             raise Overloaded("ingestion job", self.max_queued)
         per_tenant = max(1, self.max_queued // 4)  # one tenant cannot fill the queue for all
         if not force and self._waiting.get(tenant, 0) >= per_tenant:
-            raise Overloaded(f"tenant's ingestion job", per_tenant)
+            raise Overloaded("tenant's ingestion job", per_tenant)
         self._waiting[tenant] = self._waiting.get(tenant, 0) + 1
         job = Job(job_id or uuid.uuid4().hex, tenant, documents, rejected)
         self._remember(job)
@@ -99,11 +107,16 @@ class Jobs:
             finally:
                 self._running.discard(job.id)
 
-    def record(self, tenant: str, documents: list[Document], rejected: list[dict[str, Any]],
-               status: str, report: IngestReport | None = None) -> Job:
+    def record(
+        self,
+        tenant: str,
+        documents: list[Document],
+        rejected: list[dict[str, Any]],
+        status: str,
+        report: IngestReport | None = None,
+    ) -> Job:
         """A job that is already over (written while the caller waited, or published)."""
-        job = Job(uuid.uuid4().hex, tenant, documents, rejected, status=status, report=report,
-                  finished=time.time())
+        job = Job(uuid.uuid4().hex, tenant, documents, rejected, status=status, report=report, finished=time.time())
         self._remember(job)
         return job
 
@@ -124,7 +137,7 @@ class Jobs:
         except RaglineError as exc:
             job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("ingestion job %s failed: %s", job.id, job.error)
-        except Exception as exc:  # noqa: BLE001 - reported on the job, never lost silently
+        except Exception as exc:
             job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("ingestion job %s failed", job.id)
         finally:
@@ -159,8 +172,11 @@ class Jobs:
 
     def _spool(self, job: Job) -> None:
         if self.spool_dir is None:
-            log.error("ingestion job %s interrupted and no spool directory set: %d documents not written",
-                      job.id, len(job.documents))
+            log.error(
+                "ingestion job %s interrupted and no spool directory set: %d documents not written",
+                job.id,
+                len(job.documents),
+            )
             return
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         path = self.spool_dir / f"{job.id}.json"
@@ -169,8 +185,12 @@ class Jobs:
         tmp.write_text(body)
         os.chmod(tmp, 0o600)
         tmp.replace(path)
-        log.warning("ingestion job %s interrupted by shutdown: %d documents spooled to %s, resumed at next start",
-                    job.id, len(job.documents), path)
+        log.warning(
+            "ingestion job %s interrupted by shutdown: %d documents spooled to %s, resumed at next start",
+            job.id,
+            len(job.documents),
+            path,
+        )
 
     def _unspool(self, job_id: str) -> None:
         if self.spool_dir is not None:

@@ -4,8 +4,9 @@
 caller is known: it authenticates from the headers, checks the scope the route needs
 and the caller's rate limit, and only then lets the body be read, bounded per route
 in size and in time. Failed authentications are counted per client address: past a
-limit they get 429 instead of 401 (valid credentials from that address still pass). In ``--no-auth`` mode only loopback Host and Origin headers pass (no
-DNS rebinding, no cross-site form posts). Every response carries security headers.
+limit they get 429 instead of 401 (valid credentials from that address still pass).
+In ``--no-auth`` mode only loopback Host and Origin headers pass (no DNS rebinding, no
+cross-site form posts). Every response carries security headers.
 
 ``RequestContext`` gives each request an id for logs and the response, and counts
 requests by route and status.
@@ -33,9 +34,11 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy",
-     b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-     b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        b"img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
 ]
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
@@ -52,7 +55,7 @@ class GuardConfig:
 
 def required_scope(method: str, path: str, metrics_require_key: bool) -> str | None:
     """The scope a route needs, or None for the public ones (health, docs, chat page)."""
-    if path.startswith("/v1/documents") and method in ("POST", "PUT", "DELETE") or path.startswith("/v1/ingestions"):
+    if (path.startswith("/v1/documents") and method in ("POST", "PUT", "DELETE")) or path.startswith("/v1/ingestions"):
         return "ingest"
     if path.startswith("/v1/"):
         return "query"
@@ -131,16 +134,23 @@ class Guard:
             if isinstance(exc, _BodyTooLarge):
                 response = from_error(TooLarge(_too_large(scope, limit)))
             else:
-                response = problem(408, "Request Timeout", f"the request body was not received within "
-                                   f"{self.config.body_timeout_s:g}s (http_body_timeout_s)",
-                                   {"Connection": "close"})
+                response = problem(
+                    408,
+                    "Request Timeout",
+                    f"the request body was not received within {self.config.body_timeout_s:g}s (http_body_timeout_s)",
+                    {"Connection": "close"},
+                )
             await response(scope, receive, send)
 
     async def _refusal(self, scope: Scope, headers: Headers) -> Any:
         """A response that ends the request now, or None to go on."""
         if not self.config.auth_enabled and not _loopback_only(headers):
-            return problem(403, "Forbidden", "authentication is off (--no-auth), so only requests from this "
-                           "machine's loopback address (Host and Origin) are accepted")
+            return problem(
+                403,
+                "Forbidden",
+                "authentication is off (--no-auth), so only requests from this "
+                "machine's loopback address (Host and Origin) are accepted",
+            )
         limit = self._body_limit(scope)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -159,8 +169,9 @@ class Guard:
     async def _authenticate(self, scope: Scope, headers: Headers, needed: str) -> Any:
         client = (scope.get("client") or ("unknown", 0))[0]
         try:
-            principal = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"),
-                                               headers.get("x-ragline-tenant"))
+            principal = self.auth.authenticate(
+                headers.get("authorization"), headers.get("x-api-key"), headers.get("x-ragline-tenant")
+            )
         except Unauthorized:
             # Past its budget of failures a client gets 429 instead of 401: guessing slows
             # down, while valid credentials from the same address (a NAT, a proxy) still pass.
@@ -252,8 +263,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"x-request-id", request_id.encode())]}
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
             await send(message)
 
         with log_context(request_id=request_id):
@@ -264,4 +274,3 @@ class RequestContext:
                 metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
                 if metrics is not None:
                     metrics.http_requests.labels(route=route, status=str(status)).inc()
-

@@ -19,7 +19,8 @@ class QueryRequest(Strict):
     filters: dict[str, FilterValue] = Field(default_factory=dict, description="Metadata equality / any-of filters.")
     stream: bool = Field(default=False, description="Server-sent events: `token` events, then `answer`.")
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(
-        default=None, description="Retrieval mode; default: the deployment's.")
+        default=None, description="Retrieval mode; default: the deployment's."
+    )
 
 
 class SearchRequest(Strict):
@@ -27,7 +28,8 @@ class SearchRequest(Strict):
     top_k: int | None = Field(default=None, ge=1, le=100)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(
-        default=None, description="Retrieval mode; default: the deployment's.")
+        default=None, description="Retrieval mode; default: the deployment's."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -38,8 +40,9 @@ class SearchResponse(BaseModel):
 
 
 class DocumentIn(Strict):
-    id: str | None = Field(default=None, min_length=1, max_length=512,
-                           description="Stable id; derived from the text when absent.")
+    id: str | None = Field(
+        default=None, min_length=1, max_length=512, description="Stable id; derived from the text when absent."
+    )
     text: str = Field(min_length=1, max_length=20_000_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
 

@@ -107,9 +107,15 @@ def run(app: Any, settings: Any) -> None:
 
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), log_config=None,
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
         loop=loop,
-        http=protocol_with(settings.http_header_timeout_s, settings.http_parser), timeout_keep_alive=settings.http_keepalive_s,
+        http=protocol_with(settings.http_header_timeout_s, settings.http_parser),
+        timeout_keep_alive=settings.http_keepalive_s,
         limit_concurrency=settings.http_max_connections,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s * SERVER_SHARE)))
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s * SERVER_SHARE)),
+    )
     uvicorn.Server(config).run()

@@ -18,12 +18,12 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import AsyncGenerator, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DependencyUnavailable
+from ..errors import ConfigurationError, DependencyUnavailable
 from ..ports import Delivery
 
 
@@ -61,11 +61,21 @@ class TopicSpec:
 class KafkaBus:
     name = "kafka"
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str = "ragline", session_timeout_ms: int = 6000,
-                 fetch_wait_max_ms: int = 20, poll_s: float = 0.1, linger_ms: float = 5,
-                 interactive_topics: Collection[str] = (), interactive_linger_ms: float = 0,
-                 stats_interval_ms: int = 5000, transactional_id: str | None = None,
-                 extra: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "ragline",
+        session_timeout_ms: int = 6000,
+        fetch_wait_max_ms: int = 20,
+        poll_s: float = 0.1,
+        linger_ms: float = 5,
+        interactive_topics: Collection[str] = (),
+        interactive_linger_ms: float = 0,
+        stats_interval_ms: int = 5000,
+        transactional_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         """``interactive_topics`` (queries, context, answers: someone is waiting) get their
         own producer with ``interactive_linger_ms``; everything else batches for ``linger_ms``."""
         from confluent_kafka import Producer
@@ -84,9 +94,17 @@ class KafkaBus:
         self._consumer_ids = itertools.count()
 
         def producer(linger: float) -> Producer:
-            return Producer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
-                             "enable.idempotence": True, "acks": "all", "linger.ms": linger,
-                             "message.timeout.ms": 30_000, **self.extra})
+            return Producer(
+                {
+                    "bootstrap.servers": bootstrap_servers,
+                    "client.id": client_id,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": linger,
+                    "message.timeout.ms": 30_000,
+                    **self.extra,
+                }
+            )
 
         self._producer = producer(linger_ms)
         self._interactive = producer(interactive_linger_ms) if self.interactive_topics else self._producer
@@ -99,16 +117,25 @@ class KafkaBus:
         if self.transactional:
             from confluent_kafka import Producer as TxProducer
 
-            self._tx_producer = TxProducer({"bootstrap.servers": bootstrap_servers, "client.id": client_id,
-                                            "transactional.id": transactional_id, "linger.ms": interactive_linger_ms,
-                                            "message.timeout.ms": 30_000, **self.extra})
+            self._tx_producer = TxProducer(
+                {
+                    "bootstrap.servers": bootstrap_servers,
+                    "client.id": client_id,
+                    "transactional.id": transactional_id,
+                    "linger.ms": interactive_linger_ms,
+                    "message.timeout.ms": 30_000,
+                    **self.extra,
+                }
+            )
             with _translated(bootstrap_servers):
                 self._tx_producer.init_transactions(30)
             producers.add(self._tx_producer)
             self._tx_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-tx")  # one transaction at a time
         self._closing = threading.Event()
-        self._pollers = [threading.Thread(target=self._serve_delivery_reports, args=(p,), daemon=True,
-                                          name="kafka-producer-poll") for p in producers]
+        self._pollers = [
+            threading.Thread(target=self._serve_delivery_reports, args=(p,), daemon=True, name="kafka-producer-poll")
+            for p in producers
+        ]
         for thread in self._pollers:
             thread.start()
 
@@ -116,21 +143,32 @@ class KafkaBus:
         while not self._closing.is_set():
             producer.poll(0.05)
 
-    async def publish(self, topic: str, value: bytes, key: bytes | None = None,
-                      headers: Mapping[str, bytes] | None = None, partition: int | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | None = None,
+        partition: int | None = None,
+    ) -> None:
         """Returns once the broker has acknowledged the message (acks=all)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
         def report(err, msg) -> None:
-            outcome = (lambda: done.set_exception(DependencyUnavailable(f"Kafka at {self.servers}: {err}"))) \
-                if err is not None else (lambda: done.set_result(None))
+            outcome = (
+                (lambda: done.set_exception(DependencyUnavailable(f"Kafka at {self.servers}: {err}")))
+                if err is not None
+                else (lambda: done.set_result(None))
+            )
             loop.call_soon_threadsafe(lambda: None if done.done() else outcome())
 
         with _translated(self.servers):
             producer = self._interactive if topic in self.interactive_topics else self._producer
-            producer.produce(topic, value=value, key=key, headers=list((headers or {}).items()),
-                                   on_delivery=report, **({} if partition is None else {"partition": partition}))
+            options: dict[str, Any] = {} if partition is None else {"partition": partition}
+            producer.produce(
+                topic, value=value, key=key, headers=list((headers or {}).items()), on_delivery=report, **options
+            )
         await done
 
     async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
@@ -139,7 +177,7 @@ class KafkaBus:
         from confluent_kafka import TopicPartition
 
         if self._tx_producer is None:
-            raise RuntimeError("publish_and_commit needs a transactional bus (transactional_id)")
+            raise ConfigurationError("publish_and_commit needs a transactional bus (transactional_id)")
         consumer, message, _ = delivery.handle
         producer = self._tx_producer
 
@@ -147,12 +185,18 @@ class KafkaBus:
             producer.begin_transaction()
             try:
                 for out in outputs:
-                    producer.produce(out.topic, value=out.value, key=out.key,
-                                     headers=list((out.headers or {}).items()),
-                                     **({} if out.partition is None else {"partition": out.partition}))
+                    producer.produce(
+                        out.topic,
+                        value=out.value,
+                        key=out.key,
+                        headers=list((out.headers or {}).items()),
+                        **({} if out.partition is None else {"partition": out.partition}),
+                    )
                 producer.send_offsets_to_transaction(
                     [TopicPartition(message.topic(), message.partition(), message.offset() + 1)],
-                    consumer.consumer_group_metadata(), 30)
+                    consumer.consumer_group_metadata(),
+                    30,
+                )
                 producer.commit_transaction(30)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -162,7 +206,7 @@ class KafkaBus:
         with _translated(self.servers):
             await asyncio.get_running_loop().run_in_executor(self._tx_pool, transaction)
 
-    async def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]:
+    async def consume(self, topics: Sequence[str], group: str) -> AsyncGenerator[Delivery, None]:
         from confluent_kafka import Consumer
 
         me = next(self._consumer_ids)
@@ -176,12 +220,21 @@ class KafkaBus:
                     if int(number) >= 0 and part.get("consumer_lag", -1) >= 0 and part.get("fetch_state") == "active":
                         lag[(group, topic, int(number))] = part["consumer_lag"]
 
-        consumer = Consumer({
-            "bootstrap.servers": self.servers, "client.id": self.client_id, "group.id": group,
-            "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": self.session_timeout_ms, "heartbeat.interval.ms": max(100, self.session_timeout_ms // 5),
-            "fetch.wait.max.ms": self.fetch_wait_max_ms, "statistics.interval.ms": self.stats_interval_ms,
-            "stats_cb": stats, **self.extra})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.servers,
+                "client.id": self.client_id,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": self.session_timeout_ms,
+                "heartbeat.interval.ms": max(100, self.session_timeout_ms // 5),
+                "fetch.wait.max.ms": self.fetch_wait_max_ms,
+                "statistics.interval.ms": self.stats_interval_ms,
+                "stats_cb": stats,
+                **self.extra,
+            }
+        )
         consumer.subscribe(list(topics))
         # Its own threads (one polls, one commits): blocking polls in the shared default
         # executor starved everything else that runs in threads (measured: p90 +100 ms).
@@ -201,24 +254,34 @@ class KafkaBus:
             merged.update(per_consumer)
         return merged
 
-    async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]:
+    async def tail(self, topic: str, partition: int | None = None) -> AsyncGenerator[Delivery, None]:
         """Read ``topic`` (one partition, or all) from its current end, without a group."""
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({
-            "bootstrap.servers": self.servers, "client.id": self.client_id,
-            "group.id": f"{self.client_id}-tail-{uuid.uuid4().hex[:12]}", "enable.auto.commit": False,
-            "fetch.wait.max.ms": self.fetch_wait_max_ms, **self.extra})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.servers,
+                "client.id": self.client_id,
+                "group.id": f"{self.client_id}-tail-{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": self.fetch_wait_max_ms,
+                **self.extra,
+            }
+        )
 
         def assign_at_end() -> None:
             metadata = consumer.list_topics(topic, timeout=10)
             info = metadata.topics.get(topic)
             if info is None or info.error is not None or not info.partitions:
-                raise DependencyUnavailable(f"Kafka at {self.servers}: topic {topic!r} is not available "
-                                            f"({getattr(info, 'error', None)}); run `ragline topics create`")
+                raise DependencyUnavailable(
+                    f"Kafka at {self.servers}: topic {topic!r} is not available "
+                    f"({getattr(info, 'error', None)}); run `ragline topics create`"
+                )
             numbers = sorted(info.partitions) if partition is None else [partition]
-            ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                                             timeout=10)[1]) for p in numbers]
+            ends = [
+                TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                for p in numbers
+            ]
             consumer.assign(ends)
 
         try:
@@ -229,7 +292,7 @@ class KafkaBus:
             raise
         return self._poll(consumer, ThreadPoolExecutor(1, thread_name_prefix="kafka-tail"), committable=False)
 
-    async def _poll(self, consumer, pool: ThreadPoolExecutor, committable: bool) -> AsyncIterator[Delivery]:
+    async def _poll(self, consumer, pool: ThreadPoolExecutor, committable: bool) -> AsyncGenerator[Delivery, None]:
         """The consumer's messages as Deliveries (with what ``commit`` needs, if
         ``committable``); the consumer is closed when the iteration ends."""
         from confluent_kafka import KafkaError
@@ -245,10 +308,15 @@ class KafkaBus:
                     if message.error().code() not in ignorable:
                         _transient_or_raise(message.error(), self.servers)
                     continue
-                yield Delivery(message.topic(), message.key(), message.value() or b"",
-                               {k: v or b"" for k, v in (message.headers() or [])},
-                               message.partition(), message.offset(),
-                               handle=(consumer, message, pool) if committable else None)
+                yield Delivery(
+                    message.topic(),
+                    message.key(),
+                    message.value() or b"",
+                    {k: v or b"" for k, v in (message.headers() or [])},
+                    message.partition(),
+                    message.offset(),
+                    handle=(consumer, message, pool) if committable else None,
+                )
         finally:
             await loop.run_in_executor(pool, consumer.close)
             pool.shutdown(wait=False)
@@ -257,7 +325,8 @@ class KafkaBus:
         consumer, message, pool = delivery.handle
         with _translated(self.servers):
             await asyncio.get_running_loop().run_in_executor(
-                pool, functools.partial(consumer.commit, message=message, asynchronous=False))
+                pool, functools.partial(consumer.commit, message=message, asynchronous=False)
+            )
 
     async def create_topics(self, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
         """Create the topics that do not exist yet; returns the names created."""
@@ -265,21 +334,29 @@ class KafkaBus:
 
         admin = AdminClient({"bootstrap.servers": self.servers, **self.extra})
         existing = set((await asyncio.to_thread(admin.list_topics, timeout=timeout_s)).topics)
-        wanted = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
-                           config=dict(s.config or {})) for s in specs if s.name not in existing]
+        wanted = [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=s.replication_factor,
+                config=dict(s.config or {}),
+            )
+            for s in specs
+            if s.name not in existing
+        ]
         if not wanted:
             return []
         futures = admin.create_topics(wanted, operation_timeout=timeout_s)
-        for name, future in futures.items():
+        for future in futures.values():
             with _translated(self.servers):
                 await asyncio.to_thread(future.result, timeout_s)
         return list(futures)
 
     async def close(self) -> None:
-        for producer in {self._producer, self._interactive, self._tx_producer} - {None}:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(producer.flush, 10)
+        for producer in (self._producer, self._interactive, self._tx_producer):
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(producer.flush, 10)
         self._closing.set()
         for thread in self._pollers:
             await asyncio.to_thread(thread.join, 2)
-

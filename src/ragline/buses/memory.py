@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..errors import ConfigurationError
 from ..ports import Delivery
 
 
@@ -27,6 +29,10 @@ class _Group:
 
 class MemoryBus:
     name = "memory"
+    transactional = False  # at-least-once; the stages are idempotent
+
+    async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
+        raise ConfigurationError("the in-process bus has no transactions")
 
     def __init__(self) -> None:
         self._logs: dict[str, list[Delivery]] = defaultdict(list)
@@ -35,13 +41,19 @@ class MemoryBus:
         self._ids = itertools.count()
         self._handouts = itertools.count()
 
-    async def publish(self, topic: str, value: bytes, key: bytes | None = None,
-                      headers: Mapping[str, bytes] | None = None, partition: int | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Mapping[str, bytes] | None = None,
+        partition: int | None = None,
+    ) -> None:
         log = self._logs[topic]
         log.append(Delivery(topic, key, value, dict(headers or {}), 0, len(log)))
         self._notify()
 
-    async def consume(self, topics: Sequence[str], group: str) -> AsyncIterator[Delivery]:
+    async def consume(self, topics: Sequence[str], group: str) -> AsyncGenerator[Delivery, None]:
         me = next(self._ids)
         try:
             while True:
@@ -61,10 +73,10 @@ class MemoryBus:
         for offset in done:
             del state.inflight[offset]
 
-    async def tail(self, topic: str, partition: int | None = None) -> AsyncIterator[Delivery]:
+    async def tail(self, topic: str, partition: int | None = None) -> AsyncGenerator[Delivery, None]:
         return self._tail(topic, len(self._logs[topic]))
 
-    async def _tail(self, topic: str, position: int) -> AsyncIterator[Delivery]:
+    async def _tail(self, topic: str, position: int) -> AsyncGenerator[Delivery, None]:
         log = self._logs[topic]
         while True:
             wakeup = self._wakeup
@@ -78,8 +90,10 @@ class MemoryBus:
 
     def lag(self) -> dict[tuple[str, str, int], int]:
         """Per group and topic: messages not yet committed (waiting or in hand)."""
-        return {(group, topic, 0): len(self._logs[topic]) - state.next_offset + len(state.redeliver)
-                + len(state.inflight) for (group, topic), state in list(self._groups.items())}
+        return {
+            (group, topic, 0): len(self._logs[topic]) - state.next_offset + len(state.redeliver) + len(state.inflight)
+            for (group, topic), state in list(self._groups.items())
+        }
 
     def _take(self, topics: Sequence[str], group: str, me: int) -> Delivery | None:
         for topic in topics:
@@ -93,8 +107,9 @@ class MemoryBus:
             handout = next(self._handouts)
             state.inflight[offset] = (me, handout)
             original = log[offset]
-            return Delivery(topic, original.key, original.value, original.headers, 0, offset,
-                            handle=(group, me, handout))
+            return Delivery(
+                topic, original.key, original.value, original.headers, 0, offset, handle=(group, me, handout)
+            )
         return None
 
     def _release(self, topics: Sequence[str], group: str, me: int) -> None:

@@ -1,21 +1,43 @@
-"""Cache adapters (in-process, Redis) and the caches built on them (embeddings, answers)."""
+"""Cache adapters (in-process, Redis), chosen by ``cache_url``, and the caches built on
+them (embeddings, answers). A new cache is one module and one ``CACHES.register``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ..ports import Cache
+from ..registry import Registry, scheme_of
 from ..settings import Settings
 
+StateCallback = Callable[[str], None]
+CacheFactory = Callable[[Settings, "StateCallback | None"], Cache]
+CACHES: Registry[CacheFactory] = Registry("cache", "cache_url")
 
-def build_cache(settings: Settings, on_state_change=None):
-    """The configured cache: in-process, or Redis behind a circuit breaker."""
+
+def build_cache(settings: Settings, on_state_change: StateCallback | None = None) -> Cache | None:
+    """The configured cache (``none``: no caching)."""
     if settings.cache_url == "none":
         return None
-    if settings.cache_url == "memory":
-        from .memory import MemoryCache
+    return CACHES.factory(scheme_of(settings.cache_url, default=settings.cache_url))(settings, on_state_change)
 
-        return MemoryCache(settings.memory_cache_max_entries, int(settings.memory_cache_max_mb * 1_000_000))
+
+def _memory(settings: Settings, on_state_change: StateCallback | None) -> Cache:
+    from .memory import MemoryCache
+
+    return MemoryCache(settings.memory_cache_max_entries, int(settings.memory_cache_max_mb * 1_000_000))
+
+
+def _redis(settings: Settings, on_state_change: StateCallback | None) -> Cache:
+    """Redis behind a circuit breaker: a dead Redis costs a miss, not an error."""
     from .redis import RedisCache
     from .resilient import ResilientCache
 
     redis = RedisCache(settings.cache_url, prefix=settings.cache_prefix, timeout_s=settings.cache_timeout_s)
-    return ResilientCache(redis, failures_to_open=3, open_s=settings.cache_breaker_open_s,
-                          on_state_change=on_state_change)
+    return ResilientCache(
+        redis, failures_to_open=3, open_s=settings.cache_breaker_open_s, on_state_change=on_state_change
+    )
+
+
+CACHES.register("memory", _memory)
+for _scheme in ("redis", "rediss", "unix"):
+    CACHES.register(_scheme, _redis)

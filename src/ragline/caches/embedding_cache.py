@@ -10,8 +10,9 @@ from .keys import embedding_key
 
 
 class CachedEmbedder:
-    def __init__(self, embedder, cache, ttl_s: float = 86_400.0,
-                 count: Callable[[str, int], None] | None = None) -> None:
+    def __init__(
+        self, embedder, cache, ttl_s: float = 86_400.0, count: Callable[[str, int], None] | None = None
+    ) -> None:
         self.inner = embedder
         self.cache = cache
         self.ttl_s = ttl_s
@@ -49,6 +50,7 @@ class CachedEmbedder:
         if missing:
             vectors = await self.inner.embed([texts[i] for i in missing], tenant)
             out[missing] = vectors
-            await self.cache.set_many([(keys[i], vectors[j].astype(np.float32).tobytes())
-                                       for j, i in enumerate(missing)], self.ttl_s)
+            await self.cache.set_many(
+                [(keys[i], vectors[j].astype(np.float32).tobytes()) for j, i in enumerate(missing)], self.ttl_s
+            )
         return out

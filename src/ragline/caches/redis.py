@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 from ..errors import DependencyTimeout, DependencyUnavailable
 
@@ -33,12 +34,17 @@ class RedisCache:
         self.url = url.split("@")[-1]  # never log credentials
         self.prefix = prefix
         self.client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=max_connections,
-            retry_on_timeout=False, health_check_interval=30)
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            max_connections=max_connections,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
 
     async def get(self, key: str) -> bytes | None:
         with _translated(self.url):
-            return await self.client.get(self.prefix + key)
+            return cast("bytes | None", await self.client.get(self.prefix + key))
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         with _translated(self.url):
@@ -48,7 +54,7 @@ class RedisCache:
         if not keys:
             return []
         with _translated(self.url):
-            return list(await self.client.mget([self.prefix + k for k in keys]))
+            return cast("list[bytes | None]", await self.client.mget([self.prefix + k for k in keys]))
 
     async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
         if not items:

@@ -13,8 +13,13 @@ T = TypeVar("T")
 
 
 class ResilientCache:
-    def __init__(self, backend, failures_to_open: int = 3, open_s: float = 5.0,
-                 on_state_change: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        backend,
+        failures_to_open: int = 3,
+        open_s: float = 5.0,
+        on_state_change: Callable[[str], None] | None = None,
+    ) -> None:
         self.backend = backend
         self.name = backend.name
         self.breaker = CircuitBreaker(f"cache {backend.name}", failures_to_open, open_s, on_state_change)

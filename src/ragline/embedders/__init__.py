@@ -1,23 +1,39 @@
-"""Embedder adapters."""
+"""Embedder adapters by name (``embedder``): MiniLM (the default) and a hashing embedder
+for fast tests. A new embedder is one module and one ``EMBEDDERS.register``."""
 
 from __future__ import annotations
 
-from ..errors import ConfigurationError
+from collections.abc import Callable
+
 from ..ports import Embedder
+from ..registry import Registry
 from ..settings import Settings
+
+EmbedderFactory = Callable[[Settings], Embedder]
+EMBEDDERS: Registry[EmbedderFactory] = Registry("embedder", "embedder")
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    if settings.embedder == "minilm":
-        from ..bulkhead import Bulkhead
-        from .minilm import MiniLMEmbedder
+    return EMBEDDERS.factory(settings.embedder)(settings)
 
-        return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads,
-                              bulkhead=Bulkhead("embedder", settings.embed_workers, settings.embed_queue,
-                                                nice=settings.background_nice),
-                              query_bulkhead=Bulkhead("query embedder", 1, settings.query_embed_queue))
-    if settings.embedder == "hashing":
-        from .hashing import HashingEmbedder
 
-        return HashingEmbedder()
-    raise ConfigurationError(f"unknown embedder {settings.embedder!r}")
+def _minilm(settings: Settings) -> Embedder:
+    from ..bulkhead import Bulkhead
+    from .minilm import MiniLMEmbedder
+
+    return MiniLMEmbedder(
+        batch_size=settings.embed_batch_size,
+        threads=settings.embed_threads,
+        bulkhead=Bulkhead("embedder", settings.embed_workers, settings.embed_queue, nice=settings.background_nice),
+        query_bulkhead=Bulkhead("query embedder", 1, settings.query_embed_queue),
+    )
+
+
+def _hashing(settings: Settings) -> Embedder:
+    from .hashing import HashingEmbedder
+
+    return HashingEmbedder()
+
+
+EMBEDDERS.register("minilm", _minilm)
+EMBEDDERS.register("hashing", _hashing)

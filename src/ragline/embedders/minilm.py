@@ -54,8 +54,13 @@ class MiniLMEmbedder:
     name = "all-MiniLM-L6-v2"
     dimension = 384
 
-    def __init__(self, batch_size: int = 32, threads: int = 0, bulkhead: Bulkhead | None = None,
-                 query_bulkhead: Bulkhead | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int = 32,
+        threads: int = 0,
+        bulkhead: Bulkhead | None = None,
+        query_bulkhead: Bulkhead | None = None,
+    ) -> None:
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer()
         self._session = _session(threads)

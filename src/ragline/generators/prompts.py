@@ -10,44 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from ..models import Citation, Hit
+from ..models import SYSTEM, Citation, Hit, Passage, Prompt
 
 NOT_IN_SOURCES = "I don't know: the sources do not contain the answer to this question."
 
-SYSTEM = (
-    "You answer questions using only the numbered passages you are given. "
-    "Cite the passages you use with their numbers in square brackets, like [1]. "
-    "If the passages do not contain the answer, reply exactly: \"I don't know.\" "
-    "Be brief: one to three sentences."
-)
-
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-_IDK = re.compile(r"\b(i (do not|don't) know|not (mentioned|stated|provided|found) in the (passages|sources|context))\b", re.I)
+_IDK = re.compile(
+    r"\b(i (do not|don't) know|not (mentioned|stated|provided|found) in the (passages|sources|context))\b", re.I
+)
 _CHARS_PER_TOKEN = 3.5  # conservative for English BPE vocabularies
-
-
-@dataclass(frozen=True)
-class Passage:
-    number: int
-    hit: Hit
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """A question with its numbered passages; generators render it their own way."""
-
-    question: str
-    passages: tuple[Passage, ...]
-    system: str = SYSTEM
-
-    def user_message(self) -> str:
-        blocks = [f"[{p.number}] {p.hit.text.strip()}" for p in self.passages]
-        return "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {self.question}\nAnswer:"
-
-    def messages(self) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_message()}]
 
 
 def estimate_tokens(text: str) -> int:
@@ -79,8 +51,9 @@ def render(prompt: Prompt, template: str) -> str:
         parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in prompt.messages()]
         return "".join(parts) + "<|im_start|>assistant\n"
     if template == "llama3":
-        parts = [f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>"
-                 for m in prompt.messages()]
+        parts = [
+            f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in prompt.messages()
+        ]
         return "<|begin_of_text|>" + "".join(parts) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
     return f"{prompt.system}\n\n{prompt.user_message()} "
 
@@ -105,5 +78,8 @@ def says_it_does_not_know(text: str) -> bool:
 def citations_for(text: str, prompt: Prompt) -> list[Citation]:
     """The passages an answer cites, as chunk and document ids; unknown numbers are dropped."""
     by_number = {p.number: p.hit for p in prompt.passages}
-    return [Citation(number=n, chunk_id=by_number[n].chunk_id, document_id=by_number[n].document_id)
-            for n in cited_numbers(text) if n in by_number]
+    return [
+        Citation(number=n, chunk_id=by_number[n].chunk_id, document_id=by_number[n].document_id)
+        for n in cited_numbers(text)
+        if n in by_number
+    ]

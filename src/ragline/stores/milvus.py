@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bulkhead import Bulkhead
 from ..errors import (
     ConfigurationError,
     DependencyTimeout,
@@ -33,7 +34,7 @@ from ..errors import (
     InvalidInput,
     RaglineError,
 )
-from ..bulkhead import Bulkhead
+from ..limits import FILTER_KEY
 from ..models import Chunk, FilterValue, Hit
 from ..ports import StoredChunk
 from ..settings import Settings
@@ -45,7 +46,6 @@ _PAGE = 16_384  # Milvus's largest query window (limit + offset)
 _WRITE_BATCH = 512
 _RETRIES = 3  # pymilvus' own retries of a failed RPC, within the call's timeout
 _PING_TIMEOUT_S = 2.0  # readiness must notice a dead Milvus within 5 s
-_FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _COLUMNS = {"document_id", "number", "content_hash"}  # filterable as fields, not metadata
 _HIT_FIELDS = ["document_id", "number", "text", "content_hash", "metadata"]
 
@@ -57,7 +57,7 @@ class IndexSpec:
     search_params: dict[str, int]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "IndexSpec":
+    def from_settings(cls, settings: Settings) -> IndexSpec:
         kind = settings.index
         if kind == "auto":
             kind = "HNSW" if settings.is_milvus_server else "FLAT"
@@ -66,8 +66,9 @@ class IndexSpec:
         if kind == "IVF_FLAT":
             return cls(kind, {"nlist": settings.ivf_nlist}, {"nprobe": settings.ivf_nprobe})
         if kind == "HNSW":
-            return cls(kind, {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction},
-                       {"ef": settings.hnsw_ef})
+            return cls(
+                kind, {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}, {"ef": settings.hnsw_ef}
+            )
         return cls("FLAT", {}, {})
 
 
@@ -85,7 +86,7 @@ def _translated(uri: str) -> Iterator[None]:
         raise DependencyUnavailable(f"Milvus at {uri} is unavailable: {exc.message}") from exc
     except MilvusException as exc:
         message = str(exc.message)
-        if exc.code == 1100 or "invalid" in message.lower() and "expr" in message.lower():
+        if exc.code == 1100 or ("invalid" in message.lower() and "expr" in message.lower()):
             raise InvalidInput(f"Milvus rejected the request: {message}") from exc
         if "timeout" in message.lower() or "deadline" in message.lower():
             raise DependencyTimeout(f"Milvus at {uri} timed out: {message}") from exc
@@ -127,7 +128,7 @@ def filter_expression(tenant: str, filters: Mapping[str, FilterValue] | None = N
     """The boolean expression for a tenant and equality / any-of metadata filters."""
     clauses = [f"tenant == {_quote(tenant)}"]
     for key, value in (filters or {}).items():
-        if not _FILTER_KEY.match(key):
+        if not FILTER_KEY.match(key):
             raise InvalidInput(f"filter key {key!r} must be letters, digits and '_'")
         field = key if key in _COLUMNS else f'metadata["{key}"]'
         if isinstance(value, list):
@@ -144,44 +145,79 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return text if len(data) <= max_bytes else data[:max_bytes].decode("utf-8", errors="ignore")
 
 
+@dataclass(frozen=True)
+class MilvusConfig:
+    """What the Milvus adapter needs, and nothing else (built from Settings at the edge)."""
+
+    uri: str
+    token: str
+    collection: str
+    index: IndexSpec
+    timeout_s: float
+    workers: int
+    queue: int
+    rrf_k: int
+    bm25_analyzer: str
+    shards: int
+    replicas: int
+
+    @property
+    def is_server(self) -> bool:
+        return self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MilvusConfig:
+        return cls(
+            uri=settings.milvus_uri, token=settings.milvus_token or "", collection=settings.collection,
+            index=IndexSpec.from_settings(settings), timeout_s=settings.milvus_timeout_s,
+            workers=settings.milvus_workers, queue=settings.milvus_queue, rrf_k=settings.rrf_k,
+            bm25_analyzer=settings.bm25_analyzer, shards=settings.shards, replicas=settings.replicas,
+        )  # fmt: skip
+
+
 class MilvusStore:
     """The VectorStore port over pymilvus' MilvusClient."""
 
-    def __init__(self, settings: Settings, dimension: int) -> None:
-        self.uri = settings.milvus_uri
-        self.collection = settings.collection
+    def __init__(self, config: MilvusConfig, dimension: int) -> None:
+        self.config = config
+        self.uri = config.uri
+        self.collection = config.collection
         self.dimension = dimension
-        self.index = IndexSpec.from_settings(settings)
-        self.timeout = settings.milvus_timeout_s
+        self.index = config.index
+        self.timeout = config.timeout_s
         self.rpc_timeout = max(1, int(self.timeout))  # an int: pymilvus then bounds its retries by time
-        self.bulkhead = Bulkhead("milvus", workers=settings.milvus_workers, queue=settings.milvus_queue)
-        self._client = self._connect(settings)
+        self.bulkhead = Bulkhead("milvus", workers=config.workers, queue=config.queue)
+        self._client = self._connect()
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
-        self.rrf_k = settings.rrf_k
-        self._ensure_collection(settings)
+        self.rrf_k = config.rrf_k
+        self._ensure_collection()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, dimension: int) -> MilvusStore:
+        return cls(MilvusConfig.from_settings(settings), dimension)
 
     # -- set-up ------------------------------------------------------------------
 
-    def _connect(self, settings: Settings):
+    def _connect(self) -> Any:
         from pymilvus import MilvusClient
 
-        if not settings.is_milvus_server:
+        if not self.config.is_server:
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
         with _translated(self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # milvus-lite's import
-            return MilvusClient(uri=self.uri, token=settings.milvus_token or "", timeout=self.rpc_timeout)
+            return MilvusClient(uri=self.uri, token=self.config.token, timeout=self.rpc_timeout)
 
-    def _ensure_collection(self, settings: Settings) -> None:
+    def _ensure_collection(self) -> None:
         with _translated(self.uri):
             if self._client.has_collection(self.collection, timeout=self.rpc_timeout):
                 self._check_schema()
             else:
-                self.full_text = self._server_supports_bm25(settings)
-                self._create_collection(settings)
+                self.full_text = self._server_supports_bm25()
+                self._create_collection()
             self._client.load_collection(self.collection, timeout=self.rpc_timeout)
 
-    def _server_supports_bm25(self, settings: Settings) -> bool:
-        if not settings.is_milvus_server:
+    def _server_supports_bm25(self) -> bool:
+        if not self.config.is_server:
             return True
         version = str(self._client.get_server_version(timeout=self.rpc_timeout)).lstrip("v")
         major_minor = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
@@ -201,7 +237,7 @@ class MilvusStore:
                 f"embedder makes {self.dimension}; use another collection or re-ingest"
             )
 
-    def _create_collection(self, settings: Settings) -> None:
+    def _create_collection(self) -> None:
         from pymilvus import DataType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -210,26 +246,37 @@ class MilvusStore:
         schema.add_field("document_id", DataType.VARCHAR, max_length=512)
         schema.add_field("number", DataType.INT64)
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
-        analyzer = {"enable_analyzer": True, "analyzer_params": {"type": settings.bm25_analyzer}}
+        analyzer = {"enable_analyzer": True, "analyzer_params": {"type": self.config.bm25_analyzer}}
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **(analyzer if self.full_text else {}))
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
         index_params = self._client.prepare_index_params()
-        index_params.add_index("vector", index_type=self.index.kind, metric_type="COSINE",
-                               params=self.index.build_params)
+        index_params.add_index(
+            "vector", index_type=self.index.kind, metric_type="COSINE", params=self.index.build_params
+        )
         if self.full_text:
             from pymilvus import Function, FunctionType
 
             schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(Function(name="bm25", function_type=FunctionType.BM25,
-                                         input_field_names=["text"], output_field_names=["sparse"]))
+            schema.add_function(
+                Function(
+                    name="bm25",
+                    function_type=FunctionType.BM25,
+                    input_field_names=["text"],
+                    output_field_names=["sparse"],
+                )
+            )
             index_params.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         extra: dict[str, Any] = {}
-        if settings.is_milvus_server:
-            extra = {"num_shards": settings.shards, "replica_number": settings.replicas}
+        if self.config.is_server:
+            extra = {"num_shards": self.config.shards, "replica_number": self.config.replicas}
         self._client.create_collection(
-            self.collection, schema=schema, index_params=index_params,
-            consistency_level="Strong", timeout=self.rpc_timeout, **extra,
+            self.collection,
+            schema=schema,
+            index_params=index_params,
+            consistency_level="Strong",
+            timeout=self.rpc_timeout,
+            **extra,
         )
 
     # -- the port ------------------------------------------------------------------
@@ -263,9 +310,13 @@ class MilvusStore:
         if chunk.vector is None or len(chunk.vector) != self.dimension:
             raise InvalidInput(f"chunk {chunk.id} has no {self.dimension}-dimensional vector")
         return {
-            "id": chunk.id, "tenant": chunk.tenant, "document_id": chunk.document_id,
-            "number": chunk.number, "content_hash": chunk.content_hash,
-            "text": _truncate_utf8(chunk.text, MAX_TEXT_BYTES), "metadata": chunk.metadata,
+            "id": chunk.id,
+            "tenant": chunk.tenant,
+            "document_id": chunk.document_id,
+            "number": chunk.number,
+            "content_hash": chunk.content_hash,
+            "text": _truncate_utf8(chunk.text, MAX_TEXT_BYTES),
+            "metadata": chunk.metadata,
             "vector": chunk.vector,
         }
 
@@ -292,57 +343,92 @@ class MilvusStore:
                 rows = [r for d in batch for r in await self._rows_by_number(tenant, d, fields)]
             for row in rows:
                 found[row["document_id"]].append(
-                    StoredChunk(row["id"], row["document_id"], int(row["number"]), row["content_hash"]))
+                    StoredChunk(row["id"], row["document_id"], int(row["number"]), row["content_hash"])
+                )
         return found
 
     async def _rows_by_number(self, tenant: str, document_id: str, fields: list[str]) -> list[dict]:
         rows: list[dict] = []
         low = 0
         while True:
-            expr = f"{filter_expression(tenant, {'document_id': document_id})} and number >= {low} and number < {low + _PAGE}"
+            document = filter_expression(tenant, {"document_id": document_id})
+            expr = f"{document} and number >= {low} and number < {low + _PAGE}"
             page = await self._call("query", filter=expr, output_fields=fields, limit=_PAGE)
             if not page:
                 return rows
             rows.extend(page)
             low += _PAGE
 
-    async def search(self, tenant: str, vector: np.ndarray, top_k: int,
-                     filters: Mapping[str, FilterValue] | None = None, *, text: str | None = None,
-                     mode: str = "dense") -> list[Hit]:
+    async def search(
+        self,
+        tenant: str,
+        vector: np.ndarray,
+        top_k: int,
+        filters: Mapping[str, FilterValue] | None = None,
+        *,
+        text: str | None = None,
+        mode: str = "dense",
+    ) -> list[Hit]:
         """Top-k chunks by dense similarity, BM25 over the text, or both fused by RRF."""
         if mode != "dense" and (not self.full_text or not text):
             mode = "dense"
         expr = filter_expression(tenant, filters)
         dense = {"metric_type": "COSINE", "params": self._dense_params(top_k)}
         vectors = [np.asarray(vector, dtype=np.float32).tolist()]
-        if mode != "dense":
+        if mode != "dense" and text:
             try:
                 return await self._full_text_search(mode, vectors, text, dense, expr, top_k)
             except RaglineError as exc:
                 if "Invalid sparse row" not in str(exc):
                     raise
                 # BM25 over a collection with no text yet divides by zero inside Milvus
-        results = await self._call("search", data=vectors, anns_field="vector", limit=top_k, filter=expr,
-                                   output_fields=_HIT_FIELDS, search_params=dense, consistency_level="Strong")
+        results = await self._call(
+            "search",
+            data=vectors,
+            anns_field="vector",
+            limit=top_k,
+            filter=expr,
+            output_fields=_HIT_FIELDS,
+            search_params=dense,
+            consistency_level="Strong",
+        )
         return [self._hit(r) for r in results[0]]
 
-    async def _full_text_search(self, mode: str, vectors: list, text: str, dense: dict, expr: str,
-                                top_k: int) -> list[Hit]:
+    async def _full_text_search(
+        self, mode: str, vectors: list, text: str, dense: dict, expr: str, top_k: int
+    ) -> list[Hit]:
         fields = [*_HIT_FIELDS, "vector"]  # to report each hit's dense similarity too
         if mode == "bm25":
-            results = await self._call("search", data=[text], anns_field="sparse", limit=top_k, filter=expr,
-                                       output_fields=fields, search_params={"metric_type": "BM25"},
-                                       consistency_level="Strong")
+            results = await self._call(
+                "search",
+                data=[text],
+                anns_field="sparse",
+                limit=top_k,
+                filter=expr,
+                output_fields=fields,
+                search_params={"metric_type": "BM25"},
+                consistency_level="Strong",
+            )
         else:
             from pymilvus import AnnSearchRequest, RRFRanker
 
-            requests = [AnnSearchRequest(vectors, "vector", dense, limit=top_k, expr=expr),
-                        AnnSearchRequest([text], "sparse", {"metric_type": "BM25"}, limit=top_k, expr=expr)]
-            results = await self._call("hybrid_search", requests, RRFRanker(self.rrf_k), limit=top_k,
-                                       output_fields=fields, consistency_level="Strong")
+            requests = [
+                AnnSearchRequest(vectors, "vector", dense, limit=top_k, expr=expr),
+                AnnSearchRequest([text], "sparse", {"metric_type": "BM25"}, limit=top_k, expr=expr),
+            ]
+            results = await self._call(
+                "hybrid_search",
+                requests,
+                RRFRanker(self.rrf_k),
+                limit=top_k,
+                output_fields=fields,
+                consistency_level="Strong",
+            )
         query = np.asarray(vectors[0], dtype=np.float32)
-        return [self._hit(r, similarity=float(query @ np.asarray(r["entity"]["vector"], dtype=np.float32)))
-                for r in results[0]]
+        return [
+            self._hit(r, similarity=float(query @ np.asarray(r["entity"]["vector"], dtype=np.float32)))
+            for r in results[0]
+        ]
 
     def _dense_params(self, top_k: int) -> dict[str, int]:
         params = dict(self.index.search_params)
@@ -355,14 +441,25 @@ class MilvusStore:
         """A search result; ``score`` ranks (cosine, BM25 or RRF), ``similarity`` is always cosine."""
         entity = result["entity"]
         score = float(result["distance"])
-        return Hit(chunk_id=result["id"], document_id=entity["document_id"], number=int(entity["number"]),
-                   text=entity["text"], score=score, similarity=score if similarity is None else similarity,
-                   content_hash=entity["content_hash"], metadata=entity.get("metadata") or {})
+        return Hit(
+            chunk_id=result["id"],
+            document_id=entity["document_id"],
+            number=int(entity["number"]),
+            text=entity["text"],
+            score=score,
+            similarity=score if similarity is None else similarity,
+            content_hash=entity["content_hash"],
+            metadata=entity.get("metadata") or {},
+        )
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]:
         """A document's chunks in order, with text and metadata (score 1.0)."""
-        rows = await self._call("query", filter=filter_expression(tenant, {"document_id": document_id}),
-                                output_fields=["id", *_HIT_FIELDS], limit=_PAGE)
+        rows = await self._call(
+            "query",
+            filter=filter_expression(tenant, {"document_id": document_id}),
+            output_fields=["id", *_HIT_FIELDS],
+            limit=_PAGE,
+        )
         hits = [self._hit({"id": r["id"], "distance": 1.0, "entity": r}) for r in rows]
         return sorted(hits, key=lambda h: h.number)
 

@@ -18,17 +18,29 @@ def answerer(request: Request) -> Answerer:
     return request.app.state.answerer
 
 
-def make_query(request: Request, text: str, tenant: str, top_k: int | None,
-               filters: Mapping[str, FilterValue] | None = None, mode: str | None = None,
-               default_top_k: int | None = None) -> Query:
+def make_query(
+    request: Request,
+    text: str,
+    tenant: str,
+    top_k: int | None,
+    filters: Mapping[str, FilterValue] | None = None,
+    mode: str | None = None,
+    default_top_k: int | None = None,
+) -> Query:
     """A validated query within the limits; its id is the HTTP request's (X-Request-ID)."""
     settings = request.app.state.settings
     limits: Limits = request.app.state.limits
     check_text(text, "question")
     limits.check_filters(filters)
     request_id = request_id_var.get()
-    return new_query(text=text, tenant=tenant, top_k=top_k or default_top_k or settings.top_k,
-                     filters=dict(filters or {}), mode=mode, **({"request_id": request_id} if request_id else {}))
+    return new_query(
+        text=text,
+        tenant=tenant,
+        top_k=top_k or default_top_k or settings.top_k,
+        filters=dict(filters or {}),
+        mode=mode,
+        **({"request_id": request_id} if request_id else {}),
+    )
 
 
 def sse(event: str, data: Any) -> str:

@@ -39,17 +39,26 @@ def sources(answer: Answer) -> list[dict[str, Any]]:
 
 def completion(answer: Answer, completion_id: str, model: str) -> dict[str, Any]:
     return {
-        "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "sources": sources(answer), "degraded": answer.degraded,
+        "sources": sources(answer),
+        "degraded": answer.degraded,
     }
 
 
-def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None,
-          **extra: Any) -> str:
-    body = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+def chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
     return f"data: {json.dumps(body)}\n\n"
 
 
@@ -58,16 +67,18 @@ router = APIRouter(tags=["answers"])
 
 @router.post("/v1/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
 async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller) -> Any:
-    q = make_query(request, question_of(body), who.tenant, None,
-                   default_top_k=request.app.state.settings.answer_top_k)
+    q = make_query(request, question_of(body), who.tenant, None, default_top_k=request.app.state.settings.answer_top_k)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         started = time.perf_counter()
         answer = await answerer(request).ask(q)
         request.app.state.metrics.observe_answer(answer, time.perf_counter() - started)
         return completion(answer, completion_id, body.model)
-    return StreamingResponse(_events(request, q, completion_id, body.model),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        _events(request, q, completion_id, body.model),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 async def _events(request: Request, q: Query, completion_id: str, model: str) -> AsyncIterator[str]:
@@ -88,5 +99,14 @@ async def _events(request: Request, q: Query, completion_id: str, model: str) ->
 @router.get("/v1/models")
 async def models(request: Request, who: QueryCaller) -> dict[str, Any]:
     """OpenAI's model list, so chat front ends (Open WebUI, LibreChat) can connect."""
-    return {"object": "list", "data": [{"id": "ragline", "object": "model", "created": 0,
-                                        "owned_by": f"ragline ({answerer(request).generator_name})"}]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": "ragline",
+                "object": "model",
+                "created": 0,
+                "owned_by": f"ragline ({answerer(request).generator_name})",
+            }
+        ],
+    }

@@ -29,12 +29,20 @@ from ._common import answerer
 router = APIRouter(tags=["documents"])
 
 _MAX_BATCH = 1000
-_BATCH_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/DocumentsRequest"}}}}}
+_BATCH_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DocumentsRequest"}}},
+    }
+}
 
 
-@router.post("/v1/documents", response_model=DocumentsResponse, responses={202: {"model": DocumentsResponse}},
-             openapi_extra=_BATCH_SCHEMA)
+@router.post(
+    "/v1/documents",
+    response_model=DocumentsResponse,
+    responses={202: {"model": DocumentsResponse}},
+    openapi_extra=_BATCH_SCHEMA,
+)
 async def upsert_documents(request: Request, who: IngestCaller) -> Any:
     raw = await request.body()
     docs, rejected, wait = await answerer(request).cpu.run(parse_batch, raw, who.tenant, request.app.state.limits)
@@ -42,8 +50,12 @@ async def upsert_documents(request: Request, who: IngestCaller) -> Any:
 
 
 @router.post("/v1/documents/files", response_model=DocumentsResponse, responses={202: {"model": DocumentsResponse}})
-async def upload_documents(request: Request, who: IngestCaller, files: Annotated[list[UploadFile], File()],
-                           wait: Annotated[bool, Form()] = False) -> Any:
+async def upload_documents(
+    request: Request,
+    who: IngestCaller,
+    files: Annotated[list[UploadFile], File()],
+    wait: Annotated[bool, Form()] = False,
+) -> Any:
     docs, rejected = [], []
     max_bytes = int(request.app.state.settings.max_document_mb * 1_000_000)
     for index, upload in enumerate(files):
@@ -71,13 +83,15 @@ async def get_document(document_id: str, request: Request, who: QueryCaller) -> 
     return DocumentOut(id=document_id, tenant=who.tenant, chunks=chunks, metadata=chunks[0].metadata)
 
 
-@router.delete("/v1/documents/{document_id:path}", response_model=DeleteResponse,
-               responses={202: {"model": DeleteResponse}})
+@router.delete(
+    "/v1/documents/{document_id:path}", response_model=DeleteResponse, responses={202: {"model": DeleteResponse}}
+)
 async def delete_document(document_id: str, request: Request, who: IngestCaller) -> Any:
     removed = await answerer(request).delete(who.tenant, document_id)
     if removed is None:  # queued on the documents topic, in order with the document's writes
-        return JSONResponse(DeleteResponse(id=document_id, deleted_chunks=None, status="accepted").model_dump(),
-                            status_code=202)
+        return JSONResponse(
+            DeleteResponse(id=document_id, deleted_chunks=None, status="accepted").model_dump(), status_code=202
+        )
     return DeleteResponse(id=document_id, deleted_chunks=removed, status="deleted")
 
 
@@ -105,8 +119,10 @@ def parse_batch(raw: bytes, tenant: str, limits: Limits) -> tuple[list[Document]
             given = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
             rejected.append({"index": index, "id": given, "error": _message(exc)})
     if not docs:
-        raise InvalidInput("no valid document in the batch: " +
-                           "; ".join(f"documents[{r['index']}]: {r['error']}" for r in rejected[:5]))
+        raise InvalidInput(
+            "no valid document in the batch: "
+            + "; ".join(f"documents[{r['index']}]: {r['error']}" for r in rejected[:5])
+        )
     return docs, rejected, wait
 
 
@@ -117,8 +133,9 @@ def _document(item: Any, tenant: str, limits: Limits, index: int) -> Document:
     if doc.id is not None:
         check_text(doc.id, f"{where}.id")
     limits.check_metadata(doc.metadata, f"{where}.metadata")
-    return Document(tenant=tenant, id=doc.id or f"doc-{content_hash(doc.text)[:16]}", text=doc.text,
-                    metadata=doc.metadata)
+    return Document(
+        tenant=tenant, id=doc.id or f"doc-{content_hash(doc.text)[:16]}", text=doc.text, metadata=doc.metadata
+    )
 
 
 def _message(exc: Exception) -> str:
@@ -132,7 +149,9 @@ def _message(exc: Exception) -> str:
 def _load_upload(name: str, data: bytes, tenant: str, max_bytes: int) -> Document:
     suffix = Path(name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise DocumentError(name, f"unsupported file type {suffix or '(none)'}; use {' '.join(sorted(SUPPORTED_SUFFIXES))}")
+        raise DocumentError(
+            name, f"unsupported file type {suffix or '(none)'}; use {' '.join(sorted(SUPPORTED_SUFFIXES))}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
@@ -140,23 +159,32 @@ def _load_upload(name: str, data: bytes, tenant: str, max_bytes: int) -> Documen
     return doc.model_copy(update={"metadata": {**doc.metadata, "source": name}})
 
 
-async def _accept(request: Request, tenant: str, docs: list[Document], rejected: list[dict[str, Any]],
-                  wait: bool) -> Any:
+async def _accept(
+    request: Request, tenant: str, docs: list[Document], rejected: list[dict[str, Any]], wait: bool
+) -> Any:
     svc, jobs = answerer(request), request.app.state.jobs
     ids, errors = [d.id for d in docs], [f"{r['id'] or r['index']}: {r['error']}" for r in rejected]
     if svc.writes_are_queued:
         if wait:
-            raise InvalidInput("wait=true is not available while ingestion goes through the bus; the documents "
-                               "are searchable once the ingest workers have them (poll GET /v1/documents/{id})")
+            raise InvalidInput(
+                "wait=true is not available while ingestion goes through the bus; the documents "
+                "are searchable once the ingest workers have them (poll GET /v1/documents/{id})"
+            )
         await svc.write(docs)  # on the broker (acks=all) before the 202
         job = jobs.record(tenant, docs, rejected, "published")
     elif wait:
         report = await svc.write(docs)
         job = jobs.record(tenant, docs, rejected, "searchable", report)
-        return DocumentsResponse(status="searchable", ids=ids, report=report, errors=errors, rejected=rejected,
-                                 job_id=job.id, seconds=report.seconds if report else None)
+        return DocumentsResponse(
+            status="searchable",
+            ids=ids,
+            report=report,
+            errors=errors,
+            rejected=rejected,
+            job_id=job.id,
+            seconds=report.seconds if report else None,
+        )
     else:
         job = jobs.start(tenant, docs, rejected, svc.write)
     body = DocumentsResponse(status="accepted", ids=ids, errors=errors, rejected=rejected, job_id=job.id)
-    return JSONResponse(body.model_dump(mode="json"), status_code=202,
-                        headers={"Location": f"/v1/ingestions/{job.id}"})
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/ingestions/{job.id}"})

@@ -27,7 +27,10 @@ async def chat_page() -> HTMLResponse:
 
 @router.get("/docs", response_class=HTMLResponse)
 async def docs() -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="ragline API",
-                               swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
-                               swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
-                               swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png")
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="ragline API",
+        swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png",
+    )

@@ -20,14 +20,25 @@ from ._common import answerer, make_query, sse
 router = APIRouter()
 
 
-@router.post("/v1/query", response_model=Answer, tags=["answers"],
-             responses={200: {"content": {"text/event-stream": {}}}})
+@router.post(
+    "/v1/query", response_model=Answer, tags=["answers"], responses={200: {"content": {"text/event-stream": {}}}}
+)
 async def query(body: QueryRequest, request: Request, who: QueryCaller):
-    q = make_query(request, body.question, who.tenant, body.top_k, body.filters, body.mode,
-                   default_top_k=request.app.state.settings.answer_top_k)
+    q = make_query(
+        request,
+        body.question,
+        who.tenant,
+        body.top_k,
+        body.filters,
+        body.mode,
+        default_top_k=request.app.state.settings.answer_top_k,
+    )
     if body.stream:
-        return StreamingResponse(_answer_events(request, q), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _answer_events(request, q),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     metrics = request.app.state.metrics
     started = time.perf_counter()
     with metrics.inflight.track_inprogress(), span("POST /v1/query", kind="server", tenant=who.tenant):
@@ -40,8 +51,7 @@ async def query(body: QueryRequest, request: Request, who: QueryCaller):
 async def search(body: SearchRequest, request: Request, who: QueryCaller) -> SearchResponse:
     q = make_query(request, body.query, who.tenant, body.top_k, body.filters, body.mode)
     context = await answerer(request).search(q)
-    return SearchResponse(hits=context.hits, mode=context.mode, notice=context.notice,
-                          timings_ms=context.timings_ms)
+    return SearchResponse(hits=context.hits, mode=context.mode, notice=context.notice, timings_ms=context.timings_ms)
 
 
 async def _answer_events(request: Request, q: Query) -> AsyncIterator[str]:
@@ -57,6 +67,6 @@ async def _answer_events(request: Request, q: Query) -> AsyncIterator[str]:
             else:
                 yield sse("token", {"text": item})
     except RaglineError as exc:
-        yield sse("error", json.loads(from_error(exc).body))
+        yield sse("error", json.loads(bytes(from_error(exc).body)))
     finally:
         metrics.inflight.dec()
