@@ -88,6 +88,7 @@ class Engine:
             timeout_s=s.llm_timeout_s,
             answers=self.answers,
             metrics=self.metrics,
+            replace_ungrounded=s.ungrounded_answers == "replace",
         )
 
     @classmethod

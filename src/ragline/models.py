@@ -140,6 +140,18 @@ class Citation(Message):
     document_id: str
 
 
+class Support(Message):
+    """How one sentence of an answer is supported (grounding.py): its best passage and
+    the share of its content words found there (0..1); supported at >= 0.6."""
+
+    sentence: str
+    score: float
+    supported: bool
+    number: int | None = None  # the passage's number in the prompt
+    chunk_id: str | None = None
+    document_id: str | None = None
+
+
 class Answer(Message):
     request_id: str
     tenant: str
@@ -150,6 +162,10 @@ class Answer(Message):
     degraded: bool = False
     degraded_reason: str | None = None
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # Sentence by sentence, which passage supports the answer; grounded is False when any
+    # sentence is unsupported (None when there was nothing to check, e.g. a refusal).
+    grounded: bool | None = None
+    grounding: list[Support] = Field(default_factory=list)
 
 
 class Delta(Message):

@@ -80,7 +80,13 @@ class Settings(BaseSettings):
 
     # Answers. local: SmolLM2 in-process; openai: an OpenAI-compatible server (vLLM);
     # extractive: no LLM, the context's best sentences.
-    generator: str = "local"  # local, openai, extractive, or a registered one (generators.GENERATORS)
+    # extractive (default: no LLM; sentences of the passages, cited), openai (vLLM or any
+    # OpenAI-compatible server), local (SmolLM2-135M in-process: small, see the README), or
+    # a registered one (generators.GENERATORS).
+    generator: str = "extractive"
+    # An LLM answer with a sentence no passage supports: "replace" it by the extractive
+    # answer (degraded, with the reason) or "flag" it (grounded=false, sentences marked).
+    ungrounded_answers: Literal["replace", "flag"] = "replace"
     answer_top_k: int = Field(default=3, ge=1, le=50)
     # Below this similarity of the best passage, the answer is "not in the sources"
     # without asking the LLM (MiniLM cosine; calibrated on the sample corpus, see README).

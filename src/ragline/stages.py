@@ -16,9 +16,10 @@ from typing import Any
 
 from .errors import RaglineError
 from .generators.prompts import NOT_IN_SOURCES, Prompt, build_prompt, citations_for, says_it_does_not_know
+from .grounding import citations_from, ground
 from .ids import chunk_id, content_hash
 from .ingest.chunking import Chunker
-from .models import Answer, Chunk, Citation, Context, Document, Hit, IngestReport, Query
+from .models import Answer, Chunk, Citation, Context, Document, Hit, IngestReport, Query, Support
 from .ports import AnswerMemo, Embedder, Fallback, Generator, VectorStore
 from .text import content_words
 
@@ -171,6 +172,9 @@ class Answering:
     timeout_s: float = 30.0
     answers: AnswerMemo | None = None
     metrics: Any = None  # observability.Metrics: LLM outcome, time to first token
+    # An LLM answer with a sentence no passage supports: replaced by the extractive
+    # answer (True) or returned flagged, grounded=False (False).
+    replace_ungrounded: bool = True
 
     @property
     def is_extractive(self) -> bool:
@@ -246,20 +250,46 @@ async def generate_stream(
         if answering.is_extractive:
             model = "extractive"
     except (RaglineError, TimeoutError) as exc:
-        reason = f"LLM failed ({type(exc).__name__}: {exc}); extractive answer given"
+        detail = describe(exc, answering.timeout_s)
+        reason = f"LLM failed ({detail}); extractive answer given"
         model = "extractive"
         if pieces:
-            reason = f"LLM stream broke after {len(pieces)} pieces ({exc})"
+            reason = f"LLM stream ended after {len(pieces)} pieces: {detail}"
             model = answering.generator.name
         else:
             pieces = [answering.fallback.answer(prompt)]
             yield pieces[0]
     text = "".join(pieces).strip()
     answer = _answer(context, text, prompt, model, started, reason)
+    if answer.grounded is False and answering.replace_ungrounded and model != "extractive":
+        answer = _replace_ungrounded(context, answer, prompt, answering, started)
     if cache_key is not None and answering.answers is not None:
         await answering.answers.put(cache_key, answer, context.hits)
     _observe(answering, answer)
     yield answer
+
+
+def _replace_ungrounded(
+    context: Context, answer: Answer, prompt: Prompt, answering: Answering, started: float
+) -> Answer:
+    """The extractive answer instead of an LLM answer the passages do not support."""
+    unsupported = [s for s in answer.grounding if not s.supported]
+    reason = (
+        f"LLM answer not grounded: {len(unsupported)} of {len(answer.grounding)} sentences are not supported "
+        f"by the passages (first: {unsupported[0].sentence[:100]!r}); extractive answer given"
+    )
+    return _answer(context, answering.fallback.answer(prompt), prompt, "extractive", started, reason)
+
+
+def describe(exc: BaseException, timeout_s: float | None = None) -> str:
+    """The exception's type and a message that is never empty."""
+    if isinstance(exc, TimeoutError) and not str(exc) and timeout_s is not None:
+        return f"TimeoutError: LLM timed out after {timeout_s:g} s"
+    message = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if not message and cause is not None:
+        message = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    return f"{type(exc).__name__}: {message or 'no detail given'}"
 
 
 def _observe(answering: Answering, answer: Answer) -> None:
@@ -299,10 +329,22 @@ async def _bounded(stream: AsyncIterator[str], timeout_s: float) -> AsyncIterato
 
 
 def _answer(
-    context: Context, text: str, prompt: Prompt | None, model: str, started: float, degraded_reason: str | None = None
+    context: Context,
+    text: str,
+    prompt: Prompt | None,
+    model: str,
+    started: float,
+    degraded_reason: str | None = None,
 ) -> Answer:
-    citations = [] if prompt is None else citations_for(text, prompt) or attribute(text, prompt)
     timings = dict(context.timings_ms, generate=(time.perf_counter() - started) * 1000)
+    citations: list[Citation] = []
+    supports: list[Support] = []
+    grounded = None
+    if prompt is not None and not says_it_does_not_know(text):
+        supports = ground(text, prompt.passages)
+        grounded = all(s.supported for s in supports) if supports else None
+        # Citations name the passages that hold what the sentences say, whatever [n] the model wrote.
+        citations = citations_from(supports) or citations_for(text, prompt) or attribute(text, prompt)
     return Answer(
         request_id=context.query.request_id,
         tenant=context.query.tenant,
@@ -312,6 +354,8 @@ def _answer(
         degraded=degraded_reason is not None,
         degraded_reason=degraded_reason,
         timings_ms=timings,
+        grounded=grounded,
+        grounding=supports,
     )
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, DependencyUnavailable
-from .prompts import Prompt
+from ..models import Prompt
+from .loops import LoopGuard
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -79,20 +80,29 @@ class LocalGenerator:
             "max_tokens": max_tokens,
             "temperature": self.temperature,
             "stream": stream,
+            # a 135M model loops without these; LoopGuard ends what still repeats
+            "repeat_penalty": 1.3,
+            "repeat_last_n": 128,
         }
 
     async def generate(self, prompt: Prompt, max_tokens: int) -> str:
         result = await asyncio.to_thread(self._server.handle_chat_completions, self._body(prompt, max_tokens, False))
         _raise_on_error(result)
-        return result["choices"][0]["message"]["content"] or ""
+        guard = LoopGuard()
+        guard.feed(result["choices"][0]["message"]["content"] or "")
+        return guard.kept()
 
     async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
 
-        def on_chunk(chunk: Any) -> None:
+        guard = LoopGuard()  # fed on llama.cpp's thread: returning True stops the generation there
+
+        def on_chunk(chunk: Any) -> bool:
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            piece = _piece(chunk) if isinstance(chunk, dict) else None
+            return bool(piece) and guard.feed(piece)
 
         def run() -> Any:
             try:
@@ -101,12 +111,22 @@ class LocalGenerator:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         task = asyncio.ensure_future(asyncio.to_thread(run))
+        said = LoopGuard()
         while (chunk := await queue.get()) is not done:
             _raise_on_error(chunk)
-            piece = ((chunk.get("choices") or [{}])[0].get("delta") or {}).get("content")
-            if piece:
-                yield piece
-        _raise_on_error(await task)
+            piece = _piece(chunk)
+            if piece and not said.looping():
+                said.feed(piece)
+                if not said.looping():
+                    yield piece
+        result = await task
+        if not guard.looping():
+            _raise_on_error(result)
+
+
+def _piece(chunk: dict[str, Any]) -> str | None:
+    content = ((chunk.get("choices") or [{}])[0].get("delta") or {}).get("content")
+    return content if isinstance(content, str) else None
 
 
 def _raise_on_error(result: Any) -> None:
