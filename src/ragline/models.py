@@ -78,6 +78,9 @@ class Query(Message):
     # answer: retrieve, then generate; search: the retriever replies with the Context;
     # document: the retriever replies with the chunks of document ``text`` (a read in bus mode).
     purpose: Literal["answer", "search", "document"] = "answer"
+    # The caller's own instructions (an OpenAI system message): added to the prompt after
+    # ragline's grounding rules, which they cannot override.
+    instructions: str | None = Field(default=None, max_length=4000)
 
     _check_tenant = field_validator("tenant")(validate_tenant)
 

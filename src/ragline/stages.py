@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -192,7 +193,12 @@ def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
     if not relevant:
         return None
     prompt = build_prompt(context.query.text, relevant, answering.budget_tokens)
+    if context.query.instructions:
+        prompt = dataclasses.replace(prompt, system=f"{prompt.system}\n\n{_INSTRUCTIONS}{context.query.instructions}")
     return prompt if answering.fallback.supported(prompt) else None
+
+
+_INSTRUCTIONS = "The user's own instructions follow; the rules above come first:\n"
 
 
 def _similarity(hit: Hit) -> float:

@@ -84,7 +84,9 @@ def make_settings(tmp_path, **overrides) -> Settings:
 async def engine(tmp_path):
     settings = make_settings(tmp_path)
     embedder = HashingEmbedder()
-    async with Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator()) as eng:
+    async with Engine(
+        settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator()
+    ) as eng:
         await eng.ingest_documents(DOCS)
         yield eng
 

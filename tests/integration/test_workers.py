@@ -62,7 +62,9 @@ async def engine(tmp_path):
         cache_url="none",
     )
     embedder = HashingEmbedder()
-    async with Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator()) as eng:
+    async with Engine(
+        settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator()
+    ) as eng:
         yield eng
 
 

@@ -15,8 +15,7 @@ PORT = "The ingestion service listens on port 8443 and stores documents for 14 d
 
 
 def hit(doc: str, text: str) -> Hit:
-    return Hit(chunk_id=f"{doc}-0", document_id=doc, number=0, text=text, score=0.9, similarity=0.9,
-               content_hash="h")
+    return Hit(chunk_id=f"{doc}-0", document_id=doc, number=0, text=text, score=0.9, similarity=0.9, content_hash="h")
 
 
 PASSAGES = (Passage(1, hit("bees", BEES)), Passage(2, hit("ops", PORT)))
@@ -28,8 +27,7 @@ def test_sentences_taken_from_a_passage_are_supported_by_it():
 
 
 def test_a_planted_sentence_no_passage_supports_is_flagged():
-    supports = ground("The ingestion service listens on port 8443. It was written by Ada Lovelace in Paris.",
-                      PASSAGES)
+    supports = ground("The ingestion service listens on port 8443. It was written by Ada Lovelace in Paris.", PASSAGES)
     assert [s.supported for s in supports] == [True, False]
     assert supports[0].document_id == "ops"
 
@@ -68,8 +66,9 @@ def _context(question: str) -> Context:
 
 def test_an_ungrounded_llm_answer_is_replaced_by_the_extractive_one_and_says_why():
     answering = stages.Answering(Inventor(), ExtractiveGenerator(), min_relevance=0.0)
-    answer = asyncio.run(stages.generate(_context("How far away are the flowers, says the dance?"),
-                                         answering=answering))
+    answer = asyncio.run(
+        stages.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
+    )
     assert answer.model == "extractive" and answer.degraded and answer.grounded is True
     assert "not grounded" in answer.degraded_reason and "Mars" in answer.degraded_reason
     assert "Mars" not in answer.text and answer.citations[0].document_id == "bees"
@@ -77,15 +76,17 @@ def test_an_ungrounded_llm_answer_is_replaced_by_the_extractive_one_and_says_why
 
 def test_an_ungrounded_llm_answer_can_be_returned_flagged_instead():
     answering = stages.Answering(Inventor(), ExtractiveGenerator(), min_relevance=0.0, replace_ungrounded=False)
-    answer = asyncio.run(stages.generate(_context("How far away are the flowers, says the dance?"),
-                                         answering=answering))
+    answer = asyncio.run(
+        stages.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
+    )
     assert answer.model == "inventor" and answer.grounded is False and not answer.degraded
     assert [s.supported for s in answer.grounding] == [True, False]
 
 
 def test_a_failure_without_a_message_still_gives_a_reason():
     answering = stages.Answering(Inventor(fail=True), ExtractiveGenerator(), min_relevance=0.0)
-    answer = asyncio.run(stages.generate(_context("How far away are the flowers, says the dance?"),
-                                         answering=answering))
+    answer = asyncio.run(
+        stages.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
+    )
     assert answer.degraded and "DependencyUnavailable: no detail given" in answer.degraded_reason
     assert stages.describe(TimeoutError(), 30) == "TimeoutError: LLM timed out after 30 s"

@@ -42,10 +42,16 @@ def test_each_port_builds_a_registered_toy_adapter_from_settings():
     CACHES.register("toycache", lambda settings, on_state: MemoryCache(10, 10_000))
     EMBEDDERS.register("toy", lambda settings: HashingEmbedder(dimension=16))
     GENERATORS.register("shout", lambda settings: ShoutingGenerator())
-    settings = Settings.load(milvus_uri="toy://x", bus_url="toybus://", cache_url="toycache://", embedder="toy",
-                             generator="shout")
-    built = [(build_store(settings, 16), VectorStore), (build_bus(settings), Bus), (build_cache(settings), Cache),
-             (build_embedder(settings), Embedder), (build_generator(settings), Generator)]
+    settings = Settings.load(
+        milvus_uri="toy://x", bus_url="toybus://", cache_url="toycache://", embedder="toy", generator="shout"
+    )
+    built = [
+        (build_store(settings, 16), VectorStore),
+        (build_bus(settings), Bus),
+        (build_cache(settings), Cache),
+        (build_embedder(settings), Embedder),
+        (build_generator(settings), Generator),
+    ]
     assert all(isinstance(adapter, port) for adapter, port in built)
     assert build_embedder(settings).dimension == 16
 

@@ -19,8 +19,11 @@ TEA = "Black tea is fully oxidised. Green tea is steamed soon after picking."
 @pytest.fixture
 def parts():
     embedder = HashingEmbedder()
-    return {"chunker": Chunker(regex_token_spans, size=16, overlap=4), "embedder": embedder,
-            "store": MemoryStore(embedder.dimension)}
+    return {
+        "chunker": Chunker(regex_token_spans, size=16, overlap=4),
+        "embedder": embedder,
+        "store": MemoryStore(embedder.dimension),
+    }
 
 
 async def test_reingesting_a_document_keeps_one_copy_of_each_chunk_and_embeds_nothing(parts):
@@ -39,10 +42,10 @@ async def test_a_shorter_new_version_removes_the_chunks_it_no_longer_has(parts):
 
 
 async def test_retrieval_stays_in_the_callers_tenant(parts):
-    await stages.ingest([Document(tenant="a", id="bees", text=BEES), Document(tenant="b", id="tea", text=TEA)],
-                        **parts)
-    context = await stages.retrieve(new_query(text="waggle dance flowers", tenant="b", top_k=5),
-                                    embedder=parts["embedder"], store=parts["store"])
+    await stages.ingest([Document(tenant="a", id="bees", text=BEES), Document(tenant="b", id="tea", text=TEA)], **parts)
+    context = await stages.retrieve(
+        new_query(text="waggle dance flowers", tenant="b", top_k=5), embedder=parts["embedder"], store=parts["store"]
+    )
     assert {h.document_id for h in context.hits} == {"tea"}
 
 
@@ -51,8 +54,9 @@ async def test_an_answer_cites_the_passage_it_comes_from_or_says_it_does_not_kno
     answering = stages.Answering(ExtractiveGenerator(), ExtractiveGenerator(), min_relevance=0.0)
 
     async def ask(question: str):
-        context = await stages.retrieve(new_query(text=question, top_k=3), embedder=parts["embedder"],
-                                        store=parts["store"])
+        context = await stages.retrieve(
+            new_query(text=question, top_k=3), embedder=parts["embedder"], store=parts["store"]
+        )
         return await stages.generate(context, answering=answering)
 
     answer = await ask("How far away are the flowers, says the dance?")

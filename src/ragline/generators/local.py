@@ -102,7 +102,7 @@ class LocalGenerator:
         def on_chunk(chunk: Any) -> bool:
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
             piece = _piece(chunk) if isinstance(chunk, dict) else None
-            return bool(piece) and guard.feed(piece)
+            return piece is not None and guard.feed(piece)
 
         def run() -> Any:
             try:

@@ -1,12 +1,22 @@
-"""POST /v1/chat/completions: OpenAI's chat API answered by RAG, so OpenAI clients work unchanged.
+"""POST /v1/chat/completions and GET /v1/models: OpenAI's chat API answered by RAG, so
+OpenAI clients and chat front ends (Open WebUI, LibreChat) work unchanged.
 
-The last user message is the question; the answer's sources ride in an extra
-``sources`` field (of the response, or of the last chunk when streaming).
+The whole conversation is used. The question retrieved for is the last user message,
+made standalone by a documented rule when it is a follow-up: if it has fewer than four
+content words or refers back ("and ...", "what about ...", it/its/they/this/that...),
+the previous user message is put in front of it ("Which database does ragline use?" +
+"and which port does it listen on?"). System messages become the prompt's extra
+instructions (after ragline's grounding rules). ``usage`` counts tokens with the
+embedding model's WordPiece tokenizer (the LLM's own tokenizer is not known here).
+The answer's sources ride in an extra ``sources`` field (of the response, or of the
+last chunk when streaming), with ``grounded``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,36 +27,74 @@ from fastapi.responses import StreamingResponse
 
 from ...errors import InvalidInput, RaglineError
 from ...models import Answer, Query
+from ...text import content_words
 from ..deps import QueryCaller
-from ..schemas import ChatRequest
+from ..schemas import ChatMessage, ChatRequest
 from ._common import answerer, make_query
+
+_REFERS_BACK = re.compile(
+    r"^\s*(and|but|also|so|then|what about|how about)\b|\b(it|its|they|them|their|this|that|these|those|there)\b",
+    re.IGNORECASE,
+)
+
+
+def _text(message: ChatMessage) -> str:
+    content = message.content
+    if isinstance(content, list):
+        content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return (content or "").strip()
 
 
 def question_of(body: ChatRequest) -> str:
-    for message in reversed(body.messages):
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, list):
-                content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-            if content and content.strip():
-                return content.strip()
-    raise InvalidInput("messages: no user message with text content")
+    """The last user message, made standalone when it is a follow-up (see the module doc)."""
+    asked = [t for m in body.messages if m.role == "user" and (t := _text(m))]
+    if not asked:
+        raise InvalidInput("messages: no user message with text content")
+    last = asked[-1]
+    if len(asked) > 1 and (len(content_words(last)) < 4 or _REFERS_BACK.search(last)):
+        return f"{asked[-2]} {last}"
+    return last
+
+
+def instructions_of(body: ChatRequest) -> str | None:
+    text = "\n".join(t for m in body.messages if m.role in ("system", "developer") and (t := _text(m)))
+    return text[:4000] or None
+
+
+def count_tokens(text: str) -> int:
+    return len(_tokenizer().encode(text, add_special_tokens=False).ids)
+
+
+@functools.cache
+def _tokenizer() -> Any:
+    from ...embedders.minilm import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    tokenizer.no_truncation()
+    return tokenizer
 
 
 def sources(answer: Answer) -> list[dict[str, Any]]:
     return [c.model_dump(include={"number", "chunk_id", "document_id"}) for c in answer.citations]
 
 
-def completion(answer: Answer, completion_id: str, model: str) -> dict[str, Any]:
+def usage(body: ChatRequest, answer: Answer) -> dict[str, int]:
+    prompt = sum(count_tokens(_text(m)) for m in body.messages)
+    completion_tokens = count_tokens(answer.text)
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def completion(answer: Answer, completion_id: str, model: str, counted: dict[str, int]) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": counted,
         "sources": sources(answer),
         "degraded": answer.degraded,
+        "grounded": answer.grounded,
     }
 
 
@@ -68,12 +116,13 @@ router = APIRouter(tags=["answers"])
 @router.post("/v1/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
 async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller) -> Any:
     q = make_query(request, question_of(body), who.tenant, None, default_top_k=request.app.state.settings.answer_top_k)
+    q = q.model_copy(update={"instructions": instructions_of(body)})
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         started = time.perf_counter()
         answer = await answerer(request).ask(q)
         request.app.state.metrics.observe_answer(answer, time.perf_counter() - started)
-        return completion(answer, completion_id, body.model)
+        return completion(answer, completion_id, body.model, usage(body, answer))
     return StreamingResponse(
         _events(request, q, completion_id, body.model),
         media_type="text/event-stream",
@@ -88,7 +137,15 @@ async def _events(request: Request, q: Query, completion_id: str, model: str) ->
         async for item in answerer(request).stream(q):
             if isinstance(item, Answer):
                 request.app.state.metrics.observe_answer(item, time.perf_counter() - started)
-                yield chunk(completion_id, model, {}, "stop", sources=sources(item), degraded=item.degraded)
+                yield chunk(
+                    completion_id,
+                    model,
+                    {},
+                    "stop",
+                    sources=sources(item),
+                    degraded=item.degraded,
+                    grounded=item.grounded,
+                )
             else:
                 yield chunk(completion_id, model, {"content": item})
     except RaglineError as exc:

@@ -1,0 +1,47 @@
+"""OpenAI's chat API over the whole conversation, through the official openai client."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from ragline.api.auth import KeyStore
+
+MILVUS = "ragline stores its document vectors in Milvus, whose server listens on port 19530."
+REDIS = "The answer cache lives in Redis. Redis listens on port 6379 by default."
+TURNS = [
+    {"role": "system", "content": "Answer in one sentence."},
+    {"role": "user", "content": "Which database does ragline store its document vectors in?"},
+    {"role": "assistant", "content": "ragline stores its document vectors in Milvus [1]."},
+    {"role": "user", "content": "and which port does it listen on?"},
+]
+
+
+@pytest.fixture
+def openai_client(serve_app, tmp_path):
+    server = serve_app()
+    key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
+    httpx.post(f"{server.url}/v1/documents", headers={"Authorization": f"Bearer {key}"},
+               json={"wait": True, "documents": [{"id": "milvus", "text": MILVUS}, {"id": "redis", "text": REDIS}]},
+               ).raise_for_status()
+    return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+
+
+def test_a_follow_up_question_retrieves_the_earlier_turns_subject(openai_client):
+    # Alone, "and which port does it listen on?" matches the Redis passage as well as Milvus's.
+    reply = openai_client.chat.completions.create(model="ragline", messages=TURNS)
+    assert "19530" in reply.choices[0].message.content and "6379" not in reply.choices[0].message.content
+    extra = reply.model_extra
+    assert extra["sources"][0]["document_id"] == "milvus" and extra["grounded"] is True
+    assert reply.usage.prompt_tokens > 20 and reply.usage.completion_tokens > 5
+
+
+def test_a_streamed_follow_up_ends_with_its_sources(openai_client):
+    chunks = list(openai_client.chat.completions.create(model="ragline", messages=TURNS, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "19530" in text and chunks[-1].model_extra["sources"][0]["document_id"] == "milvus"
+
+
+def test_models_lists_ragline_for_chat_front_ends(openai_client):
+    assert [m.id for m in openai_client.models.list()] == ["ragline"]
