@@ -94,8 +94,13 @@ class Bulkhead:
         self.in_flight -= 1
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        children = list(getattr(pool, "_processes", {}).values()) if self.processes else []
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in children:  # a parse in progress is abandoned, not waited for (shutdown deadline)
+            child.terminate()
 
 
 def _lower_priority(nice: int) -> None:

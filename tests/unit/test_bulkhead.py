@@ -59,3 +59,31 @@ async def test_a_process_bulkhead_runs_work_apart_and_returns_its_result_or_erro
             await bulkhead.run(load_file, __import__("pathlib").Path("/nonexistent/x.txt"), "t", 1000, "x")
     finally:
         bulkhead.close()
+
+
+async def test_closing_a_process_bulkhead_ends_its_children():
+    import os
+
+    bulkhead = Bulkhead("parser", workers=1, queue=0, processes=True)
+    child = await bulkhead.run(os.getpid)
+    bulkhead.close()
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        return _zombie(child)
+
+    deadline = asyncio.get_running_loop().time() + 5
+    while not gone():
+        assert asyncio.get_running_loop().time() < deadline, "the parser process outlived close()"
+        await asyncio.sleep(0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
