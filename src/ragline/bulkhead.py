@@ -88,7 +88,11 @@ class Bulkhead:
             raise DependencyTimeout(f"{self.name} did not answer within {deadline_s:g}s") from None
         except BrokenProcessPool as exc:
             self._pool = None  # a child died (out of memory, killed): the next call gets a new pool
-            raise DependencyUnavailable(f"the {self.name} process died ({exc}); retry") from None
+            raise DependencyUnavailable(
+                f"the {self.name} process died ({exc}); retry. A script that uses ragline must guard its entry "
+                "point with `if __name__ == '__main__':` (child processes re-import it), or set "
+                "RAGLINE_PARSE_IN_PROCESSES=false"
+            ) from None
 
     def _release(self, _future: asyncio.Future[Any]) -> None:
         self.in_flight -= 1

@@ -61,15 +61,22 @@ class Engine:
         # File parsing and large request bodies: pure-Python CPU work, in child processes
         # (their own GIL); chunking (the tokenizer releases the GIL) on threads of its own.
         self.cpu = Bulkhead(
-            "parser", settings.parse_workers, settings.parse_queue, processes=True, nice=settings.background_nice
+            "parser",
+            settings.parse_workers,
+            settings.parse_queue,
+            processes=settings.parse_in_processes,
+            nice=settings.background_nice,
         )
         self.chunking = Bulkhead("chunker", 1, settings.parse_queue * 4, nice=settings.background_nice)
         self._generator = generator
-        self.fallback = ExtractiveGenerator()
+        # The extractive answerer picks sentences by meaning with the same embedder.
+        self.fallback = ExtractiveGenerator(embedder=embedder if embedder.semantic else None)
 
     @property
     def generator(self) -> Generator:
         """The configured LLM, built on first use (loading a model takes a moment)."""
+        if self._generator is None and self.settings.generator == "extractive":
+            self._generator = self.fallback  # the same answerer, choosing sentences with our embedder
         if self._generator is None:
             self._generator = build_generator(self.settings)
             batcher = getattr(self._generator, "batcher", None)

@@ -237,6 +237,7 @@ class Prompt:
     question: str
     passages: tuple[Passage, ...]
     system: str = SYSTEM
+    tenant: str = ""  # on whose behalf (per-tenant caches of what answering computes)
 
     def user_message(self) -> str:
         blocks = [f"[{p.number}] {p.hit.text.strip()}" for p in self.passages]

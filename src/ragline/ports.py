@@ -25,8 +25,14 @@ class Embedder(Protocol):
 
     name: str
     dimension: int
+    # Whether texts of similar meaning get similar vectors (MiniLM) or only texts sharing
+    # words (the hashing embedder): the extractive answerer picks sentences by meaning
+    # only with a semantic embedder.
+    semantic: bool
 
-    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray: ...
+    async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
+        """``interactive``: someone is waiting (sentences of an answer), not a bulk upload."""
+        ...
 
     async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
         """One question's vector. Kept apart from ``embed`` (documents) so an adapter can
@@ -103,11 +109,11 @@ class Fallback(Protocol):
     """Answers without an LLM, from the passages themselves (the extractive answerer):
     the default answerer, and the stand-in when the LLM fails or is not grounded."""
 
-    def supported(self, prompt: Prompt) -> bool:
+    async def supported(self, prompt: Prompt) -> bool:
         """Whether the passages hold enough of the question to answer it at all."""
         ...
 
-    def answer(self, prompt: Prompt) -> str: ...
+    async def answer(self, prompt: Prompt) -> str: ...
 
 
 @runtime_checkable

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     query_embed_queue: int = Field(default=256, ge=0)  # questions: their own session and thread
     parse_workers: int = Field(default=1, ge=1)  # file parsing, chunking, large JSON bodies
     parse_queue: int = Field(default=16, ge=0)
+    # Parse files in child processes (their own GIL: a big PDF cannot slow the event loop).
+    # false: threads, for scripts that embed ragline without an `if __name__ == "__main__"` guard.
+    parse_in_processes: bool = True
     # CPU priority of document work (parsing, chunking, embedding documents) below searches
     # and answers: 0..19, as `nice`.
     background_nice: int = Field(default=10, ge=0, le=19)

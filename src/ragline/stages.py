@@ -182,7 +182,7 @@ class Answering:
         return self.generator.name == "extractive"
 
 
-def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
+async def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
     """The grounded prompt, or None when the context cannot answer the question.
 
     Two gates, both cheap: the best passage must be similar enough to the question,
@@ -192,10 +192,12 @@ def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
     relevant = [h for h in context.hits if _similarity(h) >= answering.min_relevance]
     if not relevant:
         return None
-    prompt = build_prompt(context.query.text, relevant, answering.budget_tokens)
+    prompt = dataclasses.replace(
+        build_prompt(context.query.text, relevant, answering.budget_tokens), tenant=context.query.tenant
+    )
     if context.query.instructions:
         prompt = dataclasses.replace(prompt, system=f"{prompt.system}\n\n{_INSTRUCTIONS}{context.query.instructions}")
-    return prompt if answering.fallback.supported(prompt) else None
+    return prompt if await answering.fallback.supported(prompt) else None
 
 
 _INSTRUCTIONS = "The user's own instructions follow; the rules above come first:\n"
@@ -237,7 +239,7 @@ async def generate_stream(
             _observe(answering, answer)
             yield answer
             return
-    prompt = _prompt_for(context, answering)
+    prompt = await _prompt_for(context, answering)
     if prompt is None:
         yield NOT_IN_SOURCES
         answer = _answer(context, NOT_IN_SOURCES, None, "none", started)
@@ -263,19 +265,19 @@ async def generate_stream(
             reason = f"LLM stream ended after {len(pieces)} pieces: {detail}"
             model = answering.generator.name
         else:
-            pieces = [answering.fallback.answer(prompt)]
+            pieces = [await answering.fallback.answer(prompt)]
             yield pieces[0]
     text = "".join(pieces).strip()
     answer = _answer(context, text, prompt, model, started, reason)
     if answer.grounded is False and answering.replace_ungrounded and model != "extractive":
-        answer = _replace_ungrounded(context, answer, prompt, answering, started)
+        answer = await _replace_ungrounded(context, answer, prompt, answering, started)
     if cache_key is not None and answering.answers is not None:
         await answering.answers.put(cache_key, answer, context.hits)
     _observe(answering, answer)
     yield answer
 
 
-def _replace_ungrounded(
+async def _replace_ungrounded(
     context: Context, answer: Answer, prompt: Prompt, answering: Answering, started: float
 ) -> Answer:
     """The extractive answer instead of an LLM answer the passages do not support."""
@@ -284,7 +286,7 @@ def _replace_ungrounded(
         f"LLM answer not grounded: {len(unsupported)} of {len(answer.grounding)} sentences are not supported "
         f"by the passages (first: {unsupported[0].sentence[:100]!r}); extractive answer given"
     )
-    return _answer(context, answering.fallback.answer(prompt), prompt, "extractive", started, reason)
+    return _answer(context, await answering.fallback.answer(prompt), prompt, "extractive", started, reason)
 
 
 def describe(exc: BaseException, timeout_s: float | None = None) -> str:

@@ -153,7 +153,11 @@ async def test_the_local_model_says_not_in_sources_for_questions_the_corpus_cann
 
 async def test_the_local_model_answers_from_the_right_document(local_generator, with_generator):
     answer = await with_generator(local_generator).ask("Who invented the Fresnel lens and when?")
-    assert "Fresnel" in answer.text and answer.model == "SmolLM2-135M-Instruct"
+    # The 135M model's answer when the passages support every sentence of it, else the
+    # extractive answer with the reason: never an ungrounded answer presented as sound.
+    grounded = answer.model == "SmolLM2-135M-Instruct" and answer.grounded
+    replaced = answer.model == "extractive" and "not grounded" in (answer.degraded_reason or "")
+    assert "Fresnel" in answer.text and (grounded or replaced), answer
     assert [c.document_id.rsplit("/", 1)[-1] for c in answer.citations] == ["lighthouses.md"]
 
 

@@ -22,9 +22,11 @@ TURNS = [
 def openai_client(serve_app, tmp_path):
     server = serve_app()
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
-    httpx.post(f"{server.url}/v1/documents", headers={"Authorization": f"Bearer {key}"},
-               json={"wait": True, "documents": [{"id": "milvus", "text": MILVUS}, {"id": "redis", "text": REDIS}]},
-               ).raise_for_status()
+    httpx.post(
+        f"{server.url}/v1/documents",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"wait": True, "documents": [{"id": "milvus", "text": MILVUS}, {"id": "redis", "text": REDIS}]},
+    ).raise_for_status()
     return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
 
 

@@ -50,12 +50,21 @@ def test_i_dont_know_is_recognised():
     assert not says_it_does_not_know("The distance is encoded by the waggle run [1].")
 
 
-def test_extractive_answers_with_the_best_sentence_and_cites_it():
-    answer = ExtractiveGenerator().answer(build_prompt("What encodes the distance to food?", [TEA, BEES], 1000))
+async def test_extractive_answers_with_the_best_sentence_and_cites_it():
+    answer = await ExtractiveGenerator().answer(build_prompt("What encodes the distance to food?", [TEA, BEES], 1000))
     assert answer == "The duration of the waggle run encodes the distance to the food. [2]"
 
 
-def test_extractive_says_not_in_sources_when_no_sentence_matches():
+async def test_extractive_says_not_in_sources_when_no_sentence_matches():
     prompt = build_prompt("Who won the 2018 FIFA World Cup?", [BEES, TEA], 1000)
-    assert ExtractiveGenerator().answer(prompt) == NOT_IN_SOURCES
-    assert not ExtractiveGenerator().supported(prompt)
+    assert await ExtractiveGenerator().answer(prompt) == NOT_IN_SOURCES
+    assert not await ExtractiveGenerator().supported(prompt)
+
+
+async def test_with_an_embedder_a_paraphrase_finds_its_sentence_and_a_missing_quantity_is_refused(minilm):
+    bikes = "Staff park in the underground garage. Bicycles go in the racks by the north entrance."
+    parking = Hit(chunk_id="p", document_id="parking", number=0, text=bikes, score=1, content_hash="h")
+    answerer = ExtractiveGenerator(embedder=minilm)
+    assert "north entrance" in await answerer.answer(build_prompt("Where should I leave my bike?", [parking], 1000))
+    spaces = build_prompt("How many parking spaces does the garage have?", [parking], 1000)
+    assert await answerer.answer(spaces) == NOT_IN_SOURCES  # the garage sentence states no number

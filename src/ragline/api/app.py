@@ -129,7 +129,11 @@ async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack)
     await gateway.start()
     stack.push_async_callback(gateway.close)
     cpu = Bulkhead(
-        "parser", settings.parse_workers, settings.parse_queue, processes=True, nice=settings.background_nice
+        "parser",
+        settings.parse_workers,
+        settings.parse_queue,
+        processes=settings.parse_in_processes,
+        nice=settings.background_nice,
     )
     stack.callback(cpu.close)
     return BusAnswerer(gateway, settings.bus_url, settings.generator, cpu)

@@ -19,6 +19,7 @@ class CachedEmbedder:
         self.count = count or (lambda result, n: None)
         self.name = embedder.name
         self.dimension = embedder.dimension
+        self.semantic = embedder.semantic
 
     @property
     def tokenizer(self):
@@ -38,7 +39,7 @@ class CachedEmbedder:
         await self.cache.set(key, vector.astype(np.float32).tobytes(), self.ttl_s)
         return vector
 
-    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
+    async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
         keys = [embedding_key(self.name, t, tenant) for t in texts]
         found = await self.cache.get_many(keys)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
@@ -48,7 +49,7 @@ class CachedEmbedder:
         self.count("hit", len(texts) - len(missing))
         self.count("miss", len(missing))
         if missing:
-            vectors = await self.inner.embed([texts[i] for i in missing], tenant)
+            vectors = await self.inner.embed([texts[i] for i in missing], tenant, interactive=interactive)
             out[missing] = vectors
             await self.cache.set_many(
                 [(keys[i], vectors[j].astype(np.float32).tobytes()) for j, i in enumerate(missing)], self.ttl_s

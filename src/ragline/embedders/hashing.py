@@ -18,6 +18,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 class HashingEmbedder:
     name = "hashing"
+    semantic = False
 
     def __init__(self, dimension: int = 384) -> None:
         self.dimension = dimension
@@ -27,7 +28,7 @@ class HashingEmbedder:
     async def close(self) -> None:
         return None
 
-    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
+    async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
         self.calls += 1
         self.texts_embedded += len(texts)
         return np.stack([self._vector(t) for t in texts]) if texts else np.empty((0, self.dimension), np.float32)

@@ -53,6 +53,7 @@ class MiniLMEmbedder:
 
     name = "all-MiniLM-L6-v2"
     dimension = 384
+    semantic = True
 
     def __init__(
         self,
@@ -71,8 +72,13 @@ class MiniLMEmbedder:
         self.bulkhead = bulkhead or Bulkhead("embedder", workers=1, queue=64)
         self.query_bulkhead = query_bulkhead or Bulkhead("query embedder", workers=1, queue=256)
 
-    async def embed(self, texts: Sequence[str], tenant: str = "") -> np.ndarray:
+    async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
+        if interactive:  # someone waits: the question lane, never behind a bulk upload
+            return await self.query_bulkhead.run(self._embed_interactive, texts)
         return await self.bulkhead.run(self.embed_sync, texts)
+
+    def _embed_interactive(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embed_batch(list(texts), self._query_session, self._query_tokenizer)
 
     async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
         return await self.query_bulkhead.run(self._embed_query_sync, text)

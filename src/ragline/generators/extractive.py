@@ -7,16 +7,59 @@ when the LLM fails; either way every sentence it returns carries its citation.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import numpy as np
+
 from ..models import Prompt
+from ..ports import Embedder
 from ..text import content_words, split_sentences
 from .prompts import NOT_IN_SOURCES
 
+# Questions whose answer is a quantity, a time or a date: the chosen sentence must
+# state one, or the passages do not answer them ("How many parking spaces..." vs a
+# sentence about the garage that gives none).
+_WANTS_NUMBER = re.compile(
+    r"^\s*(how (many|much|long|often|fast|heavy|tall|big|old)|when\b|until when|"
+    r"(until|at|by) what time|what time|which year|in which year|what (year|date|percentage|share)|"
+    r"within how)",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twice|once|"
+                     r"daily|weekly|monthly|yearly|annually|every)\b", re.IGNORECASE)  # fmt: skip
+_WANTS_NAME = re.compile(r"^\s*who\b", re.IGNORECASE)
+_FULL_NAME = re.compile(r"(?<!^)\b[A-Z][\w-]+ [A-Z][\w-]+")
+
 
 class ExtractiveGenerator:
+    """Answers with the passages' own sentences, each cited.
+
+    With an embedder (the default engine passes MiniLM) a sentence is chosen by its
+    cosine similarity to the question, which finds paraphrases ("bike" / "bicycles");
+    without one, by the idf-weighted share of the question's words it holds. The
+    answer is "not in the sources" when the best sentence is below ``min_similarity``
+    (or ``min_overlap``), or when the question asks for a quantity or a time (a name)
+    and the sentence states none. A second sentence is added when it is nearly as close
+    to the question (questions that ask two things). Figures: README, answer benchmark.
+    """
+
     name = "extractive"
+
+    def __init__(
+        self,
+        max_sentences: int = 2,
+        min_overlap: float = 0.3,
+        embedder: Embedder | None = None,
+        min_similarity: float = 0.5,
+        second_within: float = 0.08,
+    ) -> None:
+        self.max_sentences = max_sentences
+        self.min_overlap = min_overlap
+        self.embedder = embedder
+        self.min_similarity = min_similarity
+        self.second_within = second_within
 
     async def ping(self) -> None:
         return None
@@ -24,45 +67,88 @@ class ExtractiveGenerator:
     async def close(self) -> None:
         return None
 
-    def __init__(self, max_sentences: int = 2, min_overlap: float = 0.3) -> None:
-        self.max_sentences = max_sentences
-        self.min_overlap = min_overlap
-
     async def generate(self, prompt: Prompt, max_tokens: int) -> str:
-        return self.answer(prompt)
+        return await self.answer(prompt)
 
     async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
-        yield self.answer(prompt)
+        yield await self.answer(prompt)
 
-    def supported(self, prompt: Prompt) -> bool:
-        """Whether some sentence of the context holds enough of the question's words."""
-        scored = self._scored_sentences(prompt)
-        return bool(scored) and scored[0][0] >= self.min_overlap
+    async def supported(self, prompt: Prompt) -> bool:
+        """Whether some sentence of the passages answers the question."""
+        return bool(await self._chosen(prompt))
 
-    def answer(self, prompt: Prompt) -> str:
-        scored = self._scored_sentences(prompt)
-        best = [s for s in scored if s[0] >= self.min_overlap][: self.max_sentences]
-        if not best:
+    async def answer(self, prompt: Prompt) -> str:
+        chosen = await self._chosen(prompt)
+        if not chosen:
             return NOT_IN_SOURCES
-        return " ".join(f"{sentence} [{number}]" for _, _, number, sentence in sorted(best, key=lambda s: s[1]))
+        return " ".join(f"{sentence} [{number}]" for _, _, number, sentence in sorted(chosen, key=lambda s: s[1]))
 
-    def _scored_sentences(self, prompt: Prompt) -> list[tuple[float, int, int, str]]:
-        """(score, position, passage number, sentence), best first.
-
-        The score is the idf-weighted share of the question's words a sentence holds,
-        so rare words (names, terms) count more than common ones.
-        """
+    async def _chosen(self, prompt: Prompt) -> list[tuple[float, int, int, str]]:
+        """The sentences that answer: the best for the question, or for each part of a
+        question that asks two things ("How long ..., and how long ...?")."""
         sentences = _distinct([(p.number, s) for p in prompt.passages for s in split_sentences(p.hit.text)])
-        docs = [set(content_words(s)) for _, s in sentences]
-        question = set(content_words(prompt.question))
-        df = Counter(w for d in docs for w in d & question)
-        idf = {w: math.log(1 + len(docs) / (1 + df[w])) for w in question}
-        total = sum(idf.values()) or 1.0
-        scored = [
-            (sum(idf[w] for w in question & d) / total, i, number, sentence)
-            for i, ((number, sentence), d) in enumerate(zip(sentences, docs))
-        ]
-        return sorted(scored, key=lambda s: (-s[0], s[1]))
+        if not sentences:
+            return []
+        vectors = None
+        if self.embedder is not None:
+            vectors = await self.embedder.embed([s for _, s in sentences], prompt.tenant, interactive=True)
+        parts = _parts(prompt.question) if self.embedder is not None else [prompt.question]
+        chosen: dict[int, tuple[float, int, int, str]] = {}
+        for part in parts:
+            scored, threshold = await self._scored(part, sentences, vectors, prompt.tenant)
+            if not scored or scored[0][0] < threshold or not _right_kind(part, scored[0][3]):
+                return []  # a part the passages do not answer: do not answer half
+            best = scored[0][0]
+            margin = self.second_within if len(parts) == 1 and self.embedder is not None else 0.0
+            for s in [s for s in scored if s[0] >= max(threshold, best - margin)][: self.max_sentences]:
+                chosen.setdefault(s[1], s)
+        return sorted(chosen.values(), key=lambda s: (-s[0], s[1]))[: self.max_sentences * len(parts)]
+
+    async def _scored(
+        self, question: str, sentences: list[tuple[int, str]], vectors: np.ndarray | None, tenant: str
+    ) -> tuple[list[tuple[float, int, int, str]], float]:
+        """(score, position, passage number, sentence), best first, and the threshold."""
+        lexical = _lexical_scores(question, [s for _, s in sentences])
+        if self.embedder is None or vectors is None:
+            scores, threshold = lexical, self.min_overlap
+        else:
+            wanted = await self.embedder.embed_query(question, tenant)
+            # cosine first; a little lexical overlap breaks near-ties toward the exact words
+            scores = [float(v @ wanted) + 0.05 * lex for v, lex in zip(vectors, lexical)]
+            threshold = self.min_similarity
+        scored = [(score, i, number, sentence) for i, ((number, sentence), score) in enumerate(zip(sentences, scores))]
+        return sorted(scored, key=lambda s: (-s[0], s[1])), threshold
+
+
+_SECOND_QUESTION = re.compile(
+    r",?\s+and\s+(?=(what|how|when|where|which|who|whom|at what|in which|is|are|does|do|can)\b)", re.IGNORECASE
+)
+
+
+def _parts(question: str) -> list[str]:
+    """A question that asks two things, as two questions (each of three content words or
+    more: "... and when?" stays one question)."""
+    parts = [p.strip() for p in _SECOND_QUESTION.split(question)[::2] if p.strip()]
+    if len(parts) < 2 or any(len(content_words(p)) < 3 for p in parts):
+        return [question]
+    return parts
+
+
+def _lexical_scores(question: str, sentences: list[str]) -> list[float]:
+    """The idf-weighted share of the question's words each sentence holds."""
+    docs = [set(content_words(s)) for s in sentences]
+    wanted = set(content_words(question))
+    df = Counter(w for d in docs for w in d & wanted)
+    idf = {w: math.log(1 + len(docs) / (1 + df[w])) for w in wanted}
+    total = sum(idf.values()) or 1.0
+    return [sum(idf[w] for w in wanted & d) / total for d in docs]
+
+
+def _right_kind(question: str, sentence: str) -> bool:
+    """A quantity or time for how-many/when questions, a full name for who questions."""
+    if _WANTS_NUMBER.search(question) and not _NUMBER.search(sentence):
+        return False
+    return not (_WANTS_NAME.search(question) and not _FULL_NAME.search(sentence))
 
 
 def _distinct(sentences: list[tuple[int, str]]) -> list[tuple[int, str]]:
