@@ -22,9 +22,9 @@ import numpy as np
 from _common import ROOT, median, report
 
 from ragline import Settings
-from ragline.cli import sample_corpus_dir
 from ragline.engine import Engine
 from ragline.generators import build_generator
+from ragline.samples import sample_corpus_dir
 
 QUESTIONS = [q["question"] for q in json.loads((ROOT / "bench" / "data" / "sample_questions.json").read_text())]
 

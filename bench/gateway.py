@@ -121,7 +121,7 @@ def main() -> None:
             procs.append(api)
             wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
             wait_http(f"http://127.0.0.1:{port}/healthz")
-            from ragline.cli import sample_corpus_dir
+            from ragline.samples import sample_corpus_dir
 
             subprocess.run(
                 [sys.executable, "-m", "ragline", "publish", str(sample_corpus_dir())],

@@ -19,9 +19,9 @@ from pathlib import Path
 from _common import report
 
 from ragline import Settings
-from ragline.cli import sample_corpus_dir
 from ragline.engine import Engine
 from ragline.ingest.loaders import iter_files, load_file
+from ragline.samples import sample_corpus_dir
 from ragline.stages import chunk_document
 
 

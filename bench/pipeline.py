@@ -24,10 +24,10 @@ import uuid
 from _common import QUESTIONS, median, percentile, report, start_broker
 
 from ragline.buses import build_bus, topic_specs
-from ragline.cli import sample_corpus_dir
 from ragline.engine import Engine
 from ragline.models import Document, Query
 from ragline.pipeline import Pipeline
+from ragline.samples import sample_corpus_dir
 from ragline.settings import Settings
 from ragline.workers import Topics
 

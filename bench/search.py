@@ -51,7 +51,7 @@ def generated_vectors(n: int, seeds: np.ndarray, rng: np.random.Generator) -> np
 
 
 def sample_sentences() -> list[str]:
-    from ragline.cli import sample_corpus_dir
+    from ragline.samples import sample_corpus_dir
 
     text = " ".join(p.read_text() for p in sorted(sample_corpus_dir().glob("*.*")))
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) > 4]

@@ -23,9 +23,9 @@ from _common import QUESTIONS, report, start_broker
 
 from ragline.buses import build_bus, topic_specs
 from ragline.buses.memory import MemoryBus
-from ragline.cli import sample_corpus_dir
 from ragline.engine import Engine
 from ragline.models import Document, Query
+from ragline.samples import sample_corpus_dir
 from ragline.settings import Settings
 from ragline.workers import Topics, build_worker
 

@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,6 +20,7 @@ from .engine import Engine
 from .errors import ConfigurationError, RaglineError
 from .errors import NotFound as NotFoundError
 from .ingest.loaders import iter_files
+from .samples import sample_corpus_dir
 from .settings import Settings
 
 # Model files come from installed packages; never reach for a model hub.
@@ -38,11 +38,6 @@ ConfigOption = Annotated[
 ]
 TenantOption = Annotated[str | None, typer.Option("--tenant", "-t", help="Tenant (default: settings).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def sample_corpus_dir() -> Path:
-    """The small corpus shipped inside the package, for a first try."""
-    return Path(str(resources.files("ragline") / "sample_corpus"))
 
 
 def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]], **overrides: Any) -> T:
@@ -178,6 +173,12 @@ def ask(
                 final = item
         return final
 
+    if (generator or Settings.load(config).generator) == "local":
+        err.print(
+            "[yellow]note:[/] the local model is SmolLM2-135M: small enough for any CPU, too small to be "
+            "reliable. Its answers are checked against the passages and replaced by extractive ones when "
+            "unsupported. For fluent answers point ragline at vLLM: RAGLINE_GENERATOR=openai RAGLINE_LLM_URL=..."
+        )
     answer = _run(config, work, generator=generator)
     if as_json:
         out.print_json(answer.model_dump_json())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
@@ -243,3 +243,8 @@ class Settings(BaseSettings):
 def _env_config_file() -> Path | None:
     value = os.environ.get("RAGLINE_CONFIG")
     return Path(value) if value else None
+
+
+def default(name: str) -> Any:
+    """A setting's default: adapters take theirs from here, so each is stated once."""
+    return Settings.model_fields[name].default

@@ -10,12 +10,12 @@ import pytest
 
 from ragline import Answer, Settings
 from ragline.breaker import CircuitBreaker
-from ragline.cli import sample_corpus_dir
 from ragline.engine import Engine
 from ragline.generators.extractive import ExtractiveGenerator
 from ragline.generators.openai import OpenAIGenerator
 from ragline.generators.prompts import NOT_IN_SOURCES, build_prompt
 from ragline.models import Hit
+from ragline.samples import sample_corpus_dir
 from ragline.stores.milvus import MilvusStore
 
 pytestmark = pytest.mark.integration

@@ -99,8 +99,12 @@ async def test_editing_a_document_changes_the_next_answer_within_the_ttl(engine)
 
 async def test_deleting_a_document_evicts_the_answers_built_from_it(engine):
     await engine.ingest_documents([Document(id="bees", text=BEES)])
+    context = await engine.search(QUESTION, top_k=engine.settings.answer_top_k)
     await engine.ask(QUESTION)
+    key = engine.answers.key("default", QUESTION, engine.generator.name, context.hits)
+    assert await engine.cache.get(key) is not None
     await engine.delete_document("bees")
+    assert await engine.cache.get(key) is None  # removed from the cache, not merely no longer looked up
     answer = await engine.ask(QUESTION)
     assert not answer.cached and answer.citations == []
 

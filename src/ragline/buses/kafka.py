@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, DependencyUnavailable
 from ..ports import Delivery
+from ..settings import default
 
 
 @contextlib.contextmanager
@@ -65,14 +66,14 @@ class KafkaBus:
         self,
         bootstrap_servers: str,
         *,
-        client_id: str = "ragline",
-        session_timeout_ms: int = 6000,
-        fetch_wait_max_ms: int = 20,
+        client_id: str = default("kafka_client_id"),
+        session_timeout_ms: int = default("kafka_session_timeout_ms"),
+        fetch_wait_max_ms: int = default("kafka_fetch_wait_max_ms"),
         poll_s: float = 0.1,
-        linger_ms: float = 5,
+        linger_ms: float = default("kafka_linger_ms"),
         interactive_topics: Collection[str] = (),
-        interactive_linger_ms: float = 0,
-        stats_interval_ms: int = 5000,
+        interactive_linger_ms: float = default("kafka_interactive_linger_ms"),
+        stats_interval_ms: int = default("kafka_stats_interval_ms"),
         transactional_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:

@@ -6,11 +6,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from ..settings import default
+
 
 class MemoryCache:
     name = "memory"
 
-    def __init__(self, max_entries: int = 10_000, max_bytes: int = 256_000_000) -> None:
+    def __init__(
+        self,
+        max_entries: int = default("memory_cache_max_entries"),
+        max_bytes: int = int(default("memory_cache_max_mb") * 1_000_000),
+    ) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
