@@ -24,11 +24,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from . import stages
-from .errors import DependencyUnavailable, NotFound, RetryableError
+from .errors import DependencyUnavailable, InvalidInput, NotFound, RetryableError
 from .models import Answer, Context, DeadLetter, Delta, Document, DocumentRef, Failure, Query, reply_key
 from .observability import extract_context, inject_headers, log_context, span
 from .ports import Bus, Delivery
@@ -244,7 +245,7 @@ class Worker:
                 if self.metrics is not None:
                     self.metrics.stage_done(self.stage, time.perf_counter() - started, "ok")
                 return True
-            except (ValidationError, ValueError) as exc:
+            except Unparseable as exc:  # the message itself is malformed: no retry can help
                 return await self._dead(delivery, exc, "unparseable", attempt, first_failure)
             except RetryableError as exc:
                 first_failure = first_failure or _now()
@@ -298,6 +299,20 @@ class Worker:
         return False
 
 
+class Unparseable(InvalidInput):
+    """A message that is not the model its topic carries."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], raw: bytes) -> M:
+    try:
+        return model.model_validate_json(raw)
+    except (ValidationError, ValueError) as exc:
+        raise Unparseable(f"not a {model.__name__}: {str(exc)[:300]}") from exc
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -328,11 +343,11 @@ def ingest_handler(engine) -> Handler:
 
     async def handle(delivery: Delivery) -> list[Output]:
         if delivery.headers.get(KIND) == DELETE:
-            ref = DocumentRef.model_validate_json(delivery.value)
+            ref = _parse(DocumentRef, delivery.value)
             with contextlib.suppress(NotFound):  # already gone: a redelivery, or never there
                 await engine.delete_document(ref.id, ref.tenant)
             return []
-        await engine.ingest_documents([Document.model_validate_json(delivery.value)])
+        await engine.ingest_documents([_parse(Document, delivery.value)])
         return []
 
     return handle
@@ -340,7 +355,7 @@ def ingest_handler(engine) -> Handler:
 
 def retrieve_handler(engine, topics: Topics) -> Handler:
     async def handle(delivery: Delivery) -> list[Output]:
-        query = Query.model_validate_json(delivery.value)
+        query = _parse(Query, delivery.value)
         if _expired(query):
             log.info("retrieve: request %s expired before it was served; dropped", query.request_id)
             return []
@@ -365,7 +380,7 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
     """
 
     async def handle(delivery: Delivery) -> list[Output]:
-        context = Context.model_validate_json(delivery.value)
+        context = _parse(Context, delivery.value)
         query = context.query
         if _expired(query):
             log.info("generate: request %s expired before it was served; dropped", query.request_id)
