@@ -380,6 +380,15 @@ def serve_app(tmp_path: Path):
         )
         values.update(overrides)
         settings = Settings.load(**values)
+        if settings.bus_url.startswith("kafka://"):  # the API is a gateway: no engine in this process
+            server = LiveServer(
+                create_app(settings),
+                free_port(),
+                header_timeout_s=settings.http_header_timeout_s,
+                parser=settings.http_parser,
+            ).__enter__()
+            servers.append(server)
+            return server
         embedder = HashingEmbedder()
         from ragline.caches import build_cache
 

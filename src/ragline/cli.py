@@ -69,6 +69,9 @@ def _main(coroutine: Coroutine[Any, Any, T]) -> T:
 def ingest(
     paths: Annotated[list[Path] | None, typer.Argument(help="Files or directories (.txt .md .html .pdf).")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Ingest the bundled sample corpus.")] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Also ingest symbolic links that lead out of a directory.")
+    ] = False,
     tenant: TenantOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -78,7 +81,7 @@ def ingest(
     if not targets:
         err.print("[red]error:[/] give at least one PATH, or --sample")
         raise typer.Exit(2)
-    total = sum(1 for _ in iter_files(targets))
+    total = sum(1 for _ in iter_files(targets, follow_symlinks))
 
     async def work(engine: Engine):
         with Progress(
@@ -93,7 +96,10 @@ def ingest(
         ) as progress:
             task = progress.add_task("ingest", total=total, file="")
             return await engine.ingest_paths(
-                targets, tenant, on_file=lambda f: progress.update(task, advance=1, file=Path(f).name)
+                targets,
+                tenant,
+                on_file=lambda f: progress.update(task, advance=1, file=Path(f).name),
+                follow_symlinks=follow_symlinks,
             )
 
     report = _run(config, work)

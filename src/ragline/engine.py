@@ -144,7 +144,11 @@ class Engine:
         return report
 
     async def ingest_paths(
-        self, paths: Iterable[Path], tenant: str | None = None, on_file: Callable[[str], None] | None = None
+        self,
+        paths: Iterable[Path],
+        tenant: str | None = None,
+        on_file: Callable[[str], None] | None = None,
+        follow_symlinks: bool = False,
     ) -> IngestReport:
         """Ingest files and directories; a file that fails is reported, the rest go on."""
         started = time.perf_counter()
@@ -152,7 +156,7 @@ class Engine:
         group: list[Document] = []
         group_chunks = 0
         max_bytes = int(self.settings.max_document_mb * 1_000_000)
-        for item in iter_files(list(paths)):
+        for item in iter_files(list(paths), follow_symlinks):
             try:
                 if isinstance(item, DocumentError):
                     raise item

@@ -187,3 +187,9 @@ def test_a_chunked_body_without_a_length_is_cut_off_at_the_limit(guarded):
     pieces = (b'{"query": "' + b"x" * 1000 if i == 0 else b"x" * 1000 for i in range(20))
     response = client().post("/v1/search", content=pieces, headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and "max_query_body_kb" in response.json()["detail"]
+
+
+def test_the_embedded_database_file_is_readable_by_its_owner_only(serve_app, tmp_path):
+    serve_app()
+    database = tmp_path / "api0.db"
+    assert database.exists() and oct(database.stat().st_mode & 0o777) == oct(0o600)

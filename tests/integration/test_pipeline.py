@@ -134,15 +134,17 @@ def round_trip_setup(bus_kind, topics, suffix, tmp_path, request, serve_app):
         topics, broker, RAGLINE_MILVUS_URI=uri, RAGLINE_COLLECTION=collection, RAGLINE_WORKER_CONCURRENCY="4"
     )
     workers = [start([stage], env) for stage in ("ingest", "retrieve", "generate")]
-    api = serve_app(
+    api = serve_app(  # a gateway: it must not need Milvus, so it is given one that is not there
         bus_url=f"kafka://{broker.bootstrap}",
-        milvus_uri=uri,
+        milvus_uri="http://127.0.0.1:9",
+        embedder="minilm",
         collection=collection,
         kafka_session_timeout_ms=2000,
         **common,
     )
     for worker in workers:
         worker.wait_ready()
+    assert type(api.app.state.answerer).__name__ == "BusAnswerer" and _no_milvus_client(api)
     return api, workers
 
 
@@ -216,6 +218,12 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
         assert lines and all(json.loads(line)["level"] for line in lines[1:])  # JSON lines (the first may be cut)
     for worker in workers:  # SIGTERM: a graceful stop, exit status 0
         assert worker.terminate(timeout_s=30) == 0, worker.log()
+
+
+def _no_milvus_client(api) -> bool:
+    """No engine (so no MilvusClient, no MiniLM session) anywhere in the gateway's app state."""
+    answerer = api.app.state.answerer
+    return not any(hasattr(holder, "engine") for holder in (api.app.state, answerer, answerer.gateway))
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple], float]:

@@ -96,3 +96,36 @@ def test_walking_a_directory_skips_hidden_and_unsupported_files(tmp_path):
 def test_a_missing_path_is_reported_not_raised(tmp_path):
     [item] = list(iter_files([tmp_path / "missing"]))
     assert isinstance(item, DocumentError) and "no such file" in str(item)
+
+
+def test_a_symlink_out_of_the_ingested_directory_is_skipped_unless_followed(tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("root:x:0:0:root:/root:/bin/bash")
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "note.txt").write_text("an ordinary note")
+    (root / "passwd.txt").symlink_to(outside)
+    found = list(iter_files([root]))
+    assert [f[0].name for f in found if isinstance(f, tuple)] == ["note.txt"]
+    [skipped] = [f for f in found if isinstance(f, DocumentError)]
+    assert "symbolic link out of the ingested directory" in str(skipped)
+    assert len([f for f in iter_files([root], follow_symlinks=True) if isinstance(f, tuple)]) == 2
+
+
+def test_a_file_that_reports_no_size_cannot_pass_the_size_limit(tmp_path):
+    fifo_like = Path("/proc/self/status")  # size 0 in stat, bytes when read
+    with pytest.raises(DocumentError, match="too large"):
+        load_file(fifo_like, "t", max_bytes=10, document_id="status")
+
+
+def test_a_pdf_whose_text_expands_past_the_limit_is_refused(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    from isolation import bomb_pdf
+
+    path = tmp_path / "bomb.pdf"
+    path.write_bytes(bomb_pdf(300_000))
+    assert path.stat().st_size < 5_000
+    with pytest.raises(DocumentError, match="expands past"):
+        load_file(path, "t", max_bytes=100_000, document_id="bomb.pdf")

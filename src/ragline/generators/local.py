@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ..bulkhead import Bulkhead
 from ..errors import ConfigurationError, DependencyUnavailable
 from ..models import Prompt
 from .loops import LoopGuard
@@ -65,6 +66,8 @@ class LocalGenerator:
         path = model_path or smollm2_path()
         self.temperature = temperature
         self._server = xllamacpp.Server(llama_params(path, threads, context_tokens, parallel))
+        # llama.cpp's slots get threads of their own; past a short queue, 503 at once.
+        self.bulkhead = Bulkhead("local LLM", workers=parallel, queue=4 * parallel)
         if model_path:
             self.name = path.stem
 
@@ -72,7 +75,7 @@ class LocalGenerator:
         return None  # in-process: up as long as this process is
 
     async def close(self) -> None:
-        return None
+        self.bulkhead.close()
 
     def _body(self, prompt: Prompt, max_tokens: int, stream: bool) -> dict[str, Any]:
         return {
@@ -86,7 +89,7 @@ class LocalGenerator:
         }
 
     async def generate(self, prompt: Prompt, max_tokens: int) -> str:
-        result = await asyncio.to_thread(self._server.handle_chat_completions, self._body(prompt, max_tokens, False))
+        result = await self.bulkhead.run(self._server.handle_chat_completions, self._body(prompt, max_tokens, False))
         _raise_on_error(result)
         guard = LoopGuard()
         guard.feed(result["choices"][0]["message"]["content"] or "")
@@ -110,7 +113,7 @@ class LocalGenerator:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
-        task = asyncio.ensure_future(asyncio.to_thread(run))
+        task = asyncio.ensure_future(self.bulkhead.run(run))
         said = LoopGuard()
         while (chunk := await queue.get()) is not done:
             _raise_on_error(chunk)

@@ -24,16 +24,25 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
 _MD_TITLE = re.compile(r"^\s*#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
-def iter_files(paths: list[Path]) -> Iterator[tuple[Path, str] | DocumentError]:
+def iter_files(paths: list[Path], follow_symlinks: bool = False) -> Iterator[tuple[Path, str] | DocumentError]:
     """(file, document id) pairs under ``paths``, sorted; a missing path is reported, not raised.
 
     A file's id is its path relative to the working directory when it lies under it.
     Otherwise: inside a directory given, the directory's name joined with the path
-    within it (``sample_corpus/tea.html``); a file given alone, its name.
+    within it (``sample_corpus/tea.html``); a file given alone, its name. Inside a
+    directory, a symbolic link that leads out of it is reported and skipped unless
+    ``follow_symlinks`` (a link to /etc/passwd must not be indexed by accident).
     """
     for path in paths:
         if path.is_dir():
+            root = path.resolve()
             for file in _walk(path):
+                if not follow_symlinks and not file.resolve().is_relative_to(root):
+                    yield DocumentError(
+                        str(file),
+                        "a symbolic link out of the ingested directory; skipped (--follow-symlinks to include it)",
+                    )
+                    continue
                 yield file, _id_under_cwd(file) or f"{path.absolute().name}/{file.relative_to(path).as_posix()}"
         elif path.exists() or path.is_symlink():
             yield path, _id_under_cwd(path) or path.name
@@ -65,10 +74,10 @@ def load_file(path: Path, tenant: str, max_bytes: int, document_id: str) -> Docu
             f"too large: {size / 1e6:.1f} MB exceeds the {max_bytes / 1e6:.1f} MB limit "
             "(raise RAGLINE_MAX_DOCUMENT_MB to allow it)",
         )
-    data = _read(path)
+    data = _read(path, max_bytes)
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
-        text, title = _pdf_text(path, data), None
+        text, title = _pdf_text(path, data, max_bytes), None
     elif suffix in HTML_SUFFIXES:
         text, title = _html_text(path, data)
     else:
@@ -90,11 +99,16 @@ def _size(path: Path) -> int:
     return stat.st_size
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, max_bytes: int) -> bytes:
+    """At most ``max_bytes``: files that report no size (/proc, pipes) cannot slip past the limit."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(max_bytes + 1)
     except OSError as exc:
         raise DocumentError(str(path), f"unreadable: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise DocumentError(str(path), f"too large: more than the {max_bytes / 1e6:.1f} MB limit")
+    return data
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -175,21 +189,30 @@ def _html_text(path: Path, data: bytes) -> tuple[str, str | None]:
     return text, parser.title
 
 
-def _pdf_text(path: Path, data: bytes) -> str:
+def _pdf_text(path: Path, data: bytes, max_chars: int) -> str:
+    """The pages' text; a PDF whose text expands past ``max_chars`` (a decompression
+    bomb: a few KB of compressed streams, megabytes of text) is refused, not parsed on."""
     import io
 
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import PdfReadError, PyPdfError
 
+    pages: list[str] = []
+    size = 0
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise DocumentError(str(path), "encrypted PDF: cannot read its text")
-        text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            size += len(pages[-1])
+            if size > max_chars:
+                raise DocumentError(str(path), f"its text expands past the {max_chars / 1e6:.1f} MB document limit")
+        text = "\n\n".join(pages)
     except DocumentError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        raise DocumentError(str(path), f"not a readable PDF ({exc})") from exc
+    except (PyPdfError, PdfReadError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise DocumentError(str(path), f"not a readable PDF ({type(exc).__name__}: {str(exc)[:200]})") from exc
     if not text.strip():
         raise DocumentError(str(path), "PDF has no extractable text (scanned images need OCR)")
     return text

@@ -17,6 +17,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -191,6 +192,7 @@ class MilvusStore:
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
         self.rrf_k = config.rrf_k
         self._ensure_collection()
+        self._private()
 
     @classmethod
     def from_settings(cls, settings: Settings, dimension: int) -> MilvusStore:
@@ -202,10 +204,16 @@ class MilvusStore:
         from pymilvus import MilvusClient
 
         if not self.config.is_server:
-            Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _translated(self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # milvus-lite's import
             return MilvusClient(uri=self.uri, token=self.config.token, timeout=self.rpc_timeout)
+
+    def _private(self) -> None:
+        """Milvus Lite's file holds every tenant's text: readable by this user only."""
+        if not self.config.is_server:
+            with contextlib.suppress(OSError):
+                os.chmod(Path(self.uri).expanduser(), 0o600)
 
     def _ensure_collection(self) -> None:
         with _translated(self.uri):
