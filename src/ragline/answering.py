@@ -20,7 +20,7 @@ from .models import Answer, Context, Document, Hit, IngestReport, Query
 
 if TYPE_CHECKING:
     from .engine import Engine
-    from .pipeline import Gateway
+    from .gateway import Gateway
 
 
 class Answerer(Protocol):

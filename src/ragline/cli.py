@@ -478,7 +478,7 @@ def worker(
 ) -> None:
     """Run pipeline stages in consumer groups; run more of them to scale out."""
     from .observability import configure_logging, setup_tracing
-    from .service import run_workers
+    from .worker_process import run_workers
 
     settings = _bus_settings(config, bus, worker_concurrency=concurrency, worker_metrics_port=metrics_port)
     configure_logging(settings.log_level, settings.log_format)

@@ -21,9 +21,10 @@ from ragline import DependencyTimeout, InvalidInput, Settings
 from ragline.buses.memory import MemoryBus
 from ragline.embedders.hashing import HashingEmbedder
 from ragline.engine import Engine
+from ragline.gateway import Gateway
 from ragline.generators.extractive import ExtractiveGenerator
 from ragline.models import Document, Query
-from ragline.pipeline import Gateway, Pipeline
+from ragline.pipeline import Pipeline
 from ragline.stores.milvus import MilvusStore
 from ragline.workers import Topics, Worker, build_worker, dead_letters, on_dead_for, replay
 

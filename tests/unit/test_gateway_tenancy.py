@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from ragline.buses.memory import MemoryBus
+from ragline.gateway import Gateway
 from ragline.models import Answer, new_query
-from ragline.pipeline import Gateway
 from ragline.workers import KIND, Topics
 
 

@@ -113,7 +113,7 @@ async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, sta
 async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack) -> BusAnswerer:
     """A gateway over Kafka: no embedding model, no Milvus connection in this process."""
     from ..buses import build_bus
-    from ..pipeline import Gateway
+    from ..gateway import Gateway
     from ..workers import Topics
 
     bus = build_bus(settings)

@@ -1,4 +1,4 @@
-"""Bus workers: run one stage over a topic, at least once, never losing a message.
+"""The worker loop: run one stage over a topic, at least once, never losing a message.
 
 For each message: parse it, run the stage, publish its output, and only then commit.
 Up to ``concurrency`` messages are in hand at once (so an LLM can batch them), and
@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,11 +27,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import stages
-from .errors import DependencyUnavailable, InvalidInput, NotFound, RetryableError
-from .models import Answer, Context, DeadLetter, Delta, Document, DocumentRef, Failure, Query, reply_key
-from .observability import extract_context, inject_headers, log_context, span
-from .ports import Bus, Delivery
+from ..errors import DependencyUnavailable, InvalidInput, RetryableError
+from ..models import DeadLetter, Query
+from ..observability import extract_context, inject_headers, log_context, span
+from ..ports import Bus, Delivery
 
 log = logging.getLogger("ragline.worker")
 
@@ -319,187 +317,3 @@ def _now() -> datetime:
 
 def _expired(query: Query) -> bool:
     return query.deadline is not None and query.deadline < _now()
-
-
-def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Query]) -> OnDead:
-    def on_dead(delivery: Delivery, exc: Exception) -> list[Output]:
-        try:
-            query = query_of(delivery.value)
-        except Exception:  # unparseable: there is no caller to tell
-            return []
-        failure = Failure(request_id=query.request_id, stage=stage, error_type=type(exc).__name__, error=str(exc))
-        topic, partition = route(query.reply_to or topics.answers)
-        return [Output(topic, failure.model_dump_json().encode(), reply_key(query), {KIND: b"failure"}, partition)]
-
-    return on_dead
-
-
-# -- the three stages as handlers ------------------------------------------------------
-
-
-def ingest_handler(engine) -> Handler:
-    """Documents become searchable (the engine records their freshness, received ->
-    searchable); deletes travel the same topic, keyed alike, so they keep their order."""
-
-    async def handle(delivery: Delivery) -> list[Output]:
-        if delivery.headers.get(KIND) == DELETE:
-            ref = _parse(DocumentRef, delivery.value)
-            with contextlib.suppress(NotFound):  # already gone: a redelivery, or never there
-                await engine.delete_document(ref.id, ref.tenant)
-            return []
-        await engine.ingest_documents([_parse(Document, delivery.value)])
-        return []
-
-    return handle
-
-
-def retrieve_handler(engine, topics: Topics) -> Handler:
-    async def handle(delivery: Delivery) -> list[Output]:
-        query = _parse(Query, delivery.value)
-        if _expired(query):
-            log.info("retrieve: request %s expired before it was served; dropped", query.request_id)
-            return []
-        if query.purpose == "document":
-            hits = await engine.store.document_chunks(query.tenant, query.text)
-            context = Context(query=query, hits=hits)
-        else:
-            context = await engine.retrieve(query)
-        if query.purpose != "answer":  # a search or a read: the context is the reply
-            topic, partition = route(query.reply_to or topics.answers)
-            return [Output(topic, context.model_dump_json().encode(), reply_key(query), {KIND: b"context"}, partition)]
-        return [Output(topics.context, context.model_dump_json().encode(), query.request_id.encode())]
-
-    return handle
-
-
-def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_interval_s: float = 0.03) -> Handler:
-    """Answers to the query's reply route; streamed queries get ``Delta`` pieces first.
-
-    A redelivered context (the worker died after publishing, before committing) is
-    answered again; the gateway keeps the first answer per request id and drops the rest.
-    """
-
-    async def handle(delivery: Delivery) -> list[Output]:
-        context = _parse(Context, delivery.value)
-        query = context.query
-        if _expired(query):
-            log.info("generate: request %s expired before it was served; dropped", query.request_id)
-            return []
-        topic, partition = route(query.reply_to or topics.answers)
-        key = reply_key(query)
-        if not query.stream or bus is None:
-            answer = await engine.generate(context)
-        else:
-            answer = await _stream_deltas(engine, context, topic, partition, key, delta_interval_s)
-        return [Output(topic, answer.model_dump_json().encode(), key, {KIND: b"answer"}, partition)]
-
-    async def _stream_deltas(
-        engine, context: Context, topic: str, partition: int | None, key: bytes, interval_s: float
-    ) -> Answer:
-        attempt, seq, last = uuid.uuid4().hex[:12], 0, time.perf_counter()
-        buffered: list[str] = []
-        answer = None
-
-        async def flush() -> None:
-            nonlocal seq, buffered, last
-            if buffered and bus is not None:
-                delta = Delta(request_id=context.query.request_id, text="".join(buffered), seq=seq, attempt=attempt)
-                await bus.publish(topic, delta.model_dump_json().encode(), key, {KIND: b"delta"}, partition)
-                seq, buffered, last = seq + 1, [], time.perf_counter()
-
-        async for item in stages.generate_stream(context, answering=engine.answering()):
-            if isinstance(item, Answer):
-                answer = item
-            else:
-                buffered.append(item)
-                if time.perf_counter() - last >= interval_s:
-                    await flush()
-        await flush()
-        assert answer is not None
-        return answer
-
-    return handle
-
-
-def on_dead_for(stage: str, topics: Topics) -> OnDead | None:
-    if stage == "retrieve":
-        return _failure_to_caller(stage, topics, Query.model_validate_json)
-    if stage == "generate":
-        return _failure_to_caller(stage, topics, lambda raw: Context.model_validate_json(raw).query)
-    return None
-
-
-def build_worker(
-    stage: str,
-    engine,
-    bus: Bus,
-    topics: Topics,
-    *,
-    group: str | None = None,
-    concurrency: int = 1,
-    max_attempts: int = 5,
-    backoff_s: float = 0.2,
-    metrics=None,
-) -> Worker:
-    """One stage's worker, wired the same way in a worker process and in the embedded pipeline."""
-    handlers = {
-        "ingest": (topics.docs, lambda: ingest_handler(engine)),
-        "retrieve": (topics.queries, lambda: retrieve_handler(engine, topics)),
-        "generate": (topics.context, lambda: generate_handler(engine, topics, bus)),
-    }
-    if stage not in handlers:
-        raise ValueError(f"unknown stage {stage!r}; one of {', '.join(handlers)}")
-    topic, make = handlers[stage]
-    return Worker(
-        bus,
-        stage,
-        topic,
-        group or f"ragline-{stage}",
-        make(),
-        topics.dlq,
-        max_attempts,
-        backoff_s,
-        concurrency=concurrency,
-        on_dead=on_dead_for(stage, topics),
-        metrics=metrics,
-    )
-
-
-# -- the dead-letter topic ------------------------------------------------------------------
-
-
-async def dead_letters(
-    bus: Bus, dlq_topic: str, group: str | None = None, idle_s: float = 1.0, include_replayed: bool = False
-) -> list[DeadLetter]:
-    """Every dead letter on the topic, read from the start until it stays idle.
-
-    A fresh group per call (nothing is committed), so listing never hides a letter.
-    Letters already replayed are left out unless ``include_replayed``.
-    """
-    letters: list[DeadLetter] = []
-    replayed: set[str] = set()
-    stream = bus.consume([dlq_topic], group or f"ragline-dlq-reader-{uuid.uuid4().hex[:8]}")
-    try:
-        while True:
-            try:
-                delivery = await asyncio.wait_for(anext(stream), idle_s)
-            except TimeoutError:
-                break
-            if delivery.headers.get(KIND) == REPLAYED:
-                replayed.add(delivery.value.decode())
-                continue
-            with contextlib.suppress(ValidationError, ValueError):
-                letters.append(DeadLetter.model_validate_json(delivery.value))
-    finally:
-        with contextlib.suppress(RuntimeError):  # a cancelled anext() already unwound it
-            await stream.aclose()
-    return [lt for lt in letters if include_replayed or lt.id not in replayed]
-
-
-async def replay(bus: Bus, letters: list[DeadLetter], dlq_topic: str | None = None) -> int:
-    """Send dead letters' payloads back to the topics they came from (and note it on the DLQ)."""
-    for letter in letters:
-        await bus.publish(letter.topic, letter.payload.encode(), None, {"ragline-replay-of": letter.id.encode()})
-        if dlq_topic is not None:
-            await bus.publish(dlq_topic, letter.id.encode(), None, {KIND: REPLAYED})
-    return len(letters)

@@ -1,0 +1,263 @@
+"""The API's side of the bus: request-reply over topics.
+
+``Gateway`` publishes queries to ``rag-queries`` with a reply route, listens on that
+route (from its end, without a consumer group) and hands each reply to the request
+waiting for it. Replies are keyed by tenant and request id, and an answer's tenant is
+checked before it is delivered. Several gateways (API replicas) can share one answers
+topic, each listening on its own partition (``reply_partition``) or all of them; a
+reply for a request this gateway does not hold is ignored, and a second answer for a
+request already answered (a redelivery) is dropped and counted. Searches and document
+reads go to the retrieve workers (a query's ``purpose``); documents and deletes go to
+``rag-docs``, keyed by tenant and id so one document's writes keep their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opentelemetry.trace import SpanKind
+
+from . import errors
+from .errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RaglineError
+from .models import Answer, Context, Delta, Document, DocumentRef, Failure, Query, new_query, reply_key
+from .observability import inject_headers, tracer
+from .ports import Bus, Delivery
+from .workers import DELETE, KIND, Topics
+
+log = logging.getLogger("ragline.gateway")
+
+_REMEMBERED = 100_000  # answered request ids kept to recognise duplicates
+
+
+class Gateway:
+    def __init__(
+        self, bus: Bus, topics: Topics, *, timeout_s: float = 30.0, reply_partition: int | None = None, metrics=None
+    ) -> None:
+        self.bus = bus
+        self.topics = topics
+        self.timeout_s = timeout_s
+        self.reply_partition = reply_partition
+        self.reply_to = topics.answers if reply_partition is None else f"{topics.answers}:{reply_partition}"
+        self.metrics = metrics
+        self.answered = 0
+        self.duplicates = 0
+        self.foreign = 0  # replies for requests another gateway (API replica) is waiting for
+        self._waiting: dict[str, asyncio.Queue[Delivery]] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._listener: asyncio.Task | None = None
+        self._healthy = True  # False while the listener re-attaches after a bus failure
+
+    async def start(self) -> Gateway:
+        stream = await self.bus.tail(self.topics.answers, self.reply_partition)
+        self._listener = asyncio.create_task(self._listen(stream), name="gateway-replies")
+        return self
+
+    async def __aenter__(self) -> Gateway:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._listener
+
+    def query(self, text: str, tenant: str, top_k: int, *, request_id: str | None = None, **fields: Any) -> Query:
+        """A validated query to send; ``request_id`` (e.g. the HTTP request's) is used
+        unless the same tenant already has a request with that id waiting here."""
+        usable = request_id is not None and f"{tenant}/{request_id}" not in self._waiting
+        return new_query(
+            text=text, tenant=tenant, top_k=top_k, **fields, **({"request_id": request_id} if usable else {})
+        )
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and not self._listener.done() and self._healthy
+
+    async def _listen(self, stream: AsyncGenerator[Delivery, None]) -> None:
+        """Route replies to their requests; if the bus fails, listen again from its end
+        (requests whose answers passed meanwhile time out with a 504)."""
+        while True:
+            try:
+                async for delivery in stream:
+                    self._route(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._healthy = False
+                log.error("the reply listener on %s failed (%s); listening again in 1 s", self.topics.answers, exc)
+            finally:
+                with contextlib.suppress(RuntimeError, Exception):
+                    await stream.aclose()
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    stream = await self.bus.tail(self.topics.answers, self.reply_partition)
+                    self._healthy = True
+                    break
+                except Exception as exc:
+                    log.error("cannot listen on %s yet: %s", self.topics.answers, exc)
+
+    def _route(self, delivery: Delivery) -> None:
+        request_id = (delivery.key or b"").decode("utf-8", "replace")  # "tenant/request id"
+        waiting = self._waiting.get(request_id)
+        if waiting is not None:
+            waiting.put_nowait(delivery)
+        elif request_id in self._finished:
+            if delivery.headers.get(KIND, b"answer") == b"answer":
+                self.duplicates += 1
+                if self.metrics is not None:
+                    self.metrics.duplicate_answers.inc()
+        else:
+            self.foreign += 1
+
+    async def ask(self, query: Query) -> Answer:
+        items = self.stream(query, stream=False)
+        try:
+            async for item in items:
+                if isinstance(item, Answer):
+                    return item
+        finally:
+            await items.aclose()  # ends its span and forgets the request now, not at garbage collection
+        raise DependencyUnavailable("the pipeline ended the reply without an answer")  # pragma: no cover
+
+    async def stream(self, query: Query, stream: bool = True) -> AsyncGenerator[str | Answer, None]:
+        """Publish the query; yield text pieces (when streamed), then the Answer."""
+        attempt = None
+        replies = self._exchange(query.model_copy(update={"stream": stream, "purpose": "answer"}))
+        try:
+            async for kind, delivery in replies:
+                if kind == b"answer":
+                    answer = Answer.model_validate_json(delivery.value)
+                    if answer.tenant != query.tenant:  # never hand one tenant another's answer
+                        self.foreign += 1
+                        continue
+                    self.answered += 1
+                    yield answer
+                    return
+                if kind == b"delta":
+                    delta = Delta.model_validate_json(delivery.value)
+                    attempt = attempt or delta.attempt  # a redelivered generation repeats itself: keep one
+                    if delta.attempt == attempt:
+                        yield delta.text
+        finally:
+            await replies.aclose()
+
+    async def search(self, query: Query, purpose: str = "search") -> Context:
+        """The retriever's Context for ``query`` (``purpose="document"``: a document's chunks)."""
+        replies = self._exchange(query.model_copy(update={"purpose": purpose}))
+        try:
+            async for kind, delivery in replies:
+                if kind == b"context":
+                    context = Context.model_validate_json(delivery.value)
+                    if context.query.tenant == query.tenant:
+                        return context
+        finally:
+            await replies.aclose()
+        raise DependencyUnavailable("the pipeline ended the reply without a context")  # pragma: no cover
+
+    async def _exchange(self, query: Query) -> AsyncGenerator[tuple[bytes, Delivery], None]:
+        """Publish ``query`` and yield (kind, delivery) for each reply until the caller stops."""
+        if not self.listening:
+            raise DependencyUnavailable(f"not listening for answers on {self.topics.answers}; the bus is down")
+        deadline = datetime.now(UTC) + timedelta(seconds=self.timeout_s)
+        query = query.model_copy(update={"reply_to": self.reply_to, "deadline": deadline})
+        request_id, key = query.request_id, reply_key(query)
+        inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._waiting[key.decode()] = inbox
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.timeout_s
+        # Not made current (this is a generator, resumed in other contexts): its context
+        # only travels in the message headers, making the workers' spans its children.
+        traced = tracer().start_span(
+            "gateway query", kind=SpanKind.PRODUCER, attributes={"request_id": request_id, "tenant": query.tenant}
+        )
+        try:
+            headers = _trace_headers(traced)
+            await asyncio.wait_for(
+                self.bus.publish(self.topics.queries, query.model_dump_json().encode(), request_id.encode(), headers),
+                self.timeout_s,
+            )
+            while True:
+                try:
+                    delivery = await asyncio.wait_for(inbox.get(), max(0.0, until - loop.time()))
+                except TimeoutError:
+                    if self.metrics is not None:
+                        self.metrics.reply_timeouts.inc()
+                    raise DependencyTimeout(
+                        f"no answer to request {request_id} within {self.timeout_s:g}s: the pipeline's "
+                        f"retrieve/generate workers are down or behind (see consumer lag)"
+                    ) from None
+                kind = delivery.headers.get(KIND, b"answer")
+                if kind == b"failure":
+                    raise _as_error(Failure.model_validate_json(delivery.value))
+                yield kind, delivery
+        except TimeoutError:
+            raise DependencyTimeout(f"could not publish request {request_id} within {self.timeout_s:g}s") from None
+        finally:
+            traced.end()
+            self._waiting.pop(key.decode(), None)
+            self._finished[key.decode()] = None
+            while len(self._finished) > _REMEMBERED:
+                self._finished.popitem(last=False)
+
+    async def delete(self, tenant: str, document_id: str) -> None:
+        """Publish a delete to the documents topic, keyed like the document's upserts."""
+        ref = DocumentRef(tenant=tenant, id=document_id)
+        await asyncio.wait_for(
+            self.bus.publish(
+                self.topics.docs,
+                ref.model_dump_json().encode(),
+                f"{tenant}/{document_id}".encode(),
+                {**inject_headers(), KIND: DELETE},
+            ),
+            self.timeout_s,
+        )
+
+    async def submit(self, documents: Sequence[Document]) -> None:
+        """Publish documents to the ingestion topic; keyed by tenant and id, so one
+        document's versions stay in order on one partition."""
+        headers = inject_headers()
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    self.bus.publish(
+                        self.topics.docs, doc.model_dump_json().encode(), f"{doc.tenant}/{doc.id}".encode(), headers
+                    )
+                    for doc in documents
+                )
+            ),
+            self.timeout_s,
+        )
+
+
+def _trace_headers(traced) -> dict[str, bytes]:
+    from opentelemetry.propagate import inject
+    from opentelemetry.trace import set_span_in_context
+
+    carrier: dict[str, str] = {}
+    inject(carrier, context=set_span_in_context(traced))
+    return {k: v.encode() for k, v in carrier.items()}
+
+
+def _as_error(failure: Failure) -> RaglineError:
+    """A stage's failure as the error the caller would have had in-process."""
+    kind = getattr(errors, failure.error_type, None)
+    message = f"the {failure.stage} stage failed: {failure.error}"
+    if (
+        isinstance(kind, type)
+        and issubclass(kind, RaglineError)
+        and kind not in (errors.RateLimited, errors.DocumentError)
+    ):
+        return kind(message)
+    if failure.error_type in ("ValidationError", "ValueError"):
+        return InvalidInput(message)
+    return DependencyUnavailable(message)
