@@ -31,7 +31,7 @@ _GROUP_CHUNKS = 256
 
 def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
     """Count chunk sizes in the embedder's own tokens when it has a tokenizer."""
-    tokenizer = getattr(embedder, "tokenizer", None)
+    tokenizer = embedder.tokenizer
     spans = tokenizer_token_spans(tokenizer) if tokenizer is not None else regex_token_spans
     return Chunker(spans, size=settings.chunk_tokens, overlap=settings.chunk_overlap)
 
@@ -79,9 +79,7 @@ class Engine:
             self._generator = self.fallback  # the same answerer, choosing sentences with our embedder
         if self._generator is None:
             self._generator = build_generator(self.settings)
-            batcher = getattr(self._generator, "batcher", None)
-            if batcher is not None:
-                batcher.on_batch = self.metrics.llm_batch_size.observe
+            self._generator.observe_batches(self.metrics.llm_batch_size.observe)
         return self._generator
 
     def answering(self) -> stages.Answering:

@@ -6,7 +6,7 @@ Each is the smallest Protocol the stages need; adapters live one per file under
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +29,9 @@ class Embedder(Protocol):
     # words (the hashing embedder): the extractive answerer picks sentences by meaning
     # only with a semantic embedder.
     semantic: bool
+    # Its tokenizer (tokenizers.Tokenizer), so chunks are measured in the model's own
+    # tokens; None: chunks are measured in words.
+    tokenizer: Any
 
     async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
         """``interactive``: someone is waiting (sentences of an answer), not a bulk upload."""
@@ -97,6 +100,10 @@ class Generator(Protocol):
     async def generate(self, prompt: Prompt, max_tokens: int) -> str: ...
 
     def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]: ...
+
+    def observe_batches(self, observe: Callable[[int], None]) -> None:
+        """Report the size of each batch of prompts sent together (no-op without batching)."""
+        ...
 
     async def ping(self) -> None:
         """Raise a RaglineError unless the model can answer now."""
@@ -168,6 +175,16 @@ class Delivery:
     handle: Any = field(default=None, compare=False, repr=False)  # the adapter's own reference
 
 
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: partitions bound the consumers that can share it."""
+
+    name: str
+    partitions: int = 6
+    replication_factor: int = 1
+    config: Mapping[str, str] | None = None
+
+
 @runtime_checkable
 class Bus(Protocol):
     """Topics with consumer groups, at-least-once.
@@ -200,6 +217,11 @@ class Bus(Protocol):
     async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
         """In one transaction: publish ``outputs`` (topic, value, key, headers, partition)
         and commit ``delivery``. Only where ``transactional``; ConfigurationError elsewhere."""
+        ...
+
+    async def create_topics(self, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+        """Create the topics that do not exist yet; the names created (none where topics
+        need no creating, as in process)."""
         ...
 
     def lag(self) -> Mapping[tuple[str, str, int], int]:

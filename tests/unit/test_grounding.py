@@ -53,6 +53,9 @@ class Inventor:
     async def stream(self, prompt, max_tokens):
         yield await self.generate(prompt, max_tokens)
 
+    def observe_batches(self, observe):
+        return None
+
     async def ping(self):
         return None
 

@@ -29,6 +29,9 @@ class ShoutingGenerator:
     async def stream(self, prompt: Prompt, max_tokens: int):
         yield prompt.question.upper()
 
+    def observe_batches(self, observe) -> None:
+        return None
+
     async def ping(self) -> None:
         return None
 

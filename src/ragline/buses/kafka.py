@@ -20,11 +20,10 @@ import threading
 import uuid
 from collections.abc import AsyncGenerator, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError, DependencyUnavailable
-from ..ports import Delivery
+from ..ports import Delivery, TopicSpec
 from ..settings import default
 
 
@@ -49,14 +48,6 @@ def _transient_or_raise(error, servers: str) -> None:
     if error.fatal():
         raise DependencyUnavailable(f"Kafka at {servers}: {error}")
     _log.warning("Kafka at %s: %s (retrying)", servers, error)
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int = 6
-    replication_factor: int = 1
-    config: Mapping[str, str] | None = None
 
 
 class KafkaBus:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..ports import Delivery
+from ..ports import Delivery, TopicSpec
 
 
 @dataclass
@@ -33,6 +33,9 @@ class MemoryBus:
 
     async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
         raise ConfigurationError("the in-process bus has no transactions")
+
+    async def create_topics(self, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+        return []  # its topics exist as soon as they are used
 
     def __init__(self) -> None:
         self._logs: dict[str, list[Delivery]] = defaultdict(list)

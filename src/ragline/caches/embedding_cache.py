@@ -20,10 +20,7 @@ class CachedEmbedder:
         self.name = embedder.name
         self.dimension = embedder.dimension
         self.semantic = embedder.semantic
-
-    @property
-    def tokenizer(self):
-        return getattr(self.inner, "tokenizer", None)
+        self.tokenizer = embedder.tokenizer
 
     async def close(self) -> None:
         await self.inner.close()

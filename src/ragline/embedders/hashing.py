@@ -19,6 +19,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 class HashingEmbedder:
     name = "hashing"
     semantic = False
+    tokenizer = None
 
     def __init__(self, dimension: int = 384) -> None:
         self.dimension = dimension

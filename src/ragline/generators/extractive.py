@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
@@ -60,6 +60,9 @@ class ExtractiveGenerator:
         self.embedder = embedder
         self.min_similarity = min_similarity
         self.second_within = second_within
+
+    def observe_batches(self, observe: Callable[[int], None]) -> None:
+        return None  # answers one prompt at a time
 
     async def ping(self) -> None:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,9 @@ class LocalGenerator:
         self.bulkhead = Bulkhead("local LLM", workers=parallel, queue=4 * parallel)
         if model_path:
             self.name = path.stem
+
+    def observe_batches(self, observe: Callable[[int], None]) -> None:
+        return None  # answers one prompt at a time
 
     async def ping(self) -> None:
         return None  # in-process: up as long as this process is

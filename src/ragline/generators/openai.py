@@ -91,6 +91,9 @@ class OpenAIGenerator:
     def name(self) -> str:
         return self.model or "openai-compatible"
 
+    def observe_batches(self, observe: Callable[[int], None]) -> None:
+        self.batcher.on_batch = observe
+
     async def close(self) -> None:
         await self._client.aclose()
 
