@@ -39,6 +39,7 @@ from ..limits import FILTER_KEY
 from ..models import Chunk, FilterValue, Hit
 from ..ports import StoredChunk
 from ..settings import Settings
+from .ownership import DatabaseOwnership
 
 log = logging.getLogger("ragline.milvus")
 
@@ -188,6 +189,7 @@ class MilvusStore:
         self.timeout = config.timeout_s
         self.rpc_timeout = max(1, int(self.timeout))  # an int: pymilvus then bounds its retries by time
         self.bulkhead = Bulkhead("milvus", workers=config.workers, queue=config.queue)
+        self._owner: DatabaseOwnership | None = None
         self._client = self._connect()
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
         self.rrf_k = config.rrf_k
@@ -205,6 +207,8 @@ class MilvusStore:
 
         if not self.config.is_server:
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._owner = DatabaseOwnership(Path(self.uri).expanduser())
+            self._owner.acquire()  # before Milvus Lite starts: a second process fails at once
         with _translated(self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # milvus-lite's import
             return MilvusClient(uri=self.uri, token=self.config.token, timeout=self.rpc_timeout)
@@ -483,3 +487,5 @@ class MilvusStore:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.to_thread(self._client.close), self.timeout)
         self.bulkhead.close()
+        if self._owner is not None:
+            self._owner.release()
