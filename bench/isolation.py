@@ -13,7 +13,10 @@ Last line: {"quiet_search_p99_ms", "hostile_search_p99_ms", "ratio", "healthz_p9
 the designed answer to a flood), which are counted apart. Goal: ratio <= 3, healthz p99
 <= 50 ms, no 5xx.
 
-    python bench/isolation.py [--seconds 20]
+    python bench/isolation.py [--seconds 20] [--no-rate-limit]
+
+By default the server runs with its default per-tenant rate limit (20/s, burst 40),
+which the attacker's flood meets as 429s; --no-rate-limit lifts it.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from _common import QUESTIONS, free_port, median, percentile, report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start(tmp: str, port: int) -> subprocess.Popen:
+def start(tmp: str, port: int, rate_limit: bool) -> subprocess.Popen:
     env = dict(
         os.environ,
         RAGLINE_MILVUS_URI=f"{tmp}/iso.db",
@@ -44,9 +47,9 @@ def start(tmp: str, port: int) -> subprocess.Popen:
         RAGLINE_KEYS_FILE=f"{tmp}/keys.json",
         RAGLINE_SPOOL_DIR=f"{tmp}/pending",
         HF_HUB_OFFLINE="1",
-        RAGLINE_RATE_LIMIT_RPS="1000",
-        RAGLINE_RATE_LIMIT_BURST="1000",
     )
+    if not rate_limit:  # the attacker is not slowed by the per-tenant rate limit: the harsher case
+        env.update(RAGLINE_RATE_LIMIT_RPS="1000", RAGLINE_RATE_LIMIT_BURST="1000")
     ragline = Path(sys.executable).with_name("ragline")
     proc = subprocess.Popen(
         [str(ragline), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -154,7 +157,8 @@ def hostile(port: int, key_b: str, seconds: float, counts) -> None:
         t.join()
 
 
-def measure(port: int, key_a: str, seconds: float) -> dict:
+def measure(port: int, key_a: str, seconds: float, interval_s: float = 0.0) -> dict:
+    """Tenant A's searches (one every ``interval_s``, or back to back) and /healthz."""
     searches, health, errors, refused = [], [], 0, 0
     stop = time.monotonic() + seconds
 
@@ -189,6 +193,7 @@ def measure(port: int, key_a: str, seconds: float) -> dict:
             errors += status >= 500
             refused += status in (401, 403, 429)  # the victim must never be turned away either
             n += 1
+            time.sleep(max(0.0, interval_s - (time.perf_counter() - t0)))
     prober.join()
     return {
         "search_p50_ms": median(searches),
@@ -203,11 +208,12 @@ def measure(port: int, key_a: str, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--no-rate-limit", action="store_true", help="lift the per-tenant rate limit (20/s)")
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         key_a, key_b = make_key(tmp, "tenant-a"), make_key(tmp, "tenant-b")
-        proc = start(tmp, port)
+        proc = start(tmp, port, rate_limit=not args.no_rate_limit)
         try:
             corpus = [
                 {"id": f"a{i}", "text": q + " The answer is in document " + str(i)} for i, q in enumerate(QUESTIONS)
@@ -219,13 +225,15 @@ def main() -> None:
                 timeout=60,
             ).raise_for_status()
             measure(port, key_a, 2)  # warm-up
-            quiet = measure(port, key_a, args.seconds)
+            # Under its rate limit (20/s) tenant A searches 18 times a second; without it, back to back.
+            pace = 0.0 if args.no_rate_limit else 1 / 18
+            quiet = measure(port, key_a, args.seconds, pace)
             counts = multiprocessing.Manager().dict({"requests": 0, "5xx": 0, "busy_503": 0})
             attacker = multiprocessing.Process(target=hostile, args=(port, key_b, args.seconds + 2, counts))
             attacker.start()
             time.sleep(2)  # let the attack build up
             print("hostile phase", file=sys.stderr, flush=True)
-            loud = measure(port, key_a, args.seconds)
+            loud = measure(port, key_a, args.seconds, pace)
             attacker.join()
         finally:
             proc.terminate()
@@ -240,6 +248,7 @@ def main() -> None:
             "errors_5xx": quiet["errors_5xx"] + loud["errors_5xx"] + counts["5xx"],
             "hostile_refused_busy_503": counts["busy_503"],
             "hostile_outcomes": {k: v for k, v in sorted(counts.items()) if ":" in k},
+            "rate_limit": not args.no_rate_limit,
             "quiet": quiet,
             "hostile": loud,
         }
