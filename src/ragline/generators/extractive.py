@@ -129,10 +129,10 @@ _SECOND_QUESTION = re.compile(
 
 
 def _parts(question: str) -> list[str]:
-    """A question that asks two things, as two questions (each of three content words or
+    """A question that asks two things, as two questions (each of two content words or
     more: "... and when?" stays one question)."""
     parts = [p.strip() for p in _SECOND_QUESTION.split(question)[::2] if p.strip()]
-    if len(parts) < 2 or any(len(content_words(p)) < 3 for p in parts):
+    if len(parts) < 2 or any(len(content_words(p)) < 2 for p in parts):
         return [question]
     return parts
 
