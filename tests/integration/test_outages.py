@@ -64,7 +64,7 @@ def test_sigterm_during_a_large_background_upload_exits_within_the_grace_period_
         "RAGLINE_PORT": str(port),
     }
     key, _ = KeyStore(tmp_path / "keys.json").create("default", ["query", "ingest"])
-    docs = [{"id": f"d{n}", "text": f"document {n} " + "lorem ipsum dolor sit amet " * 400} for n in range(1000)]
+    docs = [{"id": f"d{n}", "text": f"document {n} " + "lorem ipsum dolor sit amet " * 700} for n in range(1000)]
 
     def serve() -> subprocess.Popen:
         proc = subprocess.Popen(
