@@ -378,6 +378,8 @@ def serve_app(tmp_path: Path):
             chunk_overlap=8,
             min_relevance=0.0,
         )
+        if "generator_name" in overrides:  # the generator setting; the engine's is `generator`
+            values["generator"] = overrides.pop("generator_name")
         values.update(overrides)
         settings = Settings.load(**values)
         if settings.bus_url.startswith("kafka://"):  # the API is a gateway: no engine in this process

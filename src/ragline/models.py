@@ -81,6 +81,14 @@ class Query(Message):
     # The caller's own instructions (an OpenAI system message): added to the prompt after
     # ragline's grounding rules, which they cannot override.
     instructions: str | None = Field(default=None, max_length=4000)
+    # A follow-up in a conversation: the earlier question it continues ("Where is it
+    # performed?" after "What is the waggle dance?"). Retrieval searches for both; the
+    # answer is to ``text``, with the earlier question shown to the LLM.
+    follows: str | None = Field(default=None, max_length=4096)
+
+    @property
+    def retrieval_text(self) -> str:
+        return f"{self.follows} {self.text}" if self.follows else self.text
 
     _check_tenant = field_validator("tenant")(validate_tenant)
 
@@ -141,6 +149,8 @@ class Citation(Message):
     number: int
     chunk_id: str
     document_id: str
+    text: str | None = None  # the cited passage, so a reader can check the claim
+    page: int | None = None  # where the source has pages (the chunk's "page" metadata)
 
 
 class Support(Message):
@@ -238,10 +248,12 @@ class Prompt:
     passages: tuple[Passage, ...]
     system: str = SYSTEM
     tenant: str = ""  # on whose behalf (per-tenant caches of what answering computes)
+    earlier: str = ""  # the earlier question a follow-up continues
 
     def user_message(self) -> str:
         blocks = [f"[{p.number}] {p.hit.text.strip()}" for p in self.passages]
-        return "Passages:\n\n" + "\n\n".join(blocks) + f"\n\nQuestion: {self.question}\nAnswer:"
+        earlier = f"Earlier question: {self.earlier}\n" if self.earlier else ""
+        return "Passages:\n\n" + "\n\n".join(blocks) + f"\n\n{earlier}Question: {self.question}\nAnswer:"
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_message()}]

@@ -104,7 +104,14 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=2, ge=0)
     # after 3 failed calls, skip the LLM (answer extractively at once) for this long
     llm_breaker_open_s: float = Field(default=5.0, ge=0)
+    # Requests in flight to the LLM adapt to its latency (generators/admission.py), up to
+    # llm_concurrency: first tokens later than llm_target_ttft_s halve the limit; a
+    # question that waits llm_queue_timeout_s for a slot is answered extractively.
     llm_concurrency: int = Field(default=64, ge=1)
+    llm_queue_timeout_s: float = Field(default=2.0, ge=0)
+    llm_target_ttft_s: float = Field(default=2.0, gt=0)
+    # A stream without a first token this long is abandoned (extractive answer instead).
+    llm_first_token_timeout_s: float = Field(default=10.0, gt=0)
     llm_batch_max: int = Field(default=32, ge=1)
     llm_batch_wait_ms: float = Field(default=5.0, ge=0)
     llm_max_tokens: int = Field(default=192, ge=1)

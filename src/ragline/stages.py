@@ -148,9 +148,11 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode
         notice = f"{mode} retrieval needs Milvus full-text search (Lite or >= 2.5); served dense"
         mode = "dense"
     t0 = time.perf_counter()
-    vector = await embedder.embed_query(query.text, query.tenant)
+    vector = await embedder.embed_query(query.retrieval_text, query.tenant)
     t1 = time.perf_counter()
-    hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.text, mode=mode)
+    hits = await store.search(
+        query.tenant, vector, query.top_k, query.filters, text=query.retrieval_text, mode=mode
+    )
     t2 = time.perf_counter()
     return Context(
         query=query,
@@ -193,7 +195,9 @@ async def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
     if not relevant:
         return None
     prompt = dataclasses.replace(
-        build_prompt(context.query.text, relevant, answering.budget_tokens), tenant=context.query.tenant
+        build_prompt(context.query.text, relevant, answering.budget_tokens),
+        tenant=context.query.tenant,
+        earlier=context.query.follows or "",
     )
     if context.query.instructions:
         prompt = dataclasses.replace(prompt, system=f"{prompt.system}\n\n{_INSTRUCTIONS}{context.query.instructions}")
@@ -229,7 +233,7 @@ async def generate_stream(
     cache_key = None
     if answering.answers is not None:
         cache_key = answering.answers.key(
-            context.query.tenant, context.query.text, answering.generator.name, context.hits
+            context.query.tenant, context.query.retrieval_text, answering.generator.name, context.hits
         )
         cached = await answering.answers.get(cache_key, context.query.request_id)
         if cached is not None:
@@ -353,6 +357,7 @@ def _answer(
         grounded = all(s.supported for s in supports) if supports else None
         # Citations name the passages that hold what the sentences say, whatever [n] the model wrote.
         citations = citations_from(supports) or citations_for(text, prompt) or attribute(text, prompt)
+        citations = [_with_passage(c, prompt) for c in citations]
     return Answer(
         request_id=context.query.request_id,
         tenant=context.query.tenant,
@@ -365,6 +370,17 @@ def _answer(
         grounded=grounded,
         grounding=supports,
     )
+
+
+def _with_passage(citation: Citation, prompt: Prompt) -> Citation:
+    """The citation with its passage's text and page."""
+    for passage in prompt.passages:
+        if passage.number == citation.number:
+            page = passage.hit.metadata.get("page")
+            return citation.model_copy(
+                update={"text": passage.hit.text, "page": page if isinstance(page, int) else None}
+            )
+    return citation
 
 
 def attribute(text: str, prompt: Prompt, min_share: float = 0.5) -> list[Citation]:

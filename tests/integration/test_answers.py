@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -79,7 +80,9 @@ async def test_concurrent_prompts_reach_the_server_as_one_http_request(running_l
         if request.method == "POST":
             posts.append(request.url.path)
 
-    generator = openai_generator(running_llm.url, batch_wait_ms=50, event_hooks={"request": [count]})
+    generator = openai_generator(
+        running_llm.url, batch_wait_ms=50, initial_concurrency=8, event_hooks={"request": [count]}
+    )
     questions = [f"Question {i}: who presented the lens?" for i in range(8)]
     answers = await asyncio.gather(*(generator.generate(build_prompt(q, [PASSAGE], 1000), 16) for q in questions))
     await generator.close()
@@ -102,6 +105,62 @@ async def test_when_the_llm_stops_every_question_still_gets_an_answer_and_recove
     await asyncio.sleep(0.6)  # the breaker opened after three failures; it lets calls through again
     recovered = await engine.ask(question)
     assert not recovered.degraded and recovered.model == "smollm2"
+
+
+def llm_answered(answer: Answer) -> bool:
+    """The LLM's own answer came back (kept, or replaced for want of support)."""
+    return answer.model == "smollm2" or (answer.degraded_reason or "").startswith("LLM answer not grounded")
+
+
+async def test_under_load_llm_answers_resume_within_10_s_of_a_restarted_server_being_ready(with_generator):
+    """Four askers, streamed and plain, on one llama.cpp thread: the adaptive limit keeps
+    the LLM at what it can serve (the others get extractive answers within seconds, not
+    the timeout), and after a kill and restart LLM answers come back within 10 s."""
+    from conftest import LLMServer, free_port
+
+    server = LLMServer(free_port(), parallel=2)
+    server.start()
+    engine = with_generator(openai_generator(server.url))
+    questions = [
+        "Who invented the Fresnel lens and when?",
+        "How do honeybees tell each other where food is?",
+        "What does RuBisCO do?",
+        "What is a shield volcano?",
+    ]
+    log: list[tuple[float, float, Answer]] = []
+    stop = asyncio.Event()
+
+    async def asker(n: int) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            if n % 2:
+                answer = await engine.ask(questions[n % 4])
+            else:
+                answer = [item async for item in engine.stream(questions[n % 4])][-1]
+            log.append((started, time.monotonic(), answer))
+            n += 1
+
+    askers = [asyncio.create_task(asker(i)) for i in range(4)]
+    try:
+        deadline = time.monotonic() + 60
+        while not any(llm_answered(a) for *_, a in log) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert any(llm_answered(a) for *_, a in log), [a.degraded_reason for *_, a in log]
+        server.stop()
+        await asyncio.sleep(3)
+        await asyncio.to_thread(server.start)
+        ready = time.monotonic()
+        while not any(llm_answered(a) and t0 >= ready for t0, _, a in log) and time.monotonic() < ready + 20:
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.gather(*askers)
+        server.stop()
+    first = min((t1 for t0, t1, a in log if t0 >= ready and llm_answered(a)), default=None)
+    assert first is not None and first - ready <= 10, [(t0 - ready, a.degraded_reason) for t0, _, a in log]
+    assert all(a.text for *_, a in log) and all(a.degraded_reason for *_, a in log if a.model == "extractive")
+    # the LLM is saturated throughout, yet no answer waits for the 60 s timeout
+    assert max(t1 - t0 for t0, t1, _ in log) < 30
 
 
 async def test_while_the_llm_is_down_the_breaker_answers_at_once(llm_server, with_generator):

@@ -4,7 +4,7 @@ Callers ``submit`` one item and await its result. Items that share parameters ar
 gathered until ``max_batch`` of them wait or ``max_wait_ms`` passed since the first,
 then sent together through ``send`` (one HTTP request for vLLM's /v1/completions),
 and each result is routed back to its caller. A failed call fails every caller in
-that batch with the same error.
+that batch with the same error; a result that is an exception fails its caller only.
 """
 
 from __future__ import annotations
@@ -67,5 +67,9 @@ class MicroBatcher(Generic[In, Out]):
                     future.set_exception(exc)
             return
         for (_, future), result in zip(batch, results):
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
                 future.set_result(result)

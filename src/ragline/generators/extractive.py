@@ -98,7 +98,7 @@ class ExtractiveGenerator:
         parts = _parts(prompt.question) if self.embedder is not None else [prompt.question]
         chosen: dict[int, tuple[float, int, int, str]] = {}
         for part in parts:
-            scored, threshold = await self._scored(part, sentences, vectors, prompt.tenant)
+            scored, threshold = await self._scored(part, sentences, vectors, prompt.tenant, prompt.earlier)
             if not scored or scored[0][0] < threshold or not _right_kind(part, scored[0][3]):
                 return []  # a part the passages do not answer: do not answer half
             best = scored[0][0]
@@ -108,19 +108,39 @@ class ExtractiveGenerator:
         return sorted(chosen.values(), key=lambda s: (-s[0], s[1]))[: self.max_sentences * len(parts)]
 
     async def _scored(
-        self, question: str, sentences: list[tuple[int, str]], vectors: np.ndarray | None, tenant: str
+        self,
+        question: str,
+        sentences: list[tuple[int, str]],
+        vectors: np.ndarray | None,
+        tenant: str,
+        earlier: str = "",
     ) -> tuple[list[tuple[float, int, int, str]], float]:
-        """(score, position, passage number, sentence), best first, and the threshold."""
-        lexical = _lexical_scores(question, [s for _, s in sentences])
-        if self.embedder is None or vectors is None:
-            scores, threshold = lexical, self.min_overlap
-        else:
-            wanted = await self.embedder.embed_query(question, tenant)
-            # cosine first; a little lexical overlap breaks near-ties toward the exact words
-            scores = [float(v @ wanted) + 0.05 * lex for v, lex in zip(vectors, lexical)]
-            threshold = self.min_similarity
+        """(score, position, passage number, sentence), best first, and the threshold.
+
+        For a follow-up (``earlier``: the question it continues) a sentence scores by the
+        follow-up, plus a fifth of its score for the earlier question (which says what "it"
+        is), and passes the threshold by the follow-up or by both questions together."""
+        scores, threshold = await self._scores(question, sentences, vectors, tenant)
+        if earlier:
+            back, _ = await self._scores(earlier, sentences, vectors, tenant)
+            both, _ = await self._scores(f"{earlier} {question}", sentences, vectors, tenant)
+            ranked = [q + 0.2 * b for q, b in zip(scores, back)]
+            best = max(range(len(ranked)), key=lambda i: ranked[i])
+            if max(scores[best], both[best]) >= threshold:
+                ranked = [r + max(0.0, threshold - scores[best]) for r in ranked]  # the best passes
+            scores = ranked
         scored = [(score, i, number, sentence) for i, ((number, sentence), score) in enumerate(zip(sentences, scores))]
         return sorted(scored, key=lambda s: (-s[0], s[1])), threshold
+
+    async def _scores(
+        self, question: str, sentences: list[tuple[int, str]], vectors: np.ndarray | None, tenant: str
+    ) -> tuple[list[float], float]:
+        lexical = _lexical_scores(question, [s for _, s in sentences])
+        if self.embedder is None or vectors is None:
+            return lexical, self.min_overlap
+        wanted = await self.embedder.embed_query(question, tenant)
+        # cosine first; a little lexical overlap breaks near-ties toward the exact words
+        return [float(v @ wanted) + 0.05 * lex for v, lex in zip(vectors, lexical)], self.min_similarity
 
 
 _SECOND_QUESTION = re.compile(

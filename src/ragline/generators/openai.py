@@ -3,7 +3,9 @@
 Non-streamed completions are micro-batched: concurrent prompts go out as one
 ``/v1/completions`` request with a list of prompts. Streams use server-sent events.
 Timeouts are bounded, retryable failures (connection, timeout, 429, 5xx) are retried
-with backoff, and at most ``concurrency`` requests are in flight.
+with backoff. How many requests are in flight adapts to the server's latency (at most
+``concurrency``; admission.py); a stream whose first token does not come within
+``first_token_timeout_s`` is abandoned (closing it frees the server's slot).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
@@ -19,6 +22,7 @@ import httpx
 
 from ..breaker import CircuitBreaker
 from ..errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RetryableError
+from .admission import AdaptiveLimit, LLMBusy
 from .batching import MicroBatcher
 from .prompts import STOP_SEQUENCES, Prompt, render
 
@@ -55,6 +59,10 @@ class OpenAIGenerator:
         max_retries: int = 2,
         backoff_s: float = 0.2,
         concurrency: int = 64,
+        initial_concurrency: int = 1,
+        queue_timeout_s: float = 2.0,
+        first_token_timeout_s: float = 10.0,
+        target_ttft_s: float = 2.0,
         batch_max: int = 32,
         batch_wait_ms: float = 5.0,
         temperature: float = 0.0,
@@ -84,7 +92,11 @@ class OpenAIGenerator:
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
-        self._slots = asyncio.Semaphore(concurrency)
+        # Adapts to the server: first tokens later than target_ttft_s shrink it (a whole
+        # non-streamed answer has four times that).
+        self.limit = AdaptiveLimit(concurrency, initial=initial_concurrency, queue_timeout_s=queue_timeout_s)
+        self.first_token_timeout_s = first_token_timeout_s
+        self.target_ttft_s = target_ttft_s
         self.batcher: MicroBatcher[str, str] = MicroBatcher(self._complete_batch, batch_max, batch_wait_ms)
 
     @property
@@ -110,20 +122,47 @@ class OpenAIGenerator:
 
     async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
         """Tokens as the server sends them; retried only until the first one arrives."""
+        if self.api == "chat":
+            path, body = "/chat/completions", await self._body(max_tokens, messages=prompt.messages())
+        else:
+            path, body = "/completions", await self._body(max_tokens, prompt=render(prompt, self.template))
+        async for piece in self._stream(path, body):
+            yield piece
+
+    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
         self._check_breaker()
         for attempt in range(self.max_retries + 1):
             started = False
             try:
-                async for piece in self._stream_once(prompt, max_tokens):
+                async for piece in self._first_in_time(self._stream_once(path, body)):
                     started = True
                     yield piece
                 self.breaker.success()
                 return
+            except LLMBusy:
+                raise  # the server is alive, only saturated: neither retried nor a breaker failure
             except RetryableError as exc:
+                self._failed(exc)
                 if started or attempt == self.max_retries:
                     self.breaker.failure(exc)
                     raise
                 await self._backoff(attempt)
+
+    async def _first_in_time(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        """The stream, abandoned (and closed) when its first piece is later than the deadline."""
+        try:
+            first = await asyncio.wait_for(anext(stream), self.first_token_timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            self.limit.observe(self.first_token_timeout_s, self.target_ttft_s)
+            raise DependencyTimeout(
+                f"LLM at {self.base_url} sent no token within {self.first_token_timeout_s:g} s "
+                f"({self.limit.in_flight} requests in flight)"
+            ) from None
+        yield first
+        async for piece in stream:
+            yield piece
 
     async def complete_many(self, prompts: list[str], max_tokens: int) -> list[str]:
         """Several raw prompts in one /v1/completions request (no batching window)."""
@@ -131,9 +170,29 @@ class OpenAIGenerator:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    async def _complete_batch(self, prompts: list[str], max_tokens: Hashable) -> list[str]:
+    async def _complete_batch(self, prompts: list[str], max_tokens: Hashable) -> list[Any]:
+        """Texts, in requests no larger than the adaptive limit; a part that failed (the
+        LLM busy, say) gives its prompts the exception and the other parts their texts."""
+        size = self.limit.slots
+        parts = [prompts[i : i + size] for i in range(0, len(prompts), size)]
+        if size == 1:  # one at a time: streamed, so that a late first token is abandoned
+            singles = await asyncio.gather(*(self._streamed(p, max_tokens) for p in prompts), return_exceptions=True)
+            return list(singles)
+        if len(parts) == 1:
+            return await self._complete_part(prompts, max_tokens)
+        done = await asyncio.gather(*(self._complete_part(p, max_tokens) for p in parts), return_exceptions=True)
+        out: list[Any] = []
+        for part, result in zip(parts, done):
+            out.extend([result] * len(part) if isinstance(result, BaseException) else result)
+        return out
+
+    async def _streamed(self, prompt: str, max_tokens: Hashable) -> str:
+        body = await self._body(max_tokens, prompt=prompt)
+        return "".join([p async for p in self._stream("/completions", body)])
+
+    async def _complete_part(self, prompts: list[str], max_tokens: Hashable) -> list[str]:
         body = await self._body(max_tokens, prompt=prompts)
-        data = await self._retrying(lambda: self._post("/completions", body))
+        data = await self._retrying(lambda: self._post("/completions", body, weight=len(prompts)))
         texts = [""] * len(prompts)
         for choice in data["choices"]:
             texts[choice["index"]] = choice["text"]
@@ -143,13 +202,10 @@ class OpenAIGenerator:
         data = await self._post("/chat/completions", await self._body(max_tokens, messages=prompt.messages()))
         return data["choices"][0]["message"]["content"] or ""
 
-    async def _stream_once(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
-        if self.api == "chat":
-            path, body = "/chat/completions", await self._body(max_tokens, messages=prompt.messages())
-        else:
-            path, body = "/completions", await self._body(max_tokens, prompt=render(prompt, self.template))
-        body["stream"] = True
-        async with self._slots:
+    async def _stream_once(self, path: str, body: dict[str, Any]) -> AsyncIterator[str]:
+        body = {**body, "stream": True}
+        async with self.limit.slot():
+            sent, waiting = time.monotonic(), True
             with _translated(self.base_url):
                 async with self._client.stream("POST", path, json=body) as response:
                     if response.is_error:
@@ -160,6 +216,9 @@ class OpenAIGenerator:
                         if piece is None:
                             return
                         if piece:
+                            if waiting:
+                                waiting = False
+                                self.limit.observe(time.monotonic() - sent, self.target_ttft_s)
                             yield piece
 
     async def _body(self, max_tokens: Hashable, **payload: Any) -> dict[str, Any]:
@@ -181,11 +240,13 @@ class OpenAIGenerator:
             self.model = data["data"][0]["id"]
         return self.model
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self._slots:
+    async def _post(self, path: str, body: dict[str, Any], weight: int = 1) -> dict[str, Any]:
+        async with self.limit.slot(weight):
+            sent = time.monotonic()
             with _translated(self.base_url):
                 response = await self._client.post(path, json=body)
                 response.raise_for_status()
+                self.limit.observe(time.monotonic() - sent, 4 * self.target_ttft_s)
                 return response.json()
 
     async def _get(self, path: str) -> dict[str, Any]:
@@ -201,12 +262,19 @@ class OpenAIGenerator:
                 result = await call()
                 self.breaker.success()
                 return result
+            except LLMBusy:
+                raise
             except RetryableError as exc:
+                self._failed(exc)
                 if attempt == self.max_retries:
                     self.breaker.failure(exc)
                     raise
                 await self._backoff(attempt)
         raise AssertionError("unreachable")
+
+    def _failed(self, exc: RetryableError) -> None:
+        if isinstance(exc, DependencyUnavailable):  # unreachable or erroring: it may come back cold
+            self.limit.restart()
 
     def _check_breaker(self) -> None:
         if not self.breaker.allow():

@@ -4,12 +4,15 @@ OpenAI clients and chat front ends (Open WebUI, LibreChat) work unchanged.
 The whole conversation is used. The question retrieved for is the last user message,
 made standalone by a documented rule when it is a follow-up: if it has fewer than four
 content words or refers back ("and ...", "what about ...", it/its/they/this/that...),
-the previous user message is put in front of it ("Which database does ragline use?" +
-"and which port does it listen on?"). System messages become the prompt's extra
+retrieval searches for the previous user message and it together ("Which database does
+ragline use?" + "and which port does it listen on?"), and the answer is to the
+follow-up, with the earlier question shown to the LLM. System messages become the prompt's extra
 instructions (after ragline's grounding rules). ``usage`` counts tokens with the
 embedding model's WordPiece tokenizer (the LLM's own tokenizer is not known here).
-The answer's sources ride in an extra ``sources`` field (of the response, or of the
-last chunk when streaming), with ``grounded``.
+The answer's sources (with each passage's text and page) ride in an extra ``sources``
+field (of the response, or of the last chunk when streaming), with ``grounded``,
+``grounding`` (sentence by sentence), ``degraded_reason`` and ``answered_by``; when a
+streamed LLM answer was replaced for want of support, ``replaced_text`` is the answer.
 """
 
 from __future__ import annotations
@@ -45,15 +48,16 @@ def _text(message: ChatMessage) -> str:
     return (content or "").strip()
 
 
-def question_of(body: ChatRequest) -> str:
-    """The last user message, made standalone when it is a follow-up (see the module doc)."""
+def question_of(body: ChatRequest) -> tuple[str, str | None]:
+    """The last user message and, when it is a follow-up (see the module doc), the
+    earlier question it continues."""
     asked = [t for m in body.messages if m.role == "user" and (t := _text(m))]
     if not asked:
         raise InvalidInput("messages: no user message with text content")
     last = asked[-1]
     if len(asked) > 1 and (len(content_words(last)) < 4 or _REFERS_BACK.search(last)):
-        return f"{asked[-2]} {last}"
-    return last
+        return last, asked[-2]
+    return last, None
 
 
 def instructions_of(body: ChatRequest) -> str | None:
@@ -75,7 +79,20 @@ def _tokenizer() -> Any:
 
 
 def sources(answer: Answer) -> list[dict[str, Any]]:
-    return [c.model_dump(include={"number", "chunk_id", "document_id"}) for c in answer.citations]
+    return [c.model_dump(exclude_none=True) for c in answer.citations]
+
+
+def extras(answer: Answer) -> dict[str, Any]:
+    """ragline's fields beside OpenAI's: sources (with passage text and page), grounding
+    sentence by sentence, and what answered (the LLM or the extractive answerer) and why."""
+    return {
+        "sources": sources(answer),
+        "grounded": answer.grounded,
+        "grounding": [g.model_dump() for g in answer.grounding],
+        "degraded": answer.degraded,
+        "degraded_reason": answer.degraded_reason,
+        "answered_by": answer.model,
+    }
 
 
 def usage(body: ChatRequest, answer: Answer) -> dict[str, int]:
@@ -92,9 +109,7 @@ def completion(answer: Answer, completion_id: str, model: str, counted: dict[str
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "finish_reason": "stop"}],
         "usage": counted,
-        "sources": sources(answer),
-        "degraded": answer.degraded,
-        "grounded": answer.grounded,
+        **extras(answer),
     }
 
 
@@ -115,8 +130,9 @@ router = APIRouter(tags=["answers"])
 
 @router.post("/v1/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
 async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller) -> Any:
-    q = make_query(request, question_of(body), who.tenant, None, default_top_k=request.app.state.settings.answer_top_k)
-    q = q.model_copy(update={"instructions": instructions_of(body)})
+    question, follows = question_of(body)
+    q = make_query(request, question, who.tenant, None, default_top_k=request.app.state.settings.answer_top_k)
+    q = q.model_copy(update={"instructions": instructions_of(body), "follows": follows})
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         started = time.perf_counter()
@@ -133,20 +149,18 @@ async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller
 async def _events(request: Request, q: Query, completion_id: str, model: str) -> AsyncIterator[str]:
     yield chunk(completion_id, model, {"role": "assistant", "content": ""})
     started = time.perf_counter()
+    streamed: list[str] = []
     try:
         async for item in answerer(request).stream(q):
             if isinstance(item, Answer):
                 request.app.state.metrics.observe_answer(item, time.perf_counter() - started)
-                yield chunk(
-                    completion_id,
-                    model,
-                    {},
-                    "stop",
-                    sources=sources(item),
-                    degraded=item.degraded,
-                    grounded=item.grounded,
-                )
+                more = extras(item)
+                if item.text != "".join(streamed).strip():
+                    # the streamed LLM text was replaced (unsupported sentences): the answer to show
+                    more["replaced_text"] = item.text
+                yield chunk(completion_id, model, {}, "stop", **more)
             else:
+                streamed.append(item)
                 yield chunk(completion_id, model, {"content": item})
     except RaglineError as exc:
         yield f"data: {json.dumps({'error': {'message': str(exc), 'type': type(exc).__name__}})}\n\n"
