@@ -150,9 +150,7 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode
     t0 = time.perf_counter()
     vector = await embedder.embed_query(query.retrieval_text, query.tenant)
     t1 = time.perf_counter()
-    hits = await store.search(
-        query.tenant, vector, query.top_k, query.filters, text=query.retrieval_text, mode=mode
-    )
+    hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.retrieval_text, mode=mode)
     t2 = time.perf_counter()
     return Context(
         query=query,
