@@ -207,6 +207,8 @@ class Engine:
     async def retrieve(self, query: Query) -> Context:
         """The retrieve stage, counted and traced (the API and the retrieve worker call this)."""
         with span("retrieve", tenant=query.tenant, request_id=query.request_id):
+            if query.follows and self.settings.generator != "extractive" and self.settings.llm_rewrites_follow_ups:
+                query = await stages.standalone(query, self.generator, self.settings.llm_rewrite_timeout_s)
             try:
                 context = await stages.retrieve(
                     query, embedder=self.embedder, store=self.store, mode=self.settings.retrieval_mode

@@ -249,8 +249,11 @@ class Prompt:
     system: str = SYSTEM
     tenant: str = ""  # on whose behalf (per-tenant caches of what answering computes)
     earlier: str = ""  # the earlier question a follow-up continues
+    user: str = ""  # a user message of its own instead of passages and question (a rewrite)
 
     def user_message(self) -> str:
+        if self.user:
+            return self.user
         blocks = [f"[{p.number}] {p.hit.text.strip()}" for p in self.passages]
         earlier = f"Earlier question: {self.earlier}\n" if self.earlier else ""
         return "Passages:\n\n" + "\n\n".join(blocks) + f"\n\n{earlier}Question: {self.question}\nAnswer:"

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # Below this similarity of the best passage, the answer is "not in the sources"
     # without asking the LLM (MiniLM cosine; calibrated on the sample corpus, see README).
     min_relevance: float = Field(default=0.22, ge=-1, le=1)
+    # A chat follow-up ("and which port does it use?") is rewritten by the LLM into a
+    # standalone question when an LLM is configured (checked, else the rule in
+    # api/routes/chat.py applies); at most this long, so the answer is not held up.
+    llm_rewrites_follow_ups: bool = True
+    llm_rewrite_timeout_s: float = Field(default=3.0, gt=0)
     llm_url: str = "http://127.0.0.1:8000/v1"
     llm_model: str = ""  # empty: the first model the server lists
     llm_api: Literal["completions", "chat"] = "completions"

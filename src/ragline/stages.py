@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -23,6 +24,8 @@ from .ingest.chunking import Chunker
 from .models import Answer, Chunk, Citation, Context, Document, Hit, IngestReport, Query, Support
 from .ports import AnswerMemo, Embedder, Fallback, Generator, VectorStore
 from .text import content_words
+
+_log = logging.getLogger("ragline.stages")
 
 # Texts per embedder call: calls stay short (a shutdown waits for one at most), batches full.
 _EMBED_SLICE = 256
@@ -159,6 +162,37 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode
         notice=notice,
         timings_ms={"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000},
     )
+
+
+_REWRITE = (
+    "You rewrite a follow-up question from a conversation as one standalone question that "
+    "names what it refers to. Reply with the rewritten question only."
+)
+
+
+async def standalone(query: Query, generator: Generator, timeout_s: float) -> Query:
+    """A follow-up made standalone by the LLM ("Where is it performed?" after "What is the
+    waggle dance?" -> "Where is the waggle dance performed?"). Kept only when it is one
+    question that holds words of the follow-up and of the earlier question that the
+    follow-up lacked; otherwise (or on any LLM failure) the query is unchanged and the
+    documented rule applies (retrieval searches both questions)."""
+    if not query.follows:
+        return query
+    user = f"Earlier question: {query.follows}\nFollow-up: {query.text}\nStandalone question:"
+    prompt = Prompt(question=query.text, passages=(), system=_REWRITE, tenant=query.tenant, user=user)
+    try:
+        text = await asyncio.wait_for(generator.generate(prompt, 48), timeout_s)
+    except (RaglineError, TimeoutError):
+        return query
+    rewritten = " ".join(text.strip().splitlines()[:1]).strip().strip('"')
+    words = set(content_words(rewritten))
+    asked = set(content_words(query.text))
+    resolved = set(content_words(query.follows)) - asked
+    if not (10 <= len(rewritten) <= 300 and words & asked and words & resolved):
+        _log.info("LLM rewrite of a follow-up rejected (%r); the rule applies", rewritten[:120])
+        return query
+    _log.info("follow-up %r rewritten by the LLM as %r", query.text[:120], rewritten)
+    return query.model_copy(update={"text": rewritten, "follows": None})
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from openai import OpenAI
@@ -47,3 +49,28 @@ def test_a_streamed_follow_up_ends_with_its_sources(openai_client):
 
 def test_models_lists_ragline_for_chat_front_ends(openai_client):
     assert [m.id for m in openai_client.models.list()] == ["ragline"]
+
+
+def test_with_an_llm_configured_a_follow_up_is_rewritten_by_it_before_retrieval(serve_app, running_llm, tmp_path):
+    from ragline.generators.openai import OpenAIGenerator
+
+    bodies: list[dict] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "POST":
+            bodies.append(json.loads(request.content))
+
+    generator = OpenAIGenerator(running_llm.url, "smollm2", max_retries=0, event_hooks={"request": [record]})
+    server = serve_app(generator=generator, generator_name="openai")
+    key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
+    httpx.post(
+        f"{server.url}/v1/documents",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"wait": True, "documents": [{"id": "milvus", "text": MILVUS}, {"id": "redis", "text": REDIS}]},
+    ).raise_for_status()
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=120)
+    reply = client.chat.completions.create(model="ragline", messages=TURNS)
+    rewrites = [b for b in bodies if "Standalone question:" in json.dumps(b)]
+    assert len(rewrites) == 1 and "and which port does it listen on?" in json.dumps(rewrites[0])
+    # whether SmolLM's rewrite passed its check or the rule stood in, Milvus's passage answers
+    assert reply.model_extra["sources"][0]["document_id"] == "milvus"

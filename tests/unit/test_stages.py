@@ -62,3 +62,41 @@ async def test_an_answer_cites_the_passage_it_comes_from_or_says_it_does_not_kno
     answer = await ask("How far away are the flowers, says the dance?")
     assert "flowers" in answer.text and answer.citations[0].document_id == "bees"
     assert (await ask("Who won the 1966 football world cup?")).text == NOT_IN_SOURCES
+
+
+class Scripted:
+    """Replies with a fixed text (the rewrite's validation is what is tested here)."""
+
+    name = "scripted"
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        self.prompts: list = []
+
+    async def generate(self, prompt, max_tokens: int) -> str:
+        self.prompts.append(prompt)
+        return self.reply
+
+
+@pytest.mark.parametrize(
+    ("reply", "kept"),
+    [
+        ("Which port does Milvus listen on?", True),
+        ('"Which port does Milvus listen on?"\nIt is a database.', True),
+        ("Which port does it listen on?", False),  # nothing resolved
+        ("Milvus is a vector database.", False),  # not the question asked
+        ("", False),
+    ],
+)
+async def test_an_llm_rewrite_of_a_follow_up_is_kept_only_when_it_resolves_the_reference(reply, kept):
+    from ragline.models import Query
+    from ragline.stages import standalone
+
+    query = Query(text="and which port does it listen on?", follows="Which database stores the vectors? Milvus")
+    generator = Scripted(reply)
+    rewritten = await standalone(query, generator, timeout_s=1)
+    assert "Follow-up: and which port" in generator.prompts[0].user_message()
+    if kept:
+        assert rewritten.text == "Which port does Milvus listen on?" and rewritten.follows is None
+    else:
+        assert rewritten == query
