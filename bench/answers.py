@@ -28,6 +28,7 @@ import asyncio
 import json
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from _common import ROOT, median, report
@@ -135,6 +136,9 @@ async def main() -> None:
         "answer_ms_p50": median(total),
         "answer_ms_p50_c4": median(concurrent),
         "correct_by_kind": {k: sum(v) / len(v) for k, v in by_kind.items()},
+        # with an LLM: how many answers it gave, and why the others are extractive
+        "answered_by": dict(Counter(a.model if a.model in ("extractive", "none") else "llm" for a in answers.values())),
+        "degraded_reasons": dict(Counter((a.degraded_reason or "")[:40] for a in answers.values() if a.degraded)),
         "wrong": [q["question"] for q in questions if not correct(q, answers[q["question"]])],
     })  # fmt: skip
 

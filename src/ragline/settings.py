@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     dlq_retention_days: float = Field(default=7.0, gt=0)
     kafka_session_timeout_ms: int = Field(default=6000, ge=500)
     kafka_fetch_wait_max_ms: int = Field(default=10, ge=0)
+    # A publish the broker has not acknowledged by then fails (the API answers 503), and a
+    # producer that stops delivering while the broker answers is replaced (buses/kafka.py).
+    kafka_publish_timeout_ms: int = Field(default=5000, ge=100)
     kafka_client_id: str = "ragline"
     kafka_linger_ms: float = Field(default=5.0, ge=0)  # documents and dead letters: batch
     kafka_interactive_linger_ms: float = Field(default=0.0, ge=0)  # queries, context, answers: someone waits

@@ -119,27 +119,53 @@ async def test_a_retryable_failure_is_retried_then_dead_lettered_and_replay_deli
     assert seen == [b"payload-1"]
 
 
-async def test_a_worker_whose_bus_fails_under_it_stops_with_a_clear_error_and_loses_nothing():
-    """If a commit cannot be written, running on would leave everything after it
-    unacknowledged: the worker stops (its process exits; a restart gets them again)."""
+async def test_a_worker_rides_out_failed_commits_and_their_messages_are_delivered_again():
+    """A failed commit (a rebalance's ILLEGAL_GENERATION, a broker restart) does not stop
+    the worker: it goes on, and what it could not acknowledge is handed out again."""
 
     class FailingCommits(MemoryBus):
         async def commit(self, delivery):
-            raise DependencyUnavailable("Kafka at broker:9092: coordinator not available")
+            raise DependencyUnavailable("Kafka at broker:9092: ILLEGAL_GENERATION: Commit failed")
 
     bus = FailingCommits()
     topics = Topics()
     for i in range(3):
         await bus.publish(topics.queries, b"m%d" % i)
+    seen = []
 
     async def handler(delivery):
+        seen.append(delivery.value)
         return []
 
     worker = Worker(bus, "retrieve", topics.queries, "g", handler, topics.dlq)
-    with pytest.raises(DependencyUnavailable, match="the retrieve worker stopped: .*coordinator not available"):
-        await asyncio.wait_for(worker.run(), 30)
+    await asyncio.wait_for(worker.run(limit=3), 30)  # returns normally: no failure recorded
+    assert worker.failure is None and sorted(seen) == [b"m0", b"m1", b"m2"]
     again = [d.value async for d in _take(MemoryBus.consume(bus, [topics.queries], "g"), 3)]
     assert sorted(again) == [b"m0", b"m1", b"m2"]  # nothing was acknowledged: all handed out again
+
+
+async def test_while_the_bus_refuses_publishes_the_worker_waits_and_dead_letters_nothing():
+    class Outage(MemoryBus):
+        refusals = 4
+
+        async def publish(self, topic, value, key=None, headers=None, partition=None):
+            if topic == "out" and self.refusals:
+                self.refusals -= 1
+                raise DependencyUnavailable("Kafka at broker:9092: Local: Message timed out")
+            await super().publish(topic, value, key, headers, partition)
+
+    bus = Outage()
+    topics = Topics()
+    await bus.publish(topics.queries, b"q1")
+
+    async def handler(delivery):
+        return [Output("out", delivery.value)]
+
+    worker = Worker(bus, "retrieve", topics.queries, "g", handler, topics.dlq, max_attempts=2, backoff_s=0.01)
+    await asyncio.wait_for(worker.run(limit=1), 30)
+    assert bus.refusals == 0 and worker.dead == 0 and worker.processed == 1
+    [out] = [d.value async for d in _take(MemoryBus.consume(bus, ["out"], "reader"), 1)]
+    assert out == b"q1"
 
 
 async def _take(stream, n):

@@ -45,6 +45,8 @@ def _kafka(settings: Settings) -> Bus:
         interactive_linger_ms=settings.kafka_interactive_linger_ms,
         stats_interval_ms=settings.kafka_stats_interval_ms,
         transactional_id=_transactional_id(settings) if settings.kafka_transactions else None,
+        publish_timeout_ms=settings.kafka_publish_timeout_ms,
+        topic_specs=topic_specs(settings),
     )
 
 

@@ -6,6 +6,15 @@ were most of the latency Kafka added (measured in bench/pipeline.py). Consumers:
 group, auto-commit off; ``commit`` commits a message's offset synchronously, so a
 stage commits only after its output is produced. Blocking client calls run in
 threads; delivery reports are served by a polling thread.
+
+Healing. A publish not acknowledged within ``publish_timeout_ms`` fails with
+DependencyUnavailable (the API answers 503: nothing is accepted that the broker did not
+take). When that happens while the broker answers metadata requests, the producer is
+wedged (an idempotent producer whose broker came back without its state waits forever:
+measured with Tansu, which keeps topics in memory) and is replaced by a new one, and the
+topics missing from ``topic_specs`` are re-created with their configured partitions.
+Consumers re-create missing topics the same way, and rebuild themselves after a fatal
+error instead of ending.
 """
 
 from __future__ import annotations
@@ -42,6 +51,10 @@ def _translated(servers: str) -> Iterator[None]:
 _log = logging.getLogger("ragline.kafka")
 
 
+class _Rejoin(Exception):
+    """The consumer lost its brokers and they answer again: replace it."""
+
+
 def _transient_or_raise(error, servers: str) -> None:
     """A fatal consumer error ends the stream; others (a broker restarting, a partition
     moving) are logged and librdkafka recovers by itself."""
@@ -66,6 +79,8 @@ class KafkaBus:
         interactive_linger_ms: float = default("kafka_interactive_linger_ms"),
         stats_interval_ms: int = default("kafka_stats_interval_ms"),
         transactional_id: str | None = None,
+        publish_timeout_ms: int = 5000,
+        topic_specs: Sequence[TopicSpec] = (),
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         """``interactive_topics`` (queries, context, answers: someone is waiting) get their
@@ -84,6 +99,12 @@ class KafkaBus:
         self.stats_interval_ms = stats_interval_ms
         self._lag: dict[int, dict[tuple[str, str, int], int]] = {}  # per consumer: (group, topic, partition) -> lag
         self._consumer_ids = itertools.count()
+        self.publish_timeout_s = publish_timeout_ms / 1000
+        self.topic_specs = list(topic_specs)
+        self._last_topic_check = 0.0
+        self._last_heal = float("-inf")
+        self._healing = asyncio.Lock()
+        self.producers_replaced = 0
 
         def producer(linger: float) -> Producer:
             return Producer(
@@ -93,14 +114,20 @@ class KafkaBus:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": linger,
-                    "message.timeout.ms": 30_000,
+                    # a message the broker has not taken by then fails (and is not sent later)
+                    "message.timeout.ms": publish_timeout_ms,
+                    # topics come from topic_specs with their partitions, not from auto-creation
+                    "allow.auto.create.topics": False,
                     **self.extra,
                 }
             )
 
-        self._producer = producer(linger_ms)
-        self._interactive = producer(interactive_linger_ms) if self.interactive_topics else self._producer
-        producers = {self._producer, self._interactive}
+        self._new_producer = producer
+        self._linger = {"batch": linger_ms, "interactive": interactive_linger_ms}
+        self._producers: dict[str, Any] = {"batch": producer(linger_ms)}
+        self._producers["interactive"] = (
+            producer(interactive_linger_ms) if self.interactive_topics else self._producers["batch"]
+        )
         # Transactions: a stage's outputs and its input's offset commit atomically
         # (``publish_and_commit``); for brokers that support them (Tansu's read_committed
         # is not trustworthy, see ARCHITECTURE.md).
@@ -121,18 +148,30 @@ class KafkaBus:
             )
             with _translated(bootstrap_servers):
                 self._tx_producer.init_transactions(30)
-            producers.add(self._tx_producer)
             self._tx_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-tx")  # one transaction at a time
         self._closing = threading.Event()
         self._pollers = [
-            threading.Thread(target=self._serve_delivery_reports, args=(p,), daemon=True, name="kafka-producer-poll")
-            for p in producers
+            threading.Thread(target=self._serve_delivery_reports, args=(role,), daemon=True, name="kafka-producer-poll")
+            for role in ("batch", "interactive", "tx")
         ]
         for thread in self._pollers:
             thread.start()
 
-    def _serve_delivery_reports(self, producer) -> None:
+    @property
+    def _producer(self) -> Any:
+        return self._producers["batch"]
+
+    @property
+    def _interactive(self) -> Any:
+        return self._producers["interactive"]
+
+    def _serve_delivery_reports(self, role: str) -> None:
+        """Delivery reports of the producer in that role (whichever it is now)."""
         while not self._closing.is_set():
+            producer = self._tx_producer if role == "tx" else self._producers[role]
+            if producer is None or (role == "interactive" and producer is self._producers["batch"]):
+                self._closing.wait(0.5)
+                continue
             producer.poll(0.05)
 
     async def publish(
@@ -143,7 +182,22 @@ class KafkaBus:
         headers: Mapping[str, bytes] | None = None,
         partition: int | None = None,
     ) -> None:
-        """Returns once the broker has acknowledged the message (acks=all)."""
+        """Returns once the broker has acknowledged the message (acks=all); raises
+        DependencyUnavailable when it has not within the publish timeout (see the module doc)."""
+        try:
+            await self._publish_once(topic, value, key, headers, partition)
+        except DependencyUnavailable:
+            await self._heal(topic)
+            raise
+
+    async def _publish_once(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Mapping[str, bytes] | None,
+        partition: int | None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -161,7 +215,53 @@ class KafkaBus:
             producer.produce(
                 topic, value=value, key=key, headers=list((headers or {}).items()), on_delivery=report, **options
             )
-        await done
+        try:
+            await asyncio.wait_for(asyncio.shield(done), self.publish_timeout_s + 1)
+        except TimeoutError:
+            raise DependencyUnavailable(
+                f"Kafka at {self.servers} did not acknowledge a message to {topic!r} in {self.publish_timeout_s:g} s"
+            ) from None
+
+    async def _heal(self, topic: str) -> None:
+        """After a failed publish: if the broker answers, re-create missing topics and
+        replace the producer that failed (it is wedged); if not, nothing to do yet."""
+        now = asyncio.get_running_loop().time()
+        if self._healing.locked() or now - self._last_heal < 3.0:
+            return  # another publish is healing, or just did
+        async with self._healing:
+            self._last_heal = now
+            try:
+                await self.ensure_topics(force=True)
+            except Exception as exc:  # the broker is down: the next failed publish tries again
+                _log.warning("Kafka at %s unreachable (%s); producer kept", self.servers, exc)
+                return
+            # Both producers: after a broker restart the other one is wedged as well.
+            old = set(self._producers.values())
+            batch = self._new_producer(self._linger["batch"])
+            shared = self._producers["interactive"] is self._producers["batch"]
+            interactive = batch if shared else self._new_producer(self._linger["interactive"])
+            self._producers.update(batch=batch, interactive=interactive)
+            self.producers_replaced += 1
+            _log.warning("Kafka at %s answers but a publish to %r failed: producers replaced", self.servers, topic)
+
+            def retire() -> None:
+                for producer in old:
+                    with contextlib.suppress(Exception):
+                        producer.purge(in_queue=True, in_flight=True)  # their publishers hear it and retry
+                        producer.flush(1)
+
+            await asyncio.to_thread(retire)
+
+    async def ensure_topics(self, force: bool = False) -> list[str]:
+        """Re-create the configured topics that are missing (at most every 5 s unless forced)."""
+        now = asyncio.get_running_loop().time()
+        if not self.topic_specs or (not force and now - self._last_topic_check < 5.0):
+            return []
+        self._last_topic_check = now
+        created = await self.create_topics(self.topic_specs, timeout_s=3.0)
+        if created:
+            _log.warning("Kafka at %s had lost topics %s: re-created from their specs", self.servers, created)
+        return created
 
     async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
         """In one transaction: produce ``outputs`` (objects with topic, value, key, headers,
@@ -199,7 +299,7 @@ class KafkaBus:
             await asyncio.get_running_loop().run_in_executor(self._tx_pool, transaction)
 
     async def consume(self, topics: Sequence[str], group: str) -> AsyncGenerator[Delivery, None]:
-        from confluent_kafka import Consumer
+        from confluent_kafka import Consumer, KafkaError
 
         me = next(self._consumer_ids)
         lag = self._lag.setdefault(me, {})
@@ -212,32 +312,60 @@ class KafkaBus:
                     if int(number) >= 0 and part.get("consumer_lag", -1) >= 0 and part.get("fetch_state") == "active":
                         lag[(group, topic, int(number))] = part["consumer_lag"]
 
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.servers,
-                "client.id": self.client_id,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": self.session_timeout_ms,
-                "heartbeat.interval.ms": max(100, self.session_timeout_ms // 5),
-                "fetch.wait.max.ms": self.fetch_wait_max_ms,
-                "statistics.interval.ms": self.stats_interval_ms,
-                "stats_cb": stats,
-                **self.extra,
-            }
-        )
-        consumer.subscribe(list(topics))
-        # Its own threads (one polls, one commits): blocking polls in the shared default
-        # executor starved everything else that runs in threads (measured: p90 +100 ms).
-        polling = self._poll(consumer, ThreadPoolExecutor(2, thread_name_prefix="kafka-consumer"), committable=True)
+        lost = threading.Event()  # set when librdkafka reports the brokers gone
+
+        def on_error(error) -> None:
+            if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+                lost.set()
+
+        def new_consumer() -> Consumer:
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": self.servers,
+                    "client.id": self.client_id,
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": self.session_timeout_ms,
+                    "heartbeat.interval.ms": max(100, self.session_timeout_ms // 5),
+                    "fetch.wait.max.ms": self.fetch_wait_max_ms,
+                    "statistics.interval.ms": self.stats_interval_ms,
+                    "stats_cb": stats,
+                    "error_cb": on_error,
+                    # notice soon a topic re-created after a broker came back empty (default 5 min)
+                    "topic.metadata.refresh.interval.ms": 2000,
+                    **self.extra,
+                }
+            )
+            consumer.subscribe(list(topics))
+            return consumer
+
+        # A consumer that lost its brokers is replaced once they answer again: a broker
+        # that restarted without its state (Tansu in memory) accepts the old member id and
+        # then hands it no partitions, forever (measured); a new member joins cleanly.
+        # Messages it held uncommitted are delivered again (the stages are idempotent).
         try:
-            async for delivery in polling:
-                yield delivery
+            while True:
+                lost.clear()
+                # Its own threads (one polls, one commits): blocking polls in the shared default
+                # executor starved everything else that runs in threads (measured: p90 +100 ms).
+                polling = self._poll(
+                    new_consumer(),
+                    ThreadPoolExecutor(2, thread_name_prefix="kafka-consumer"),
+                    committable=True,
+                    lost=lost,
+                )
+                try:
+                    async for delivery in polling:
+                        yield delivery
+                    return
+                except _Rejoin:
+                    _log.warning("Kafka at %s is back: a new consumer for group %r", self.servers, group)
+                finally:
+                    with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
+                        await polling.aclose()
         finally:
             self._lag.pop(me, None)
-            with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
-                await polling.aclose()
 
     def lag(self) -> dict[tuple[str, str, int], int]:
         """Consumer lag of this process's consumers, as librdkafka last reported it."""
@@ -256,6 +384,7 @@ class KafkaBus:
                 "client.id": self.client_id,
                 "group.id": f"{self.client_id}-tail-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
+                "topic.metadata.refresh.interval.ms": 2000,
                 "fetch.wait.max.ms": self.fetch_wait_max_ms,
                 **self.extra,
             }
@@ -284,20 +413,35 @@ class KafkaBus:
             raise
         return self._poll(consumer, ThreadPoolExecutor(1, thread_name_prefix="kafka-tail"), committable=False)
 
-    async def _poll(self, consumer, pool: ThreadPoolExecutor, committable: bool) -> AsyncGenerator[Delivery, None]:
+    async def _poll(
+        self, consumer, pool: ThreadPoolExecutor, committable: bool, lost: threading.Event | None = None
+    ) -> AsyncGenerator[Delivery, None]:
         """The consumer's messages as Deliveries (with what ``commit`` needs, if
-        ``committable``); the consumer is closed when the iteration ends."""
+        ``committable``); the consumer is closed when the iteration ends. With ``lost``:
+        once it is set and the broker answers again, _Rejoin is raised."""
         from confluent_kafka import KafkaError
 
         ignorable = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
         loop = asyncio.get_running_loop()
+        checked = 0.0
         try:
             while True:
+                if lost is not None and lost.is_set() and loop.time() - checked > 1.0:
+                    checked = loop.time()
+                    try:
+                        await loop.run_in_executor(pool, functools.partial(consumer.list_topics, timeout=1))
+                    except Exception:  # still down
+                        pass
+                    else:
+                        raise _Rejoin()
                 message = await loop.run_in_executor(pool, consumer.poll, self.poll_s)
                 if message is None:
                     continue
                 if message.error():
-                    if message.error().code() not in ignorable:
+                    if message.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        with contextlib.suppress(Exception):  # a broker that came back empty
+                            await self.ensure_topics()
+                    elif message.error().code() not in ignorable:
                         _transient_or_raise(message.error(), self.servers)
                     continue
                 yield Delivery(
@@ -325,7 +469,8 @@ class KafkaBus:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.servers, **self.extra})
-        existing = set((await asyncio.to_thread(admin.list_topics, timeout=timeout_s)).topics)
+        with _translated(self.servers):
+            existing = set((await asyncio.to_thread(admin.list_topics, timeout=timeout_s)).topics)
         wanted = [
             NewTopic(
                 s.name,
@@ -345,7 +490,7 @@ class KafkaBus:
         return list(futures)
 
     async def close(self) -> None:
-        for producer in (self._producer, self._interactive, self._tx_producer):
+        for producer in {*self._producers.values(), self._tx_producer}:
             if producer is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(producer.flush, 10)

@@ -11,6 +11,13 @@ message was a query, the caller also gets a ``Failure`` on its reply route at on
 
 ``stop()`` is a graceful shutdown: no new messages are taken, those in hand finish
 within the grace period or are handed back uncommitted (another worker gets them).
+
+Transient bus faults do not stop a worker: publishing its outputs is retried with
+backoff (up to 5 s apart) for as long as the broker is away, without counting against
+the message's attempts (a good message is never dead-lettered because the broker
+restarted), and a failed offset commit (a rebalance: ILLEGAL_GENERATION,
+UNKNOWN_MEMBER_ID; a broker restart) is logged and passed over: the message is then
+delivered again, to this worker or another, and the stages are idempotent.
 """
 
 from __future__ import annotations
@@ -201,11 +208,26 @@ class Worker:
                     last = lane.order.popleft()
                     lane.done.discard(last.offset)
                 if last is not None:
-                    await self.bus.commit(last)
+                    try:
+                        await self.bus.commit(last)
+                    except RetryableError as exc:
+                        log.warning(
+                            "%s: commit of %s[%d]@%d failed (%s); delivered again unless a later commit covers it",
+                            self.stage,
+                            last.topic,
+                            last.partition,
+                            last.offset,
+                            exc,
+                        )
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
-            # The bus failed under us (a dead letter or a commit could not be written). The
-            # message stays uncommitted, and so would everything after it in its partition:
-            # stop, so that a restart hands them all out again, rather than run on unacknowledged.
+            if isinstance(exc, RetryableError) and self._stop.is_set():
+                log.warning("%s: stopping while the bus is away (%s); the message is handed back", self.stage, exc)
+                return
+            # Not transient (a bug, or the bus closed under us): the message stays
+            # uncommitted, and so would everything after it in its partition: stop, so
+            # that a restart hands them all out again, rather than run on unacknowledged.
             log.exception("%s: could not finish a message from %s; stopping the worker", self.stage, self.topic)
             self.failure = self.failure or exc
             self.stop()
@@ -238,11 +260,6 @@ class Worker:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 outputs = await self.handler(delivery)
-                await self._emit(outputs, delivery)
-                self.processed += 1
-                if self.metrics is not None:
-                    self.metrics.stage_done(self.stage, time.perf_counter() - started, "ok")
-                return True
             except Unparseable as exc:  # the message itself is malformed: no retry can help
                 return await self._dead(delivery, exc, "unparseable", attempt, first_failure)
             except RetryableError as exc:
@@ -251,9 +268,30 @@ class Worker:
                     return await self._dead(delivery, exc, "retryable", attempt, first_failure)
                 log.info("%s: attempt %d failed (%s); retrying", self.stage, attempt, exc)
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                continue
             except Exception as exc:  # a permanent error, or a bug: dead-letter it, never crash-loop
                 return await self._dead(delivery, exc, "permanent", attempt, first_failure)
+            await self._emit_patiently(outputs, delivery)  # fails only when stopping
+            self.processed += 1
+            if self.metrics is not None:
+                self.metrics.stage_done(self.stage, time.perf_counter() - started, "ok")
+            return True
         return False
+
+    async def _emit_patiently(self, outputs: list[Output], delivery: Delivery) -> None:
+        """_emit, retried while the bus is unavailable (backoff up to 5 s); gives up only
+        when the worker is stopping (the message then stays uncommitted)."""
+        delay = self.backoff_s
+        while True:
+            try:
+                await self._emit(outputs, delivery)
+                return
+            except RetryableError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("%s: could not publish (%s); retrying in %.1f s", self.stage, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
 
     async def _emit(self, outputs: list[Output], delivery: Delivery) -> None:
         """Publish outputs, carrying the current trace context; with transactions, also
@@ -285,9 +323,9 @@ class Worker:
         )
         tell = self.on_dead(delivery, exc) if self.on_dead else []  # the caller need not wait for a timeout
         if self.transactional:
-            await self._emit([dead, *tell], delivery)
+            await self._emit_patiently([dead, *tell], delivery)
         else:
-            await self._emit([dead], delivery)
+            await self._emit_patiently([dead], delivery)
             with contextlib.suppress(Exception):  # telling the caller is a courtesy; the letter is kept
                 await self._emit(tell, delivery)
         self.dead += 1

@@ -1,0 +1,78 @@
+"""A Kafka-protocol broker (Tansu, storage in memory) killed and started again, empty:
+the same KafkaBus objects publish and consume again within seconds, with no restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from ragline import DependencyUnavailable
+from ragline.buses.kafka import KafkaBus
+from ragline.ports import TopicSpec
+
+pytestmark = pytest.mark.integration
+
+SPECS = [TopicSpec("work", 3), TopicSpec("replies", 2)]
+
+
+async def test_after_a_broker_restart_producers_consumers_and_topics_heal_by_themselves():
+    from conftest import KafkaBroker, free_port
+
+    broker = KafkaBroker(free_port())
+    broker.start()
+    bus = KafkaBus(
+        broker.bootstrap,
+        session_timeout_ms=2000,
+        publish_timeout_ms=2000,
+        interactive_topics=["replies"],
+        topic_specs=SPECS,
+    )
+    got: list[tuple[float, bytes]] = []
+
+    async def consume() -> None:
+        async for delivery in bus.consume(["work"], "workers"):
+            got.append((time.monotonic(), delivery.value))
+            await bus.commit(delivery)
+
+    try:
+        await bus.create_topics(SPECS)
+        consumer = asyncio.create_task(consume())
+        await bus.publish("work", b"before")
+        while not got:
+            await asyncio.sleep(0.1)
+        broker.stop()
+        started = time.monotonic()
+        with pytest.raises(DependencyUnavailable):  # refused at once, not held for 30 s
+            await bus.publish("replies", b"while down")
+        assert time.monotonic() - started < 6
+        await asyncio.to_thread(broker.start)
+        ready = time.monotonic()
+        accepted: list[bytes] = []
+        n = 0
+        while time.monotonic() - ready < 30 and len(accepted) < 3:
+            n += 1
+            try:
+                await bus.publish("work", b"after-%d" % n)
+                await bus.publish("replies", b"reply-%d" % n)
+                accepted.append(b"after-%d" % n)
+            except DependencyUnavailable:
+                pass  # the API would have answered 503: nothing accepted
+            await asyncio.sleep(0.2)
+        healed = time.monotonic() - ready
+        deadline = time.monotonic() + 15
+        while not set(accepted) <= {v for _, v in got} and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+        from confluent_kafka.admin import AdminClient
+
+        topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=5).topics
+    finally:
+        await bus.close()
+        broker.stop()
+    assert len(accepted) == 3 and healed <= 10, healed
+    assert set(accepted) <= {v for _, v in got}  # every accepted message was consumed
+    assert {name: len(topics[name].partitions) for name in ("work", "replies")} == {"work": 3, "replies": 2}
+    assert bus.producers_replaced >= 1
