@@ -131,8 +131,11 @@ class BusAnswerer:
         return (await self.gateway.search(query, purpose="document")).hits
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        listening = self.gateway.listening
-        return {"bus": {"status": "ok" if listening else "unavailable", "required": True, "url": self.bus_url}}
+        """The broker answers, and replies are being listened for."""
+        check = await _check(self.gateway.bus.ping(), 3, required=True)
+        if check["status"] == "ok" and not self.gateway.listening:
+            check = {**check, "status": "unavailable", "error": "not listening for answers"}
+        return {"bus": {**check, "url": self.bus_url}}
 
     async def close(self) -> None:
         self.cpu.close()

@@ -224,6 +224,10 @@ class Bus(Protocol):
         need no creating, as in process)."""
         ...
 
+    async def ping(self) -> None:
+        """Raise DependencyUnavailable unless the broker answers (readiness checks)."""
+        ...
+
     def lag(self) -> Mapping[tuple[str, str, int], int]:
         """Messages not yet consumed, by (group, topic, partition)."""
         ...

@@ -172,7 +172,11 @@ class KafkaBus:
             if producer is None or (role == "interactive" and producer is self._producers["batch"]):
                 self._closing.wait(0.5)
                 continue
-            producer.poll(0.05)
+            try:
+                producer.poll(0.05)
+            except Exception as exc:  # a fatal producer error: its next publish fails and replaces it
+                _log.warning("Kafka at %s: %s producer failed (%s)", self.servers, role, exc)
+                self._closing.wait(0.2)
 
     async def publish(
         self,
@@ -218,6 +222,7 @@ class KafkaBus:
         try:
             await asyncio.wait_for(asyncio.shield(done), self.publish_timeout_s + 1)
         except TimeoutError:
+            done.add_done_callback(lambda f: f.cancelled() or f.exception())  # a late report: read, not logged
             raise DependencyUnavailable(
                 f"Kafka at {self.servers} did not acknowledge a message to {topic!r} in {self.publish_timeout_s:g} s"
             ) from None
@@ -303,6 +308,8 @@ class KafkaBus:
 
         me = next(self._consumer_ids)
         lag = self._lag.setdefault(me, {})
+        with contextlib.suppress(Exception):  # at start: the topics a broker lost, from their specs
+            await self.ensure_topics(force=True)
 
         def stats(raw: str) -> None:  # librdkafka's statistics: consumer lag per assigned partition
             report = json.loads(raw)
@@ -367,6 +374,12 @@ class KafkaBus:
         finally:
             self._lag.pop(me, None)
 
+    async def ping(self, timeout_s: float = 2.0) -> None:
+        """Raise DependencyUnavailable unless the broker answers a metadata request."""
+        producer = self._producers["batch"]
+        with _translated(self.servers):
+            await asyncio.to_thread(producer.list_topics, timeout=timeout_s)
+
     def lag(self) -> dict[tuple[str, str, int], int]:
         """Consumer lag of this process's consumers, as librdkafka last reported it."""
         merged: dict[tuple[str, str, int], int] = {}
@@ -375,15 +388,25 @@ class KafkaBus:
         return merged
 
     async def tail(self, topic: str, partition: int | None = None) -> AsyncGenerator[Delivery, None]:
-        """Read ``topic`` (one partition, or all) from its current end, without a group."""
-        from confluent_kafka import Consumer, TopicPartition
+        """Read ``topic`` (one partition, or all) from its current end, without a group.
+        The stream raises once the brokers were lost and answer again: tail anew."""
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        lost = threading.Event()  # brokers gone: once they answer, the stream ends (_Rejoin)
+
+        def on_error(error) -> None:
+            if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+                lost.set()
 
         consumer = Consumer(
             {
                 "bootstrap.servers": self.servers,
                 "client.id": self.client_id,
+                "error_cb": on_error,
                 "group.id": f"{self.client_id}-tail-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
+                # a topic re-created empty (its offsets restart at 0): read it from its start
+                "auto.offset.reset": "earliest",
                 "topic.metadata.refresh.interval.ms": 2000,
                 "fetch.wait.max.ms": self.fetch_wait_max_ms,
                 **self.extra,
@@ -405,13 +428,19 @@ class KafkaBus:
             ]
             consumer.assign(ends)
 
+        with contextlib.suppress(Exception):  # at start: the topics a broker lost, from their specs
+            await self.ensure_topics(force=True)
         try:
             with _translated(self.servers):
                 await asyncio.to_thread(assign_at_end)
         except BaseException:
             await asyncio.to_thread(consumer.close)
             raise
-        return self._poll(consumer, ThreadPoolExecutor(1, thread_name_prefix="kafka-tail"), committable=False)
+        # After a broker restart the caller tails again (the gateway does): a fresh consumer
+        # on the topic as it is now, rather than positions on a log that may be gone.
+        return self._poll(
+            consumer, ThreadPoolExecutor(1, thread_name_prefix="kafka-tail"), committable=False, lost=lost
+        )
 
     async def _poll(
         self, consumer, pool: ThreadPoolExecutor, committable: bool, lost: threading.Event | None = None
@@ -433,7 +462,10 @@ class KafkaBus:
                     except Exception:  # still down
                         pass
                     else:
-                        raise _Rejoin()
+                        # the producers of a process whose brokers came back are wedged too
+                        # (an idempotent producer whose broker lost its state): replace them now
+                        await self._heal("")
+                        raise _Rejoin("the brokers were lost and answer again")
                 message = await loop.run_in_executor(pool, consumer.poll, self.poll_s)
                 if message is None:
                     continue
@@ -459,10 +491,15 @@ class KafkaBus:
 
     async def commit(self, delivery: Delivery) -> None:
         consumer, message, pool = delivery.handle
-        with _translated(self.servers):
-            await asyncio.get_running_loop().run_in_executor(
-                pool, functools.partial(consumer.commit, message=message, asynchronous=False)
-            )
+        try:
+            with _translated(self.servers):
+                await asyncio.get_running_loop().run_in_executor(
+                    pool, functools.partial(consumer.commit, message=message, asynchronous=False)
+                )
+        except RuntimeError as exc:  # its consumer was closed or replaced (a rejoin after a broker restart)
+            raise DependencyUnavailable(
+                f"Kafka at {self.servers}: the consumer that took this message is gone ({exc}); it is delivered again"
+            ) from exc
 
     async def create_topics(self, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
         """Create the topics that do not exist yet; returns the names created."""

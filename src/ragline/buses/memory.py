@@ -91,6 +91,9 @@ class MemoryBus:
     async def close(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
     def lag(self) -> dict[tuple[str, str, int], int]:
         """Per group and topic: messages not yet committed (waiting or in hand)."""
         return {

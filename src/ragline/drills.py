@@ -1,0 +1,181 @@
+"""Fault drills on a supervised stack (stack.py): load, one fault, counts.
+
+Each drill sends documents and questions through the stack's balancer as a client
+would (retrying a 503 after its Retry-After, never a 2xx), injects one fault with
+``kill -9`` (supervisord restarts what it kills, as Kubernetes would), and reports:
+
+- ``accepted``: documents the API answered 202 for, plus questions it answered;
+- ``lost``: accepted documents not readable once the load stopped (after a grace);
+- ``duplicated``: documents stored more than once (more chunks than they have);
+- ``failed_requests``: responses other than 2xx and 503 (a 503 is a refusal the client
+  retries, not a failure), with their statuses;
+- ``recovery_s``: the longest time without a successful answer from the fault on, less
+  the time the killed process took to be back (port open again).
+
+The broker keeps its data in memory here (Tansu has no file storage in this build), so a
+broker crash loses what it had accepted and no consumer had taken yet; the drill
+reports those documents as lost rather than hide them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .stack import Stack
+
+QUESTION = "What do honeybees tell nest mates with the waggle dance?"
+TEXT = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are. Drill {tag} {n}."
+
+
+@dataclass
+class Load:
+    url: str
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    accepted_docs: list[str] = field(default_factory=list)
+    answers: list[float] = field(default_factory=list)  # when each successful answer came
+    failures: dict[str, int] = field(default_factory=dict)
+    refused: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _failed(self, what: str) -> None:
+        self.failures[what] = self.failures.get(what, 0) + 1
+
+    async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response | None:
+        """POST, retrying refusals (503) and connection failures until stopped."""
+        while not self._stop.is_set():
+            try:
+                response = await client.post(path, json=body)
+            except httpx.HTTPError as exc:
+                self._failed(type(exc).__name__)
+                await asyncio.sleep(0.2)
+                continue
+            if response.status_code == 503:
+                self.refused += 1
+                await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", "1"))))
+                continue
+            return response
+        return None
+
+    async def documents(self, client: httpx.AsyncClient) -> None:
+        n = 0
+        while not self._stop.is_set():
+            batch = [{"id": f"drill-{self.tag}-{n + i}", "text": TEXT.format(tag=self.tag, n=n + i)} for i in range(5)]
+            n += 5
+            response = await self._post(client, "/v1/documents", {"documents": batch})
+            if response is None:
+                return
+            if response.status_code == 202:
+                self.accepted_docs.extend(d["id"] for d in batch)
+            else:
+                self._failed(f"documents {response.status_code}")
+            await asyncio.sleep(0.2)
+
+    async def questions(self, client: httpx.AsyncClient) -> None:
+        while not self._stop.is_set():
+            response = await self._post(client, "/v1/query", {"question": QUESTION})
+            if response is None:
+                return
+            if response.status_code == 200:
+                self.answers.append(time.monotonic())
+            else:
+                self._failed(f"query {response.status_code}")
+
+    async def run_until(self, stop: asyncio.Event, askers: int = 4) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=60) as client:
+            tasks = [asyncio.create_task(self.documents(client))]
+            tasks += [asyncio.create_task(self.questions(client)) for _ in range(askers)]
+            await stop.wait()
+            self._stop.set()
+            await asyncio.gather(*tasks)
+
+    async def check_documents(self, grace_s: float = 60.0) -> tuple[int, int]:
+        """(lost, duplicated) among the accepted documents, once they have had ``grace_s``."""
+        missing = set(self.accepted_docs)
+        duplicated = 0
+        deadline = time.monotonic() + grace_s
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            while missing and time.monotonic() < deadline:
+                for doc_id in sorted(missing):
+                    try:
+                        response = await client.get(f"/v1/documents/{doc_id}")
+                    except httpx.HTTPError:
+                        break
+                    if response.status_code == 200:
+                        missing.discard(doc_id)
+                        duplicated += len(response.json().get("chunks", [])) > 1
+                if missing:
+                    await asyncio.sleep(1)
+        return len(missing), duplicated
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def drill(
+    stack: Stack, program: str, port: int | None = None, *, warm_s: float = 3.0, run_s: float = 15.0
+) -> dict:
+    """Load the stack, ``kill -9`` ``program`` after ``warm_s``, keep the load ``run_s``."""
+    load = Load(stack.url)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(load.run_until(stop))
+    await asyncio.sleep(warm_s)
+    pid = stack.pid(program)
+    if pid is None:
+        raise RuntimeError(f"{program} is not running in the stack")
+    killed = time.monotonic()
+    os.killpg(os.getpgid(pid), signal.SIGKILL) if program == "milvus" else os.kill(pid, signal.SIGKILL)
+    back = killed
+    if port is not None:  # when the restarted process listens again
+        while not _port_open(port) and time.monotonic() - killed < 60:
+            await asyncio.sleep(0.05)
+        back = time.monotonic()
+    await asyncio.sleep(max(0.0, run_s - (time.monotonic() - killed)))
+    stop.set()
+    await runner
+    lost, duplicated = await load.check_documents()
+    after = [t for t in load.answers if t >= back]
+    gaps = [b - a for a, b in zip([back, *after], after)]
+    return {
+        "accepted": len(load.accepted_docs) + len(load.answers),
+        "accepted_documents": len(load.accepted_docs),
+        "answers": len(load.answers),
+        "lost": lost,
+        "duplicated": duplicated,
+        "failed_requests": sum(load.failures.values()),
+        "failures": load.failures,
+        "refused_503": load.refused,
+        "recovery_s": round(max(gaps), 2) if gaps else None,
+        "back_after_s": round(back - killed, 2),
+    }
+
+
+SCENARIOS = {
+    # name: (program, port offset from the balancer's port, or None)
+    "kill_ingest_worker": ("ingest-0", None),
+    "kill_retrieve_worker": ("retrieve-0", None),
+    "kill_generate_worker": ("generate-0", None),
+    "kill_api_replica": ("api-0", 1),
+    "broker_restart_empty": ("broker", 10),
+    "redis_restart": ("redis", 11),
+}
+
+
+async def run_scenarios(stack: Stack, names: list[str] | None = None, run_s: float = 15.0) -> dict[str, Any]:
+    results = {}
+    for name in names or list(SCENARIOS):
+        program, offset = SCENARIOS[name]
+        port = None if offset is None else stack.port(offset)
+        results[name] = await drill(stack, program, port, run_s=run_s)
+        await asyncio.sleep(2)  # let the restarted process settle before the next fault
+    return {"scenarios": results}

@@ -1,0 +1,66 @@
+"""The supervised scale-out stack under faults: counts, not impressions.
+
+One stack for the module (two workers per stage, two API replicas behind the balancer,
+extractive answers, the session's Milvus server); each test kill -9's one process under
+load (supervisord restarts it) and checks what the drill counted (ragline/drills.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragline.drills import run_scenarios
+from ragline.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, milvus_server_uri):
+    from conftest import free_port
+
+    base = free_port()
+    while any(not _free(base + n) for n in range(0, 30)):
+        base = free_port()
+    stack = Stack(tmp_path_factory.mktemp("stack"), base, workers_per_stage=2, milvus_uri=milvus_server_uri, llm=False)
+    stack.env.update(
+        {"RAGLINE_COLLECTION": f"stack_{base}", "RAGLINE_EMBEDDER": "hashing", "RAGLINE_MIN_RELEVANCE": "0"}
+    )
+    try:
+        stack.up(timeout_s=180)
+        yield stack
+    finally:
+        stack.down()
+
+
+def _free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@pytest.mark.parametrize("scenario", ["kill_ingest_worker", "kill_retrieve_worker", "kill_generate_worker"])
+async def test_kill_9_of_a_worker_loses_nothing_and_the_survivor_keeps_answering(stack, scenario):
+    result = (await run_scenarios(stack, [scenario], run_s=10))["scenarios"][scenario]
+    assert result["accepted_documents"] > 0 and result["answers"] > 0, result
+    assert result["lost"] == 0 and result["duplicated"] == 0 and result["failed_requests"] == 0, result
+    assert result["recovery_s"] is not None and result["recovery_s"] <= 7, result  # two workers: failover only
+
+
+async def test_one_api_replica_killed_the_other_serves_and_retrying_clients_lose_nothing(stack):
+    result = (await run_scenarios(stack, ["kill_api_replica"], run_s=10))["scenarios"]["kill_api_replica"]
+    assert result["lost"] == 0 and result["duplicated"] == 0, result
+    # requests in flight on the killed replica fail with it; nothing else does
+    assert result["failed_requests"] <= 5 and result["recovery_s"] <= 5, result
+
+
+async def test_after_a_broker_restart_the_pipeline_heals_without_a_manual_step(stack):
+    result = (await run_scenarios(stack, ["broker_restart_empty"], run_s=20))["scenarios"]["broker_restart_empty"]
+    assert result["answers"] > 0 and result["recovery_s"] is not None and result["recovery_s"] <= 10, result
+    assert result["duplicated"] == 0, result
+    # the broker keeps its log in memory: only what it held unconsumed at the kill can be lost
+    assert result["lost"] <= 5, result
