@@ -97,21 +97,27 @@ class Load:
             self._stop.set()
             await asyncio.gather(*tasks)
 
-    async def check_documents(self, grace_s: float = 60.0) -> tuple[int, int]:
+    async def check_documents(self, grace_s: float = 30.0) -> tuple[int, int]:
         """(lost, duplicated) among the accepted documents, once they have had ``grace_s``."""
         missing = set(self.accepted_docs)
         duplicated = 0
         deadline = time.monotonic() + grace_s
+        slots = asyncio.Semaphore(16)
+
+        async def read(client: httpx.AsyncClient, doc_id: str) -> None:
+            nonlocal duplicated
+            async with slots:
+                try:
+                    response = await client.get(f"/v1/documents/{doc_id}")
+                except httpx.HTTPError:
+                    return
+            if response.status_code == 200:
+                missing.discard(doc_id)
+                duplicated += len(response.json().get("chunks", [])) > 1
+
         async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
             while missing and time.monotonic() < deadline:
-                for doc_id in sorted(missing):
-                    try:
-                        response = await client.get(f"/v1/documents/{doc_id}")
-                    except httpx.HTTPError:
-                        break
-                    if response.status_code == 200:
-                        missing.discard(doc_id)
-                        duplicated += len(response.json().get("chunks", [])) > 1
+                await asyncio.gather(*(read(client, d) for d in sorted(missing)))
                 if missing:
                     await asyncio.sleep(1)
         return len(missing), duplicated
@@ -171,11 +177,15 @@ SCENARIOS = {
 }
 
 
-async def run_scenarios(stack: Stack, names: list[str] | None = None, run_s: float = 15.0) -> dict[str, Any]:
+async def run_scenarios(
+    stack: Stack, names: list[str] | None = None, run_s: float = 15.0, on_result: Any = None
+) -> dict[str, Any]:
     results = {}
     for name in names or list(SCENARIOS):
         program, offset = SCENARIOS[name]
         port = None if offset is None else stack.port(offset)
         results[name] = await drill(stack, program, port, run_s=run_s)
+        if on_result is not None:
+            on_result(name, results[name])
         await asyncio.sleep(2)  # let the restarted process settle before the next fault
     return {"scenarios": results}
