@@ -54,6 +54,8 @@ def _local(settings: Settings) -> Generator:
         context_tokens=settings.llm_context_tokens,
         parallel=settings.local_parallel,
         temperature=settings.llm_temperature,
+        queue_timeout_s=settings.llm_queue_timeout_s,
+        target_ttft_s=settings.llm_target_ttft_s,
     )
 
 

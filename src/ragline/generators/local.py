@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from ..bulkhead import Bulkhead
 from ..errors import ConfigurationError, DependencyUnavailable
 from ..models import Prompt
+from .admission import AdaptiveLimit
 from .loops import LoopGuard
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -60,6 +62,8 @@ class LocalGenerator:
         context_tokens: int = 2048,
         parallel: int = 2,
         temperature: float = 0.0,
+        queue_timeout_s: float = 2.0,
+        target_ttft_s: float = 2.0,
     ) -> None:
         import xllamacpp
 
@@ -68,6 +72,10 @@ class LocalGenerator:
         self._server = xllamacpp.Server(llama_params(path, threads, context_tokens, parallel))
         # llama.cpp's slots get threads of their own; past a short queue, 503 at once.
         self.bulkhead = Bulkhead("local LLM", workers=parallel, queue=4 * parallel)
+        # As for a server (admission.py): as many at once as answer in time; a question
+        # that waits queue_timeout_s for a slot is answered extractively instead.
+        self.limit = AdaptiveLimit(parallel, initial=1, queue_timeout_s=queue_timeout_s)
+        self.target_ttft_s = target_ttft_s
         if model_path:
             self.name = path.stem
 
@@ -92,13 +100,26 @@ class LocalGenerator:
         }
 
     async def generate(self, prompt: Prompt, max_tokens: int) -> str:
-        result = await self.bulkhead.run(self._server.handle_chat_completions, self._body(prompt, max_tokens, False))
+        async with self.limit.slot():
+            started = time.monotonic()
+            body = self._body(prompt, max_tokens, False)
+            result = await self.bulkhead.run(self._server.handle_chat_completions, body)
+            self.limit.observe(time.monotonic() - started, 4 * self.target_ttft_s)
         _raise_on_error(result)
         guard = LoopGuard()
         guard.feed(result["choices"][0]["message"]["content"] or "")
         return guard.kept()
 
     async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
+        async with self.limit.slot():
+            started, first = time.monotonic(), True
+            async for piece in self._stream(prompt, max_tokens):
+                if first:
+                    first = False
+                    self.limit.observe(time.monotonic() - started, self.target_ttft_s)
+                yield piece
+
+    async def _stream(self, prompt: Prompt, max_tokens: int) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         done = object()
