@@ -211,7 +211,7 @@ def test_health_readiness_metrics_and_chat_page(api):
     client().post("/v1/search", json={"query": "x"})
     assert "vector_search_success_total 1.0" in httpx.get(f"{server.url}/metrics").text
     page = httpx.get(f"{server.url}/")
-    assert page.status_code == 200 and "/v1/query" in page.text
+    assert page.status_code == 200 and "/v1/chat/completions" in page.text
 
 
 def test_without_auth_the_tenant_comes_from_a_header(serve_app):

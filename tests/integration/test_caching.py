@@ -4,6 +4,7 @@ and a dead Redis fails no request."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -191,3 +192,25 @@ def test_readiness_reports_a_dead_redis_without_failing(serve_app, running_redis
     response = httpx.get(f"{server.url}/readyz")
     assert response.status_code == 200 and response.json()["dependencies"]["cache"]["status"] == "unavailable"
     assert httpx.post(f"{server.url}/v1/search", json={"query": "bees"}).status_code == 200
+
+
+async def test_with_redis_frozen_the_rate_limiter_pays_its_timeout_three_times_then_skips_it(running_redis):
+    import os
+    import signal
+
+    from ragline.api.ratelimit import RedisRateLimiter
+
+    limiter = RedisRateLimiter(running_redis.url, rate=100, burst=100, timeout_s=0.25, breaker_open_s=30)
+    assert await limiter.acquire("warm") == 0.0
+    os.kill(running_redis.proc.pid, signal.SIGSTOP)
+    try:
+        took = []
+        for _ in range(8):
+            started = time.perf_counter()
+            assert await limiter.acquire("a") == 0.0  # limited locally: still admitted within the burst
+            took.append(time.perf_counter() - started)
+    finally:
+        os.kill(running_redis.proc.pid, signal.SIGCONT)
+    assert all(t >= 0.2 for t in took[:3]), took  # each waited out the timeout
+    assert all(t < 0.02 for t in took[3:]), took  # then the breaker skips Redis at once
+    assert limiter.breaker.state == "open"

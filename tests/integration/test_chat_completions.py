@@ -20,16 +20,20 @@ TURNS = [
 ]
 
 
-@pytest.fixture
-def openai_client(serve_app, tmp_path):
-    server = serve_app()
-    key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
+def client_with_documents(server, keys_file, **options) -> OpenAI:
+    """An OpenAI client for ``server``, whose tenant holds the two documents."""
+    key, _ = KeyStore(keys_file).create("a", ["query", "ingest"])
     httpx.post(
         f"{server.url}/v1/documents",
         headers={"Authorization": f"Bearer {key}"},
         json={"wait": True, "documents": [{"id": "milvus", "text": MILVUS}, {"id": "redis", "text": REDIS}]},
     ).raise_for_status()
-    return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+    return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, **options)
+
+
+@pytest.fixture
+def openai_client(serve_app, tmp_path):
+    return client_with_documents(serve_app(), tmp_path / "keys.json")
 
 
 def test_a_follow_up_question_retrieves_the_earlier_turns_subject(openai_client):
@@ -62,13 +66,7 @@ def test_with_an_llm_configured_a_follow_up_is_rewritten_by_it_before_retrieval(
 
     generator = OpenAIGenerator(running_llm.url, "smollm2", max_retries=0, event_hooks={"request": [record]})
     server = serve_app(generator=generator, generator_name="openai")
-    key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
-    httpx.post(
-        f"{server.url}/v1/documents",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"wait": True, "documents": [{"id": "milvus", "text": MILVUS}, {"id": "redis", "text": REDIS}]},
-    ).raise_for_status()
-    client = OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=120)
+    client = client_with_documents(server, tmp_path / "keys.json", timeout=120)
     reply = client.chat.completions.create(model="ragline", messages=TURNS)
     rewrites = [b for b in bodies if "Standalone question:" in json.dumps(b)]
     assert len(rewrites) == 1 and "and which port does it listen on?" in json.dumps(rewrites[0])

@@ -159,6 +159,7 @@ def _limiter(settings: Settings) -> Any:
             settings.rate_limit_burst,
             settings.cache_prefix,
             settings.cache_timeout_s,
+            settings.cache_breaker_open_s,
         )
     return RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
 
