@@ -56,6 +56,9 @@ class Engine:
             )
             self.answers = AnswerCache(cache, settings.answer_cache_ttl_s, self.metrics.counter("answer"))
         self.embedder = embedder
+        inner = getattr(embedder, "inner", embedder)
+        if hasattr(inner, "on_query_batch"):  # micro-batched questions (MiniLM): batch sizes counted
+            inner.on_query_batch = self.metrics.query_embed_batch_size.observe
         self.store = store
         self.chunker = chunker_for(embedder, settings)
         # File parsing and large request bodies: pure-Python CPU work, in child processes

@@ -72,6 +72,12 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=r,
         )
+        self.query_embed_batch_size = Histogram(
+            "ragline_query_embed_batch_size",
+            "Questions embedded together (micro-batched by concurrency)",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.llm_batch_size = Histogram(
             "llm_batch_size", "Prompts per batched LLM request", buckets=BATCH_BUCKETS, registry=r
         )

@@ -53,3 +53,31 @@ async def test_a_question_embeds_on_its_own_lane_to_the_same_vector(minilm):
     alone = await minilm.embed_query(question)
     batched = (await minilm.embed([question, "an unrelated longer passage about tea and its oxidation"]))[0]
     assert alone.shape == (384,) and np.allclose(alone, batched, atol=1e-5)
+
+
+QUESTIONS = [f"question {i}: how do honeybees tell {'where ' * (i % 5)}the flowers are?" for i in range(32)]
+
+
+async def test_a_lone_question_is_embedded_at_once_alone(minilm):
+    sizes: list[int] = []
+    minilm.on_query_batch = sizes.append
+    try:
+        for text in QUESTIONS[:3]:  # one at a time: each goes alone, nothing waits for company
+            await minilm.embed_query(text)
+    finally:
+        minilm.on_query_batch = None
+    assert sizes == [1, 1, 1]
+
+
+async def test_concurrent_questions_are_embedded_together_with_the_same_vectors(minilm):
+    import asyncio
+
+    alone = [minilm._embed_batch([q], minilm._query_session, minilm._query_tokenizer)[0] for q in QUESTIONS]
+    sizes: list[int] = []
+    minilm.on_query_batch = sizes.append
+    try:
+        together = await asyncio.gather(*(minilm.embed_query(q) for q in QUESTIONS))
+    finally:
+        minilm.on_query_batch = None
+    assert sum(sizes) == 32 and max(sizes) > 1, sizes
+    assert np.allclose(np.stack(together), np.stack(alone), atol=1e-5)

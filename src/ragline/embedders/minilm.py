@@ -7,8 +7,9 @@ model's sentence-transformers config: mean over non-padding tokens, then L2.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from ..bulkhead import Bulkhead
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, Overloaded
 
 MAX_TOKENS = 256  # the model's max_seq_length; the shipped tokenizer.json says 128
 
@@ -71,6 +72,14 @@ class MiniLMEmbedder:
         self._query_tokenizer = load_tokenizer()  # its own: no borrowing across threads
         self.bulkhead = bulkhead or Bulkhead("embedder", workers=1, queue=64)
         self.query_bulkhead = query_bulkhead or Bulkhead("query embedder", workers=1, queue=256)
+        # Questions are micro-batched without a waiting window: one alone goes at once;
+        # those that arrive while a batch is being embedded go together next (up to
+        # query_batch_max). Concurrency forms the batches, so c=1 pays nothing.
+        self.query_batch_max = 32
+        self.query_queue_max = 1024
+        self._queries: list[tuple[str, asyncio.Future[np.ndarray]]] = []
+        self._draining: asyncio.Task[None] | None = None
+        self.on_query_batch: Callable[[int], None] | None = None  # e.g. a histogram's observe
 
     async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
         if interactive:  # someone waits: the question lane, never behind a bulk upload
@@ -81,10 +90,34 @@ class MiniLMEmbedder:
         return self._embed_batch(list(texts), self._query_session, self._query_tokenizer)
 
     async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
-        return await self.query_bulkhead.run(self._embed_query_sync, text)
+        if len(self._queries) >= self.query_queue_max:
+            raise Overloaded("query embedder", self.query_queue_max)
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queries.append((text, future))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.ensure_future(self._drain_queries())
+        return await future
 
-    def _embed_query_sync(self, text: str) -> np.ndarray:
-        return self._embed_batch([text], self._query_session, self._query_tokenizer)[0]
+    async def _drain_queries(self) -> None:
+        while self._queries:
+            batch, self._queries = self._queries[: self.query_batch_max], self._queries[self.query_batch_max :]
+            batch = [(t, f) for t, f in batch if not f.done()]  # callers that gave up
+            if not batch:
+                continue
+            if self.on_query_batch is not None:
+                self.on_query_batch(len(batch))
+            try:
+                vectors = await self.query_bulkhead.run(self._embed_interactive, [t for t, _ in batch])
+            except BaseException as exc:  # every caller of this batch hears it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, future), vector in zip(batch, vectors):
+                if not future.done():
+                    future.set_result(vector)
 
     async def close(self) -> None:
         self.bulkhead.close()
