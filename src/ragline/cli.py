@@ -33,6 +33,23 @@ out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"ragline {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """ragline: retrieval-augmented generation over your documents."""
+
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file.", envvar="RAGLINE_CONFIG")
 ]
