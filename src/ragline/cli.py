@@ -50,6 +50,7 @@ def _main_options(
 ) -> None:
     """ragline: retrieval-augmented generation over your documents."""
 
+
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file.", envvar="RAGLINE_CONFIG")
 ]
