@@ -5,7 +5,8 @@ would (retrying a 503 after its Retry-After, never a 2xx), injects one fault wit
 ``kill -9`` (supervisord restarts what it kills, as Kubernetes would), and reports:
 
 - ``accepted``: documents the API answered 202 for, plus questions it answered;
-- ``lost``: accepted documents not readable once the load stopped (after a grace);
+- ``lost``: accepted documents not readable once the load stopped (after a grace),
+  split into those accepted before the fault and after the killed process was back;
 - ``duplicated``: documents stored more than once (more chunks than they have);
 - ``failed_requests``: responses other than 2xx and 503 (a 503 is a refusal the client
   retries, not a failure), with their statuses;
@@ -41,6 +42,7 @@ class Load:
     url: str
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     accepted_docs: list[str] = field(default_factory=list)
+    accepted_at: dict[str, float] = field(default_factory=dict)  # document id -> when the 202 came
     answers: list[float] = field(default_factory=list)  # when each successful answer came
     failures: dict[str, int] = field(default_factory=dict)
     refused: int = 0
@@ -75,6 +77,7 @@ class Load:
                 return
             if response.status_code == 202:
                 self.accepted_docs.extend(d["id"] for d in batch)
+                self.accepted_at.update((d["id"], time.monotonic()) for d in batch)
             else:
                 self._failed(f"documents {response.status_code}")
             await asyncio.sleep(0.2)
@@ -97,8 +100,8 @@ class Load:
             self._stop.set()
             await asyncio.gather(*tasks)
 
-    async def check_documents(self, grace_s: float = 30.0) -> tuple[int, int]:
-        """(lost, duplicated) among the accepted documents, once they have had ``grace_s``."""
+    async def check_documents(self, grace_s: float = 60.0) -> tuple[set[str], int]:
+        """(lost ids, duplicated count) among the accepted documents, given ``grace_s``."""
         missing = set(self.accepted_docs)
         duplicated = 0
         deadline = time.monotonic() + grace_s
@@ -120,7 +123,7 @@ class Load:
                 await asyncio.gather(*(read(client, d) for d in sorted(missing)))
                 if missing:
                     await asyncio.sleep(1)
-        return len(missing), duplicated
+        return missing, duplicated
 
 
 def _port_open(port: int) -> bool:
@@ -149,14 +152,19 @@ async def drill(
     await asyncio.sleep(max(0.0, run_s - (time.monotonic() - killed)))
     stop.set()
     await runner
-    lost, duplicated = await load.check_documents()
+    missing, duplicated = await load.check_documents()
+    # accepted before the fault: a broker that keeps its log in memory loses what no
+    # consumer had taken yet; accepted after the faulty process was back: must all be there
+    lost_after = sum(1 for d in missing if load.accepted_at[d] >= back)
     after = [t for t in load.answers if t >= back]
     gaps = [b - a for a, b in zip([back, *after], after)]
     return {
         "accepted": len(load.accepted_docs) + len(load.answers),
         "accepted_documents": len(load.accepted_docs),
         "answers": len(load.answers),
-        "lost": lost,
+        "lost": len(missing),
+        "lost_accepted_before_fault": len(missing) - lost_after,
+        "lost_accepted_after_recovery": lost_after,
         "duplicated": duplicated,
         "failed_requests": sum(load.failures.values()),
         "failures": load.failures,
