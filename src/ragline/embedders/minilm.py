@@ -79,6 +79,7 @@ class MiniLMEmbedder:
         self.query_queue_max = 1024
         self._queries: list[tuple[str, asyncio.Future[np.ndarray]]] = []
         self._draining: asyncio.Task[None] | None = None
+        self._batch_loop: asyncio.AbstractEventLoop | None = None  # the loop whose questions are batched
         self.on_query_batch: Callable[[int], None] | None = None  # e.g. a histogram's observe
 
     async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
@@ -90,6 +91,11 @@ class MiniLMEmbedder:
         return self._embed_batch(list(texts), self._query_session, self._query_tokenizer)
 
     async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        if self._batch_loop is None or self._batch_loop.is_closed():
+            self._batch_loop, self._queries, self._draining = loop, [], None
+        if loop is not self._batch_loop:  # one embedder used from another event loop: unbatched
+            return (await self.query_bulkhead.run(self._embed_interactive, [text]))[0]
         if len(self._queries) >= self.query_queue_max:
             raise Overloaded("query embedder", self.query_queue_max)
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
