@@ -383,27 +383,22 @@ def serve_app(tmp_path: Path):
         values.update(overrides)
         settings = Settings.load(**values)
         if settings.bus_url.startswith("kafka://"):  # the API is a gateway: no engine in this process
-            server = LiveServer(
-                create_app(settings),
-                free_port(),
-                header_timeout_s=settings.http_header_timeout_s,
-                parser=settings.http_parser,
-            ).__enter__()
-            servers.append(server)
-            return server
-        embedder = HashingEmbedder()
-        from ragline.caches import build_cache
+            app = create_app(settings)
+        else:
+            embedder = HashingEmbedder()
+            from ragline.caches import build_cache
 
-        cache = build_cache(settings) if "cache_url" in overrides else None
-        engine = Engine(
-            settings,
-            embedder,
-            MilvusStore.from_settings(settings, embedder.dimension),
-            generator or ExtractiveGenerator(),
-            cache=cache,
-        )
+            cache = build_cache(settings) if "cache_url" in overrides else None
+            engine = Engine(
+                settings,
+                embedder,
+                MilvusStore.from_settings(settings, embedder.dimension),
+                generator or ExtractiveGenerator(),
+                cache=cache,
+            )
+            app = create_app(settings, engine)
         server = LiveServer(
-            create_app(settings, engine),
+            app,
             free_port(),
             header_timeout_s=settings.http_header_timeout_s,
             parser=settings.http_parser,
