@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     # Kafka transactions: each worker's outputs and its offset commit in one transaction
     # (brokers with transactions; a worker then takes one message at a time).
     kafka_transactions: bool = False
-    kafka_stats_interval_ms: int = Field(default=5000, ge=100)  # how often consumer lag is refreshed
+    kafka_stats_interval_ms: int = Field(default=1000, ge=100)  # consumer lag and group state refreshed
     reply_timeout_s: float = Field(default=30.0, gt=0)  # the API's 504 after this long
     reply_partition: int | None = Field(default=None, ge=0)  # this API replica's partition of the answers topic
 

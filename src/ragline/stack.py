@@ -11,8 +11,10 @@ a TCP load balancer in front of them. Everything listens on loopback ports count
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -197,8 +199,23 @@ class Stack:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                return
+                break
             time.sleep(0.2)
+        self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        """Processes started from the stack's directory that outlived supervisord: the
+        Milvus server's own child runs in a session of its own, out of reach of
+        killasgroup, and a survivor keeps etcd's fixed port from the next stack."""
+        mine = str(self.directory.resolve())
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].decode(errors="replace").startswith(mine + os.sep):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 def _quote(arg: str) -> str:
