@@ -1,10 +1,17 @@
 """HTTP throughput and latency of /v1/search and /v1/query (extractive answers, so the LLM
-does not dominate) at concurrency 1, 8 and 32, against `ragline serve` on loopback with
-MiniLM and Milvus Lite over the sample corpus, hybrid retrieval, caches off.
+does not dominate) at concurrency 1, 8, 32 and 64, against `ragline serve` on loopback
+with MiniLM and Milvus Lite, caches off, over a collection of --chunks chunks (100,000
+by default; 0: the sample corpus).
 
-Last line: {"search": {"c1": {"rps", "p50_ms", "p99_ms"}, ...}, "query": {...}}.
+The stored vectors are generated as bench/search.py does (blends of MiniLM vectors of
+the sample corpus' sentences plus noise: embedding 100k chunks takes about an hour on
+two cores); each chunk's text is the sentence its vector mostly comes from, so BM25 and
+the extractive answers have real text. The questions are real text about the sample
+corpus, each made distinct by a number (none is ever asked twice), embedded per request. Index: IVF_FLAT (what to configure past ~50k chunks).
 
-    python bench/serve.py [--requests 200] [--concurrency 1,8,32]
+Last line: {"chunks": N, "search": {"c1": {"rps", "p50_ms", "p99_ms"}, ...}, "query": {...}}.
+
+    python bench/serve.py [--chunks 100000] [--requests 300] [--concurrency 1,8,32,64] [--retrieval hybrid]
 """
 
 from __future__ import annotations
@@ -22,10 +29,58 @@ import httpx
 from _common import QUESTIONS, free_port, median, percentile, report
 
 
-def start(tmp: str, port: int, cache: str) -> subprocess.Popen:
+async def fill(database: str, chunks: int) -> None:
+    """``chunks`` generated chunks in tenant "default" of ``database`` (see the docstring)."""
+    import numpy as np
+    from search import sample_sentences
+
+    from ragline import Chunk, Settings
+    from ragline.embedders.minilm import MiniLMEmbedder
+    from ragline.ids import chunk_id, content_hash
+    from ragline.stores.milvus import MilvusStore
+
+    embedder = MiniLMEmbedder(threads=1)
+    sentences = sample_sentences()
+    seeds = await embedder.embed(sentences)
+    rng = np.random.default_rng(7)
+    store = MilvusStore.from_settings(Settings.load(milvus_uri=database, index="IVF_FLAT"), embedder.dimension)
+    try:
+        for start in range(0, chunks, 2000):
+            n = min(2000, chunks - start)
+            picks = rng.integers(0, len(seeds), n)
+            # as bench/search.py's generated_vectors, with the first sentence known: its text
+            a, b = seeds[picks], seeds[rng.integers(0, len(seeds), n)]
+            vectors = a + rng.uniform(0, 0.5, (n, 1)) * b + rng.normal(0, 0.03, size=a.shape)
+            vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+            batch = []
+            for j in range(n):
+                i = start + j
+                text = sentences[picks[j]]
+                batch.append(
+                    Chunk(
+                        id=chunk_id("default", f"doc{i // 10}", i % 10),
+                        tenant="default",
+                        document_id=f"doc{i // 10}",
+                        number=i % 10,
+                        text=text,
+                        content_hash=content_hash(f"{i}:{text}"),
+                        vector=vectors[j].tolist(),
+                    )
+                )
+            await store.upsert(batch)
+            print(f"filled {start + n} chunks", file=sys.stderr, flush=True)
+        assert await store.count("default") == chunks
+    finally:
+        await store.close()
+        await embedder.close()
+
+
+def start(tmp: str, port: int, cache: str, chunks: int, retrieval: str) -> subprocess.Popen:
     env = dict(
         os.environ,
         RAGLINE_MILVUS_URI=f"{tmp}/serve.db",
+        RAGLINE_INDEX="IVF_FLAT",
+        RAGLINE_RETRIEVAL_MODE=retrieval,
         RAGLINE_GENERATOR="extractive",
         RAGLINE_RATE_LIMIT_RPS="0",
         RAGLINE_KEYS_FILE=f"{tmp}/keys.json",
@@ -34,19 +89,29 @@ def start(tmp: str, port: int, cache: str) -> subprocess.Popen:
     )
     ragline = Path(sys.executable).with_name("ragline")
     proc = subprocess.Popen(
-        [str(ragline), "serve", "--no-auth", "--sample", "--port", str(port)],
+        [str(ragline), "serve", "--no-auth", *(() if chunks else ("--sample",)), "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(f"{tmp}/serve.log", "w"),  # noqa: SIM115 - the child holds it
     )
-    for _ in range(600):
+    for _ in range(3000):  # opening 100k chunks (the index is loaded) takes a while
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("ragline serve did not become ready")
+    raise RuntimeError("ragline serve did not become ready: " + Path(f"{tmp}/serve.log").read_text()[-2000:])
+
+
+_next = iter(range(10**9))
+
+
+def question() -> str:
+    """The next question: about the sample corpus (the chunks' text comes from it), and
+    never the same text twice, so no per-question memo makes a repeat look fast."""
+    n = next(_next)
+    return f"{QUESTIONS[n % len(QUESTIONS)]} ({n})"
 
 
 async def load(client: httpx.AsyncClient, path: str, field: str, concurrency: int, total: int) -> dict:
@@ -54,9 +119,10 @@ async def load(client: httpx.AsyncClient, path: str, field: str, concurrency: in
     counter = iter(range(total))
 
     async def worker() -> None:
-        for i in counter:
+        for _ in counter:
+            text = question()
             t0 = time.perf_counter()
-            response = await client.post(path, json={field: QUESTIONS[i % len(QUESTIONS)]})
+            response = await client.post(path, json={field: text})
             response.raise_for_status()
             latencies.append((time.perf_counter() - t0) * 1000)
 
@@ -73,18 +139,29 @@ async def load(client: httpx.AsyncClient, path: str, field: str, concurrency: in
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--chunks", type=int, default=100_000, help="0: the sample corpus")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--retrieval", default="hybrid", choices=["dense", "bm25", "hybrid"])
+    parser.add_argument("--fill-into", help=argparse.SUPPRESS)  # the child that fills the database
     parser.add_argument(
         "--cache",
         default="none",
         help="none (default: every request does the work; bench/cache.py measures caching) or memory",
     )
     args = parser.parse_args()
+    if args.fill_into:  # in a child process: its embedded Milvus is gone when it exits
+        await fill(args.fill_into, args.chunks)
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start(tmp, port, args.cache)
+        filled = time.perf_counter()
+        if args.chunks:
+            command = [sys.executable, __file__, "--fill-into", f"{tmp}/serve.db", "--chunks", str(args.chunks)]
+            await asyncio.to_thread(subprocess.run, command, check=True)
+        fill_s = time.perf_counter() - filled
+        proc = start(tmp, port, args.cache, args.chunks, args.retrieval)
         try:
             results: dict[str, dict] = {"search": {}, "query": {}}
             limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
@@ -96,8 +173,15 @@ async def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    results["cache"] = args.cache
-    report(results)
+    report(
+        {
+            "chunks": args.chunks or "sample corpus",
+            "retrieval": args.retrieval,
+            "fill_s": fill_s,
+            **results,
+            "cache": args.cache,
+        }
+    )
 
 
 if __name__ == "__main__":

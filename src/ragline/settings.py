@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     # Threads of the document embedder (questions always use one). 1 keeps a core free
     # for searches while documents are embedded; 0 lets onnxruntime use every core.
     embed_threads: int = Field(default=1, ge=0)
+    # Threads of the question embedder's one session (questions are coalesced into
+    # batches under load; see docs/performance.md for what 1 and 2 give on two cores).
+    query_embed_threads: int = Field(default=1, ge=1)
 
     # Ingestion.
     chunk_tokens: int = Field(default=200, ge=16, le=510)

@@ -43,21 +43,35 @@ class _Plan:
     unchanged: int = 0
 
 
+_CHUNK_GROUP = 64  # documents per chunking call
+_CHUNK_GROUP_CHARS = 256_000
+
+
 def chunk_document(document: Document, chunker: Chunker) -> list[Chunk]:
     """The document's chunks with deterministic ids and content hashes (no vectors yet)."""
-    meta_key = json.dumps(document.metadata, sort_keys=True, default=str)
-    return [
-        Chunk(
-            id=chunk_id(document.tenant, document.id, n),
-            tenant=document.tenant,
-            document_id=document.id,
-            number=n,
-            text=text,
-            content_hash=content_hash(text + "\x1f" + meta_key),
-            metadata=document.metadata,
+    return chunk_documents([document], chunker)[0]
+
+
+def chunk_documents(documents: Sequence[Document], chunker: Chunker) -> list[list[Chunk]]:
+    """``chunk_document`` of each, tokenised together (one tokenizer call for them all)."""
+    out = []
+    for document, texts in zip(documents, chunker.split_many([d.text for d in documents])):
+        meta_key = json.dumps(document.metadata, sort_keys=True, default=str)
+        out.append(
+            [
+                Chunk(
+                    id=chunk_id(document.tenant, document.id, n),
+                    tenant=document.tenant,
+                    document_id=document.id,
+                    number=n,
+                    text=text,
+                    content_hash=content_hash(text + "\x1f" + meta_key),
+                    metadata=document.metadata,
+                )
+                for n, text in enumerate(texts)
+            ]
         )
-        for n, text in enumerate(chunker.split(document.text))
-    ]
+    return out
 
 
 async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
@@ -70,9 +84,18 @@ async def _plan(
     by_tenant: dict[str, list[str]] = defaultdict(list)
     for doc in documents:
         by_tenant[doc.tenant].append(doc.id)
-    # Tokenising is CPU work: off the event loop, one document per call so that a
-    # shutdown or a cancelled request waits for one document at most.
-    chunked = [await offload(chunk_document, doc, chunker) for doc in documents]
+    # Tokenising is CPU work: off the event loop, a few documents per call (one thread
+    # hop per document cost more than the chunking of an abstract) and no more, so that
+    # a shutdown or a cancelled request waits for little; a large document goes alone.
+    chunked: list[list[Chunk]] = []
+    group: list[Document] = []
+    for doc in documents:
+        group.append(doc)
+        if len(group) >= _CHUNK_GROUP or sum(len(d.text) for d in group) >= _CHUNK_GROUP_CHARS:
+            chunked += await offload(chunk_documents, group, chunker)
+            group = []
+    if group:
+        chunked += await offload(chunk_documents, group, chunker)
     stored = {t: await store.stored_chunks(t, ids) for t, ids in by_tenant.items()}
     plans = []
     for doc, chunks in zip(documents, chunked):

@@ -145,3 +145,29 @@ async def test_bm25_and_hybrid_find_by_words_where_full_text_search_exists(store
             assert hits[0].similarity == pytest.approx(0.0, abs=1e-4)  # cosine, not the fused score
         else:  # Milvus < 2.5: dense only, so the bee chunk (same vector) comes first
             assert hits[0].document_id == "bees"
+
+
+async def test_concurrent_searches_get_what_each_would_get_alone(store):
+    """Milvus coalesces concurrent searches into one request per mode, filter and k:
+    each caller still gets its own hits, never another tenant's or another query's."""
+    import asyncio
+
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    await store.upsert([chunk(t, f"d{n}", n, f"{t} {words[n]} text", axis=n) for t in ("t", "u") for n in range(DIM)])
+    asks = [(t, n, mode) for t in ("t", "u") for n in range(DIM) for mode in ("dense", "hybrid")]
+
+    async def one(tenant: str, n: int, mode: str) -> list[tuple[str, str]]:
+        hits = await store.search(tenant, np.array(unit(n)), top_k=3, text=words[n], mode=mode)
+        return [(h.chunk_id, h.text) for h in hits]
+
+    alone = [await one(*ask) for ask in asks]
+    sizes: list[int] = []
+    if isinstance(store, MilvusStore):
+        store._searches.on_batch = sizes.append
+    together = await asyncio.gather(*(one(*ask) for ask in asks))
+    assert together == alone
+    if isinstance(store, MilvusStore):
+        assert max(sizes) > 1 and sum(sizes) == len(asks)  # they did share requests
+    for (tenant, n, _), hits in zip(asks, together):
+        assert hits[0] == (chunk_id(tenant, f"d{n}", n), f"{tenant} {words[n]} text")
+        assert all(text.startswith(tenant + " ") for _, text in hits)

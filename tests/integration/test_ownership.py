@@ -55,3 +55,27 @@ def _ready(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+async def test_a_closed_store_lets_another_process_open_the_file(tmp_path: Path):
+    """Closing a Milvus Lite store stops its embedded server: before, the file stayed
+    open until the process exited ("opened by another program" for the next one)."""
+    from ragline import Settings
+    from ragline.stores.milvus import MilvusStore
+
+    database = tmp_path / "shared.db"
+    store = MilvusStore.from_settings(Settings.load(milvus_uri=str(database)), 8)
+    await store.count("t")
+    await store.close()
+    script = (
+        "import asyncio, sys\n"
+        "from ragline import Settings\n"
+        "from ragline.stores.milvus import MilvusStore\n"
+        "async def main():\n"
+        "    s = MilvusStore.from_settings(Settings.load(milvus_uri=sys.argv[1]), 8)\n"
+        "    print(await s.count('t'))\n"
+        "    await s.close()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(database)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-2000:]

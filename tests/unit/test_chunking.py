@@ -50,3 +50,13 @@ def test_overlap_must_be_smaller_than_size():
 
     with pytest.raises(ValueError):
         Chunker(regex_token_spans, size=10, overlap=10)
+
+
+def test_chunking_many_texts_at_once_gives_what_each_gives_alone(minilm):
+    chunker = Chunker(tokenizer_token_spans(minilm.tokenizer), size=50, overlap=10)
+    words = "Honeybees dance to tell nest mates where the flowers are, and how far. "
+    texts = ["", "   ", "one short line", words * 20, words * 1200, "naïve café résumé " * 40]
+    assert len(texts[4]) > 64_000  # one text larger than a block: tokenised block by block
+    assert chunker.split_many(texts) == [chunker.split(t) for t in texts]
+    regex = Chunker(regex_token_spans, size=50, overlap=10)  # no batch tokenizer: the same
+    assert regex.split_many(texts) == [regex.split(t) for t in texts]

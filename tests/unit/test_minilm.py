@@ -76,8 +76,22 @@ async def test_concurrent_questions_are_embedded_together_with_the_same_vectors(
     sizes: list[int] = []
     minilm.on_query_batch = sizes.append
     try:
-        together = await asyncio.gather(*(minilm.embed_query(q) for q in QUESTIONS))
+        together = await asyncio.gather(*(minilm.embed_query(q, "concurrent") for q in QUESTIONS))
     finally:
         minilm.on_query_batch = None
     assert sum(sizes) == 32 and max(sizes) > 1, sizes
     assert np.allclose(np.stack(together), np.stack(alone), atol=1e-5)
+
+
+async def test_a_question_asked_again_by_the_same_tenant_is_not_embedded_again(minilm):
+    sizes: list[int] = []
+    observe, minilm.on_query_batch = minilm.on_query_batch, sizes.append
+    try:
+        first = await minilm.embed_query("Why do leaves look green? (memo test)", "t")
+        again = await minilm.embed_query("Why do leaves look green? (memo test)", "t")
+        other = await minilm.embed_query("Why do leaves look green? (memo test)", "u")
+    finally:
+        minilm.on_query_batch = observe
+    assert again is first and not first.flags.writeable  # kept, and nobody can change it
+    assert sizes == [1, 1]  # the other tenant's is computed: no timing tells it what "t" asked
+    assert np.allclose(other, first, atol=1e-6)

@@ -7,8 +7,8 @@ model's sentence-transformers config: mean over non-padding tokens, then L2.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,7 +17,8 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from ..bulkhead import Bulkhead
-from ..errors import ConfigurationError, Overloaded
+from ..coalescing import Coalescer
+from ..errors import ConfigurationError
 
 MAX_TOKENS = 256  # the model's max_seq_length; the shipped tokenizer.json says 128
 
@@ -62,25 +63,34 @@ class MiniLMEmbedder:
         threads: int = 0,
         bulkhead: Bulkhead | None = None,
         query_bulkhead: Bulkhead | None = None,
+        query_threads: int = 1,
     ) -> None:
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer()
         self._session = _session(threads)
         # Questions get their own single-threaded session and threads: a bulk upload
         # being embedded never makes a search wait behind it (bulkhead.py).
-        self._query_session = _session(1)
+        self._query_session = _session(query_threads)
         self._query_tokenizer = load_tokenizer()  # its own: no borrowing across threads
         self.bulkhead = bulkhead or Bulkhead("embedder", workers=1, queue=64)
         self.query_bulkhead = query_bulkhead or Bulkhead("query embedder", workers=1, queue=256)
-        # Questions are micro-batched without a waiting window: one alone goes at once;
-        # those that arrive while a batch is being embedded go together next (up to
-        # query_batch_max). Concurrency forms the batches, so c=1 pays nothing.
-        self.query_batch_max = 32
-        self.query_queue_max = 1024
-        self._queries: list[tuple[str, asyncio.Future[np.ndarray]]] = []
-        self._draining: asyncio.Task[None] | None = None
-        self._batch_loop: asyncio.AbstractEventLoop | None = None  # the loop whose questions are batched
-        self.on_query_batch: Callable[[int], None] | None = None  # e.g. a histogram's observe
+        # Questions are micro-batched without a waiting window (coalescing.py): one alone
+        # goes at once; those that arrive while a batch is being embedded go together
+        # next (up to 32). Concurrency forms the batches, so c=1 pays nothing.
+        self.recent_max = 1024
+        self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._questions: Coalescer[str, np.ndarray] = Coalescer(
+            "query embedder", self._embed_questions, max_batch=32, max_queue=1024
+        )
+
+    @property
+    def on_query_batch(self) -> Callable[[int], None] | None:
+        """Called with each question batch's size (e.g. a histogram's observe)."""
+        return self._questions.on_batch
+
+    @on_query_batch.setter
+    def on_query_batch(self, observe: Callable[[int], None] | None) -> None:
+        self._questions.on_batch = observe
 
     async def embed(self, texts: Sequence[str], tenant: str = "", *, interactive: bool = False) -> np.ndarray:
         if interactive:  # someone waits: the question lane, never behind a bulk upload
@@ -91,39 +101,24 @@ class MiniLMEmbedder:
         return self._embed_batch(list(texts), self._query_session, self._query_tokenizer)
 
     async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        if self._batch_loop is None or self._batch_loop.is_closed():
-            self._batch_loop, self._queries, self._draining = loop, [], None
-        if loop is not self._batch_loop:  # one embedder used from another event loop: unbatched
-            return (await self.query_bulkhead.run(self._embed_interactive, [text]))[0]
-        if len(self._queries) >= self.query_queue_max:
-            raise Overloaded("query embedder", self.query_queue_max)
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._queries.append((text, future))
-        if self._draining is None or self._draining.done():
-            self._draining = asyncio.ensure_future(self._drain_queries())
-        return await future
+        # The same question is embedded twice in one answer (to retrieve, then to rank the
+        # passages' sentences): the latest questions' vectors are kept, per tenant (a hit
+        # must not tell one tenant, by its speed, what another asked). The model is
+        # deterministic, so a kept vector is never stale.
+        key = (tenant, text)
+        vector = self._recent.get(key)
+        if vector is not None:
+            self._recent.move_to_end(key)
+            return vector
+        vector = await self._questions.submit(text)
+        vector.setflags(write=False)
+        self._recent[key] = vector
+        while len(self._recent) > self.recent_max:
+            self._recent.popitem(last=False)
+        return vector
 
-    async def _drain_queries(self) -> None:
-        while self._queries:
-            batch, self._queries = self._queries[: self.query_batch_max], self._queries[self.query_batch_max :]
-            batch = [(t, f) for t, f in batch if not f.done()]  # callers that gave up
-            if not batch:
-                continue
-            if self.on_query_batch is not None:
-                self.on_query_batch(len(batch))
-            try:
-                vectors = await self.query_bulkhead.run(self._embed_interactive, [t for t, _ in batch])
-            except BaseException as exc:  # every caller of this batch hears it
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (_, future), vector in zip(batch, vectors):
-                if not future.done():
-                    future.set_result(vector)
+    async def _embed_questions(self, texts: list[str], _key: object) -> list[np.ndarray]:
+        return list(await self.query_bulkhead.run(self._embed_interactive, texts))
 
     async def close(self) -> None:
         self.bulkhead.close()

@@ -22,16 +22,24 @@ def regex_token_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _WORDISH.finditer(text)]
 
 
-def tokenizer_token_spans(tokenizer) -> TokenSpans:  # tokenizers.Tokenizer
-    """Character spans of a Hugging Face tokenizer's tokens, without special tokens."""
-    tokenizer = _without_truncation(tokenizer)
+class TokenizerSpans:
+    """Character spans of a Hugging Face tokenizer's tokens, without special tokens;
+    ``many`` tokenises several texts in one call (in parallel, in Rust)."""
 
-    def spans(text: str) -> list[tuple[int, int]]:
+    def __init__(self, tokenizer) -> None:  # tokenizers.Tokenizer
+        self.tokenizer = _without_truncation(tokenizer)
+
+    def __call__(self, text: str) -> list[tuple[int, int]]:
         # encode_batch releases the GIL while it tokenises (encode does not): a large
         # upload being chunked on a worker thread no longer stalls the event loop.
-        return list(tokenizer.encode_batch([text], add_special_tokens=False)[0].offsets)
+        return list(self.tokenizer.encode_batch([text], add_special_tokens=False)[0].offsets)
 
-    return spans
+    def many(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        return [e.offsets for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def tokenizer_token_spans(tokenizer) -> TokenizerSpans:
+    return TokenizerSpans(tokenizer)
 
 
 def _without_truncation(tokenizer):
@@ -55,11 +63,25 @@ class Chunker:
         """The chunk texts of ``text``, in order; whitespace-only text has none."""
         return [piece for start, end in self._windows(text) if (piece := text[start:end].strip())]
 
-    def _windows(self, text: str) -> Iterator[tuple[int, int]]:
+    def split_many(self, texts: list[str]) -> list[list[str]]:
+        """``split`` of each text; texts of one block are tokenised in one call when the
+        token counter can (measured on SciFact: 1.3 -> 0.2 ms per abstract)."""
+        many = getattr(self.token_spans, "many", None)
+        short = [i for i, t in enumerate(texts) if len(t) <= _BLOCK_CHARS]
+        spans: dict[int, list[tuple[int, int]]] = {}
+        if many is not None and short:
+            spans = dict(zip(short, many([texts[i] for i in short])))
+        return [
+            [piece for start, end in self._windows(text, spans.get(i)) if (piece := text[start:end].strip())]
+            for i, text in enumerate(texts)
+        ]
+
+    def _windows(self, text: str, spans: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, int]]:
         pending: list[tuple[int, int]] = []
         emitted = False
-        for offset, block in _blocks(text):
-            pending.extend((offset + s, offset + e) for s, e in self.token_spans(block))
+        blocks = [(0, spans)] if spans is not None else ((o, self.token_spans(b)) for o, b in _blocks(text))
+        for offset, block_spans in blocks:
+            pending.extend((offset + s, offset + e) for s, e in block_spans)
             while len(pending) >= self.size:
                 yield _word_start(text, pending[0][0]), pending[self.size - 1][1]
                 emitted = True

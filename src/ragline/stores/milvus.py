@@ -19,8 +19,9 @@ import json
 import logging
 import os
 import re
+import typing
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..bulkhead import Bulkhead
+from ..coalescing import Coalescer
 from ..errors import (
     ConfigurationError,
     DependencyTimeout,
@@ -189,6 +191,9 @@ class MilvusStore:
         self.timeout = config.timeout_s
         self.rpc_timeout = max(1, int(self.timeout))  # an int: pymilvus then bounds its retries by time
         self.bulkhead = Bulkhead("milvus", workers=config.workers, queue=config.queue)
+        self._searches: Coalescer[tuple[np.ndarray, str], list[Hit]] = Coalescer(
+            "milvus search", self._search_batch, max_batch=32, max_queue=max(64, config.queue)
+        )
         self._owner: DatabaseOwnership | None = None
         self._client = self._connect()
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
@@ -206,6 +211,7 @@ class MilvusStore:
         from pymilvus import MilvusClient
 
         if not self.config.is_server:
+            self._lite_path = str(Path(self.uri).expanduser())
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._owner = DatabaseOwnership(Path(self.uri).expanduser())
             self._owner.acquire()  # before Milvus Lite starts: a second process fails at once
@@ -381,15 +387,23 @@ class MilvusStore:
         text: str | None = None,
         mode: str = "dense",
     ) -> list[Hit]:
-        """Top-k chunks by dense similarity, BM25 over the text, or both fused by RRF."""
+        """Top-k chunks by dense similarity, BM25 over the text, or both fused by RRF.
+
+        Concurrent searches with the same mode, filter and k share one Milvus request
+        (several vectors in one call; coalescing.py): one alone goes at once.
+        """
         if mode != "dense" and (not self.full_text or not text):
             mode = "dense"
-        expr = filter_expression(tenant, filters)
+        item = (np.asarray(vector, dtype=np.float32), text or "")
+        return await self._searches.submit(item, (mode, filter_expression(tenant, filters), top_k))
+
+    async def _search_batch(self, items: list[tuple[np.ndarray, str]], key: Hashable) -> list[list[Hit]]:
+        mode, expr, top_k = typing.cast(tuple[str, str, int], key)
         dense = {"metric_type": "COSINE", "params": self._dense_params(top_k)}
-        vectors = [np.asarray(vector, dtype=np.float32).tolist()]
-        if mode != "dense" and text:
+        vectors = [v.tolist() for v, _ in items]
+        if mode != "dense":
             try:
-                return await self._full_text_search(mode, vectors, text, dense, expr, top_k)
+                return await self._full_text_search(mode, items, dense, expr, top_k)
             except RaglineError as exc:
                 if "Invalid sparse row" not in str(exc):
                     raise
@@ -404,16 +418,17 @@ class MilvusStore:
             search_params=dense,
             consistency_level="Strong",
         )
-        return [self._hit(r) for r in results[0]]
+        return [[self._hit(r) for r in hits] for hits in results]
 
     async def _full_text_search(
-        self, mode: str, vectors: list, text: str, dense: dict, expr: str, top_k: int
-    ) -> list[Hit]:
+        self, mode: str, items: list[tuple[np.ndarray, str]], dense: dict, expr: str, top_k: int
+    ) -> list[list[Hit]]:
         fields = [*_HIT_FIELDS, "vector"]  # to report each hit's dense similarity too
+        texts = [t for _, t in items]
         if mode == "bm25":
             results = await self._call(
                 "search",
-                data=[text],
+                data=texts,
                 anns_field="sparse",
                 limit=top_k,
                 filter=expr,
@@ -425,8 +440,8 @@ class MilvusStore:
             from pymilvus import AnnSearchRequest, RRFRanker
 
             requests = [
-                AnnSearchRequest(vectors, "vector", dense, limit=top_k, expr=expr),
-                AnnSearchRequest([text], "sparse", {"metric_type": "BM25"}, limit=top_k, expr=expr),
+                AnnSearchRequest([v.tolist() for v, _ in items], "vector", dense, limit=top_k, expr=expr),
+                AnnSearchRequest(texts, "sparse", {"metric_type": "BM25"}, limit=top_k, expr=expr),
             ]
             results = await self._call(
                 "hybrid_search",
@@ -436,10 +451,9 @@ class MilvusStore:
                 output_fields=fields,
                 consistency_level="Strong",
             )
-        query = np.asarray(vectors[0], dtype=np.float32)
         return [
-            self._hit(r, similarity=float(query @ np.asarray(r["entity"]["vector"], dtype=np.float32)))
-            for r in results[0]
+            [self._hit(r, similarity=float(query @ np.asarray(r["entity"]["vector"], dtype=np.float32))) for r in hits]
+            for (query, _), hits in zip(items, results)
         ]
 
     def _dense_params(self, top_k: int) -> dict[str, int]:
@@ -487,5 +501,12 @@ class MilvusStore:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.to_thread(self._client.close), self.timeout)
         self.bulkhead.close()
+        if not self.config.is_server:
+            # Stop the embedded server too: it would keep the file open until this process
+            # exits, and another process (a server after a CLI command) could not open it.
+            with contextlib.suppress(Exception):
+                from milvus_lite.server_manager import server_manager_instance
+
+                await asyncio.to_thread(server_manager_instance.release_server, self._lite_path)
         if self._owner is not None:
             self._owner.release()

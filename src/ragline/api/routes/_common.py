@@ -6,7 +6,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import Request
+from fastapi import Request, Response
+from pydantic import BaseModel
 
 from ...answering import Answerer
 from ...limits import Limits, check_text
@@ -46,3 +47,10 @@ def make_query(
 def sse(event: str, data: Any) -> str:
     payload = data.model_dump_json() if hasattr(data, "model_dump_json") else json.dumps(data)
     return f"event: {event}\ndata: {payload}\n\n"
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as JSON, serialised once by pydantic's Rust encoder. Returned as a
+    Response, FastAPI neither validates it again against the route's response_model
+    (which still documents it) nor re-encodes it."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")

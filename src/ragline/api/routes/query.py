@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from ...errors import RaglineError
@@ -15,7 +15,7 @@ from ...observability import span
 from ..deps import QueryCaller
 from ..problems import from_error
 from ..schemas import QueryRequest, SearchRequest, SearchResponse
-from ._common import answerer, make_query, sse
+from ._common import answerer, json_response, make_query, sse
 
 router = APIRouter()
 
@@ -44,14 +44,16 @@ async def query(body: QueryRequest, request: Request, who: QueryCaller):
     with metrics.inflight.track_inprogress(), span("POST /v1/query", kind="server", tenant=who.tenant):
         answer = await answerer(request).ask(q)
     metrics.observe_answer(answer, time.perf_counter() - started)
-    return answer
+    return json_response(answer)
 
 
 @router.post("/v1/search", response_model=SearchResponse, tags=["retrieval"])
-async def search(body: SearchRequest, request: Request, who: QueryCaller) -> SearchResponse:
+async def search(body: SearchRequest, request: Request, who: QueryCaller) -> Response:
     q = make_query(request, body.query, who.tenant, body.top_k, body.filters, body.mode)
     context = await answerer(request).search(q)
-    return SearchResponse(hits=context.hits, mode=context.mode, notice=context.notice, timings_ms=context.timings_ms)
+    return json_response(
+        SearchResponse(hits=context.hits, mode=context.mode, notice=context.notice, timings_ms=context.timings_ms)
+    )
 
 
 async def _answer_events(request: Request, q: Query) -> AsyncIterator[str]:
