@@ -7,7 +7,8 @@ The stored vectors are generated as bench/search.py does (blends of MiniLM vecto
 the sample corpus' sentences plus noise: embedding 100k chunks takes about an hour on
 two cores); each chunk's text is the sentence its vector mostly comes from, so BM25 and
 the extractive answers have real text. The questions are real text about the sample
-corpus, each made distinct by a number (none is ever asked twice), embedded per request. Index: IVF_FLAT (what to configure past ~50k chunks).
+corpus, each made distinct by a number (none is ever asked twice), embedded per
+request. Index: IVF_FLAT (what to configure past ~50k chunks).
 
 Last line: {"chunks": N, "search": {"c1": {"rps", "p50_ms", "p99_ms"}, ...}, "query": {...}}.
 

@@ -77,5 +77,6 @@ async def test_a_closed_store_lets_another_process_open_the_file(tmp_path: Path)
         "    await s.close()\n"
         "asyncio.run(main())\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(database)], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", script, str(database)]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-2000:]
