@@ -472,6 +472,31 @@ async def test_a_published_document_becomes_searchable_within_seconds_and_freshn
         await asyncio.wait_for(task, 30)
 
 
+async def test_a_delete_sent_right_after_a_queued_upsert_leaves_the_document_deleted(bus, topics, engine, suffix):
+    """Deletes travel rag-docs keyed like upserts: a delete published while the upsert
+    of the same document still waits on the topic is applied after it, never undone."""
+    gateway = Gateway(bus, topics)
+    docs = [Document(id=f"race-{n}", text=f"Racing document {n} about star-nosed moles.") for n in range(20)]
+    await gateway.submit(docs)  # queued: no worker runs yet
+    for doc in docs[::2]:
+        await gateway.delete(doc.tenant, doc.id)
+    await gateway.submit([Document(id="race-last", text="The last one, written after the deletes.")])
+    worker = build_worker("ingest", engine, bus, topics, group=f"i-{suffix}", metrics=engine.metrics)
+    task = asyncio.create_task(worker.run())
+    try:
+        started = time.monotonic()
+        kept = [d.id for d in docs[1::2]] + ["race-last"]
+        while not all([await engine.store.document_chunks("default", i) for i in kept]):
+            assert time.monotonic() - started < 30
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # every upsert has landed by now: a delete undone would show
+        stored = {d.id: bool(await engine.store.document_chunks("default", d.id)) for d in docs}
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+    assert stored == {d.id: n % 2 == 1 for n, d in enumerate(docs)}
+
+
 @pytest.mark.integration
 async def test_with_kafka_transactions_outputs_and_offsets_commit_together(kafka_broker, topics, engine, suffix):
     """Tansu runs the transactional protocol (its read_committed isolation is not
