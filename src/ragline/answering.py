@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from . import stages
 from .bulkhead import Bulkhead
-from .errors import RaglineError
+from .errors import NotImplementedInShape, RaglineError
 from .models import Answer, Context, Document, Hit, IngestReport, Query
 
 if TYPE_CHECKING:
@@ -43,6 +43,10 @@ class Answerer(Protocol):
     async def delete(self, tenant: str, document_id: str) -> int | None: ...
 
     async def document(self, tenant: str, document_id: str) -> list[Hit]: ...
+
+    async def documents(
+        self, tenant: str, prefix: str, after: str, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]: ...
 
     async def readiness(self) -> dict[str, dict[str, Any]]: ...
 
@@ -81,6 +85,11 @@ class LocalAnswerer:
 
     async def document(self, tenant: str, document_id: str) -> list[Hit]:
         return await self.engine.store.document_chunks(tenant, document_id)
+
+    async def documents(
+        self, tenant: str, prefix: str, after: str, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return await self.engine.list_documents(tenant, prefix, after, limit)
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         engine = self.engine
@@ -129,6 +138,14 @@ class BusAnswerer:
     async def document(self, tenant: str, document_id: str) -> list[Hit]:
         query = self.gateway.query(document_id, tenant, 1)
         return (await self.gateway.search(query, purpose="document")).hits
+
+    async def documents(
+        self, tenant: str, prefix: str, after: str, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        raise NotImplementedInShape(
+            "listing documents is not available through the bus yet: the API gateway has no "
+            "store; list them with `ragline ls` where the store is (a worker's settings)"
+        )
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         """The broker answers, and replies are being listened for."""

@@ -227,6 +227,37 @@ def delete(
     out.print(f"deleted {document_id}: {removed} chunks")
 
 
+@app.command("ls")
+def list_documents(
+    prefix: Annotated[str, typer.Argument(help="Only ids that start with this.")] = "",
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (in id order).")] = 1000,
+) -> None:
+    """List the documents that are indexed: id, chunks, content hash, metadata."""
+
+    async def every(engine: Engine) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = []
+        after = ""
+        while len(listed) < limit:
+            page, after_next = await engine.list_documents(tenant, prefix, after, min(1000, limit - len(listed)))
+            listed += page
+            if after_next is None:
+                break
+            after = after_next
+        return listed
+
+    documents = _run(config, every)
+    if as_json:
+        out.print(json.dumps(documents))
+        return
+    for doc in documents:
+        meta = json.dumps(doc["metadata"], ensure_ascii=False) if doc["metadata"] else ""
+        out.print(f"{doc['id']}\t{doc['chunks']} chunks\t{doc['content_hash'][:12]}\t{meta}", markup=False)
+    out.print(f"{len(documents)} documents", style="dim")
+
+
 @app.command()
 def stats(tenant: TenantOption = None, config: ConfigOption = None, as_json: JsonOption = False) -> None:
     """How many chunks the tenant has, and where they live."""

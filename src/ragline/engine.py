@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -185,6 +186,23 @@ class Engine:
         if self.answers is not None:
             await self.answers.evict_chunks(tenant, ids)
         return len(ids)
+
+    async def list_documents(
+        self, tenant: str | None = None, prefix: str = "", after: str = "", limit: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the tenant's documents in id order (each with its chunk count, a
+        hash of its chunks' content hashes, and its metadata) and the cursor of the next
+        page (None at the end)."""
+        tenant = self.tenant(tenant)
+        rows = await self.store.documents(tenant, prefix, after, limit + 1)
+        page, more = rows[:limit], len(rows) > limit
+        chunks = await self.store.stored_chunks(tenant, [r.id for r in page]) if page else {}
+        listed = []
+        for row in page:
+            stored = sorted(chunks.get(row.id, []), key=lambda c: c.number)
+            digest = hashlib.sha256("".join(c.content_hash for c in stored).encode()).hexdigest()[:32]
+            listed.append({"id": row.id, "chunks": len(stored), "content_hash": digest, "metadata": row.metadata})
+        return listed, (page[-1].id if more and page else None)
 
     # -- retrieval ---------------------------------------------------------------------
 

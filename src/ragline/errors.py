@@ -89,6 +89,10 @@ class NotFound(PermanentError):
     """The thing asked for does not exist (in the caller's tenant)."""
 
 
+class NotImplementedInShape(PermanentError):
+    """What this deployment shape does not offer (e.g. listing through the bus gateway)."""
+
+
 class ConfigurationError(PermanentError):
     """Settings that cannot work."""
 

@@ -46,6 +46,14 @@ class Embedder(Protocol):
 
 
 @dataclass(frozen=True)
+class DocumentRow:
+    """A stored document as listed: its id and its metadata (from its first chunk)."""
+
+    id: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StoredChunk:
     """What the store knows of a chunk without its vector: enough to skip re-embedding."""
 
@@ -81,6 +89,11 @@ class VectorStore(Protocol):
     ) -> list[Hit]: ...
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]: ...
+
+    async def documents(self, tenant: str, prefix: str = "", after: str = "", limit: int = 100) -> list[DocumentRow]:
+        """The first ``limit`` documents of the tenant whose id starts with ``prefix`` and
+        sorts after ``after``, in id order, each with its first chunk's metadata."""
+        ...
 
     async def count(self, tenant: str) -> int: ...
 

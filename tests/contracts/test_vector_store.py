@@ -171,3 +171,18 @@ async def test_concurrent_searches_get_what_each_would_get_alone(store):
     for (tenant, n, _), hits in zip(asks, together):
         assert hits[0] == (chunk_id(tenant, f"d{n}", n), f"{tenant} {words[n]} text")
         assert all(text.startswith(tenant + " ") for _, text in hits)
+
+
+async def test_documents_are_listed_in_id_order_by_prefix_and_cursor_within_the_tenant(store):
+    await store.upsert(
+        [chunk("t", d, n, kind=d[0]) for d in ("b-2", "a-1", "b-1", "a_3", "c") for n in range(2)]
+        + [chunk("u", "a-9", 0)]
+    )
+    everything = await store.documents("t")
+    assert [r.id for r in everything] == ["a-1", "a_3", "b-1", "b-2", "c"]  # one row per document
+    assert everything[0].metadata == {"kind": "a"}
+    assert [r.id for r in await store.documents("t", prefix="a")] == ["a-1", "a_3"]  # "_" is no wildcard
+    assert [r.id for r in await store.documents("t", prefix="b", after="b-1")] == ["b-2"]
+    assert [r.id for r in await store.documents("t", after="a_3", limit=2)] == ["b-1", "b-2"]
+    assert await store.documents("t", prefix="z") == []
+    assert [r.id for r in await store.documents("u")] == ["a-9"]

@@ -45,6 +45,33 @@ def test_documents_become_searchable_and_answerable(api):
     assert "waggle dance" in answer["text"] and answer["citations"][0]["document_id"] == "bees"
 
 
+def test_documents_are_listed_a_page_at_a_time_within_the_callers_tenant(api):
+    _, client, _ = api
+    a, b = client("a"), client("b")
+    ingest(a, *({"id": f"notes/{n:02d}.md", "text": f"{BEES} Note {n}.", "metadata": {"n": n}} for n in range(5)))
+    ingest(a, {"id": "other.md", "text": TEA})
+    ingest(b, {"id": "notes/b.md", "text": TEA})
+    first = a.get("/v1/documents", params={"prefix": "notes/", "limit": 2}).json()
+    assert [d["id"] for d in first["documents"]] == ["notes/00.md", "notes/01.md"] and first["next"] == "notes/01.md"
+    assert first["documents"][0]["chunks"] == 1 and first["documents"][0]["metadata"] == {"n": 0}
+    seen = [d["id"] for d in first["documents"]]
+    cursor = first["next"]
+    while cursor:
+        page = a.get("/v1/documents", params={"prefix": "notes/", "limit": 2, "after": cursor}).json()
+        seen += [d["id"] for d in page["documents"]]
+        cursor = page["next"]
+    assert seen == [f"notes/{n:02d}.md" for n in range(5)]  # b's note is never listed to a
+    everything = a.get("/v1/documents").json()
+    assert len(everything["documents"]) == 6 and everything["next"] is None
+    unchanged = everything["documents"][0]["content_hash"]
+    ingest(a, {"id": "notes/00.md", "text": "Changed text.", "metadata": {"n": 0}})
+    assert a.get("/v1/documents", params={"limit": 1}).json()["documents"][0]["content_hash"] != unchanged
+    assert a.get("/v1/documents", params={"limit": 0}).status_code == 422
+    assert a.get("/v1/documents", params={"prefix": "a\x00b"}).status_code == 422
+    odd = a.get("/v1/documents", params={"prefix": 'no"tes\\ é'})  # quotes, backslashes: data, not syntax
+    assert odd.status_code == 200 and odd.json()["documents"] == []
+
+
 def test_documents_without_wait_are_accepted_then_become_searchable(api):
     _, client, _ = api
     a = client()

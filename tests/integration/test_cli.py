@@ -59,3 +59,14 @@ def test_ingest_without_paths_says_what_to_do(cli):
 def test_a_bad_setting_is_a_clear_configuration_error(cli, monkeypatch):
     monkeypatch.setenv("RAGLINE_CHUNK_OVERLAP", "999")
     assert "chunk_overlap" in cli("stats", code=2).output
+
+
+def test_ls_lists_what_is_indexed(cli):
+    cli("ingest", "--sample")
+    listed = json.loads(cli("ls", "--json").stdout)
+    assert len(listed) == 6 and [d["id"] for d in listed] == sorted(d["id"] for d in listed)
+    assert all(d["chunks"] >= 1 for d in listed)
+    assert [d["id"] for d in json.loads(cli("ls", "sample_corpus/honey", "--json").stdout)] == [
+        "sample_corpus/honeybees.md"
+    ]
+    assert "6 documents" in cli("ls").stdout

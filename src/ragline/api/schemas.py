@@ -84,6 +84,18 @@ class IngestionJob(BaseModel):
     finished_at: float | None = None
 
 
+class DocumentSummary(BaseModel):
+    id: str
+    chunks: int
+    content_hash: str  # of its chunks' content hashes, in order: equal means unchanged
+    metadata: dict[str, Any]
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+    next: str | None = None  # pass as `after` for the next page; null on the last
+
+
 class DocumentOut(BaseModel):
     id: str
     tenant: str

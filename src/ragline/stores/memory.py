@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ..limits import FILTER_KEY
 from ..models import Chunk, FilterValue, Hit
-from ..ports import StoredChunk
+from ..ports import DocumentRow, StoredChunk
 
 _COLUMNS = {"document_id", "number", "content_hash"}
 
@@ -81,6 +81,11 @@ class MemoryStore:
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]:
         chunks = sorted((c for c in self._tenant(tenant) if c.document_id == document_id), key=lambda c: c.number)
         return [_hit(c, 1.0) for c in chunks]
+
+    async def documents(self, tenant: str, prefix: str = "", after: str = "", limit: int = 100) -> list[DocumentRow]:
+        first = {c.document_id: c for c in self._tenant(tenant) if c.number == 0}
+        ids = sorted(i for i in first if i.startswith(prefix) and i > after)[:limit]
+        return [DocumentRow(i, dict(first[i].metadata)) for i in ids]
 
     async def count(self, tenant: str) -> int:
         return len(self._chunks.get(tenant, {}))

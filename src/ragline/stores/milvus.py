@@ -39,7 +39,7 @@ from ..errors import (
 )
 from ..limits import FILTER_KEY
 from ..models import Chunk, FilterValue, Hit
-from ..ports import StoredChunk
+from ..ports import DocumentRow, StoredChunk
 from ..settings import Settings
 from .ownership import DatabaseOwnership
 
@@ -488,6 +488,28 @@ class MilvusStore:
         )
         hits = [self._hit({"id": r["id"], "distance": 1.0, "entity": r}) for r in rows]
         return sorted(hits, key=lambda h: h.number)
+
+    async def documents(self, tenant: str, prefix: str = "", after: str = "", limit: int = 100) -> list[DocumentRow]:
+        # Milvus' query has no ORDER BY: the ids in range (first chunks only) are read and
+        # sorted here, so a page costs a read of every id after the cursor (ids only).
+        clauses = [f"{filter_expression(tenant)} and number == 0"]
+        if prefix:
+            clauses.append(f"document_id >= {_quote(prefix)}")
+        if after:
+            clauses.append(f"document_id > {_quote(after)}")
+        rows = await self._call("query", filter=" and ".join(clauses), output_fields=["document_id"], limit=_PAGE)
+        if len(rows) >= _PAGE:
+            raise InvalidInput(
+                f"more than {_PAGE} documents match; narrow the listing with a longer prefix "
+                "(a listing reads every matching id: Milvus' query has no ordering)"
+            )
+        ids = sorted(r["document_id"] for r in rows if r["document_id"].startswith(prefix))[:limit]
+        if not ids:
+            return []
+        expr = f"{filter_expression(tenant, {'document_id': ids})} and number == 0"
+        meta = await self._call("query", filter=expr, output_fields=["document_id", "metadata"], limit=len(ids))
+        metadata = {r["document_id"]: r.get("metadata") or {} for r in meta}
+        return [DocumentRow(i, metadata.get(i, {})) for i in ids]
 
     async def count(self, tenant: str) -> int:
         rows = await self._call("query", filter=filter_expression(tenant), output_fields=["count(*)"])

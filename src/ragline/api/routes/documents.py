@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -23,7 +23,7 @@ from ...ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ...limits import Limits, check_text
 from ...models import Document
 from ..deps import IngestCaller, QueryCaller
-from ..schemas import DeleteResponse, DocumentIn, DocumentOut, DocumentsResponse, IngestionJob
+from ..schemas import DeleteResponse, DocumentIn, DocumentList, DocumentOut, DocumentsResponse, IngestionJob
 from ._common import answerer
 
 router = APIRouter(tags=["documents"])
@@ -73,6 +73,23 @@ async def upload_documents(
 @router.get("/v1/ingestions/{job_id}", response_model=IngestionJob)
 async def ingestion(job_id: str, request: Request, who: IngestCaller) -> dict[str, Any]:
     return request.app.state.jobs.get(who.tenant, job_id).view()
+
+
+@router.get("/v1/documents", response_model=DocumentList)
+async def list_documents(
+    request: Request,
+    who: QueryCaller,
+    prefix: Annotated[str, Query(max_length=512, description="Only ids that start with this.")] = "",
+    after: Annotated[str, Query(max_length=512, description="The cursor: `next` of the previous page.")] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DocumentList:
+    """The caller's documents in id order, a page at a time (each with its chunk count, a
+    hash of its chunks' content, and its metadata); `next` is the cursor of the next page."""
+    for name, value in (("prefix", prefix), ("after", after)):
+        if not value.isprintable():
+            raise InvalidInput(f"{name} must be printable text (no control characters)")
+    documents, cursor = await answerer(request).documents(who.tenant, prefix, after, limit)
+    return DocumentList(documents=documents, next=cursor)
 
 
 @router.get("/v1/documents/{document_id:path}", response_model=DocumentOut)
