@@ -80,7 +80,7 @@ class MiniLMEmbedder:
         self.recent_max = 1024
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._questions: Coalescer[str, np.ndarray] = Coalescer(
-            "query embedder", self._embed_questions, max_batch=32, max_queue=1024
+            "query embedder", self._embed_questions, max_batch=8, max_queue=1024
         )
 
     @property

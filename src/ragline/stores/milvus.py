@@ -192,7 +192,7 @@ class MilvusStore:
         self.rpc_timeout = max(1, int(self.timeout))  # an int: pymilvus then bounds its retries by time
         self.bulkhead = Bulkhead("milvus", workers=config.workers, queue=config.queue)
         self._searches: Coalescer[tuple[np.ndarray, str], list[Hit]] = Coalescer(
-            "milvus search", self._search_batch, max_batch=32, max_queue=max(64, config.queue)
+            "milvus search", self._search_batch, max_batch=8, max_queue=max(64, config.queue)
         )
         self._owner: DatabaseOwnership | None = None
         self._client = self._connect()
