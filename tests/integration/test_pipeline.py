@@ -270,7 +270,9 @@ async def test_two_retrievers_in_one_group_share_the_partitions_and_one_takes_ov
             asyncio.gather(*(gateway.ask(Query(text=f"owls at night {i}")) for i in range(40))), 60
         )
         assert len({a.request_id for a in answers}) == 40
-        assert retrievers["b"].processed - before == 40
+        # at least the 40: a message b took before the rebalance is not committed by it
+        # (buses/kafka.py: never commit across a reassignment) and is delivered again
+        assert 40 <= retrievers["b"].processed - before <= 40 + 8
         if bus.name == "kafka":
             assert seen["b"] == {0, 1, 2, 3}  # every partition, including a's
     finally:
