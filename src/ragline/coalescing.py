@@ -14,8 +14,8 @@ among the results fails that caller only, an exception raised fails the whole ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Generic, TypeVar
 
 from .errors import Overloaded
 
@@ -107,13 +107,19 @@ class Coalescer(Generic[In, Out]):
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for (_, future), result in zip(batch, results):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        settle([future for _, future in batch], results)
+
+
+def settle(futures: list[asyncio.Future[Out]], results: Sequence[Any]) -> None:
+    """Each caller's own result: a value, or an exception for that caller only (shared
+    with generators/batching.py)."""
+    for future, result in zip(futures, results):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 def _result(value: Out | BaseException) -> Out:

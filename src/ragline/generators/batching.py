@@ -14,6 +14,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from ..coalescing import settle
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 Send = Callable[[list[In], Hashable], Awaitable[list[Out]]]
@@ -66,10 +68,4 @@ class MicroBatcher(Generic[In, Out]):
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, results):
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+        settle([future for _, future in batch], results)
