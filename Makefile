@@ -17,7 +17,7 @@ run: setup
 # Set up, ingest the sample corpus and answer one question in the terminal.
 ask: setup
 	.venv/bin/ragline ingest --sample
-	.venv/bin/ragline ask "$(QUESTION)"
+	.venv/bin/ragline ask --tenant sample "$(QUESTION)"
 
 # Set up, check the code (ruff, mypy) and run the whole test suite (unit, contracts,
 # real Milvus Lite and server, Kafka, Redis, the LLM server).

@@ -166,7 +166,10 @@ async def main() -> None:
         try:
             results: dict[str, dict] = {"search": {}, "query": {}}
             limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
+            tenant = {"X-Ragline-Tenant": "default" if args.chunks else "sample"}  # the sample has its own tenant
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits, headers=tenant
+            ) as client:
                 for name, path, field in (("search", "/v1/search", "query"), ("query", "/v1/query", "question")):
                     await load(client, path, field, 4, 20)  # warm-up
                     for c in levels:

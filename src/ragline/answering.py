@@ -48,6 +48,8 @@ class Answerer(Protocol):
         self, tenant: str, prefix: str, after: str, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]: ...
 
+    async def stats(self, tenant: str) -> dict[str, Any]: ...
+
     async def readiness(self) -> dict[str, dict[str, Any]]: ...
 
     async def close(self) -> None: ...
@@ -90,6 +92,11 @@ class LocalAnswerer:
         self, tenant: str, prefix: str, after: str, limit: int
     ) -> tuple[list[dict[str, Any]], str | None]:
         return await self.engine.list_documents(tenant, prefix, after, limit)
+
+    async def stats(self, tenant: str) -> dict[str, Any]:
+        stats = await self.engine.stats(tenant)
+        stats.pop("milvus_uri", None)  # a path on the server is none of a remote caller's business
+        return stats
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         engine = self.engine
@@ -145,6 +152,12 @@ class BusAnswerer:
         raise NotImplementedInShape(
             "listing documents is not available through the bus yet: the API gateway has no "
             "store; list them with `ragline ls` where the store is (a worker's settings)"
+        )
+
+    async def stats(self, tenant: str) -> dict[str, Any]:
+        raise NotImplementedInShape(
+            "statistics are not available through the bus: the API gateway has no store; run "
+            "`ragline stats` where the store is (a worker's settings)"
         )
 
     async def readiness(self) -> dict[str, dict[str, Any]]:

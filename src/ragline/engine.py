@@ -151,14 +151,16 @@ class Engine:
         tenant: str | None = None,
         on_file: Callable[[str], None] | None = None,
         follow_symlinks: bool = False,
+        id_prefix: str = "",
     ) -> IngestReport:
-        """Ingest files and directories; a file that fails is reported, the rest go on."""
+        """Ingest files and directories; a file that fails is reported, the rest go on.
+        Document ids: see ``ingest.loaders.iter_files``."""
         started = time.perf_counter()
         total = IngestReport()
         group: list[Document] = []
         group_chunks = 0
         max_bytes = int(self.settings.max_document_mb * 1_000_000)
-        for item in iter_files(list(paths), follow_symlinks):
+        for item in iter_files(list(paths), follow_symlinks, id_prefix):
             try:
                 if isinstance(item, DocumentError):
                     raise item
@@ -170,10 +172,10 @@ class Engine:
             if on_file:
                 on_file(item.source if isinstance(item, DocumentError) else str(item[0]))
             if group_chunks >= _GROUP_CHUNKS:
-                _add(total, await self.ingest_documents(group))
+                total.add(await self.ingest_documents(group))
                 group, group_chunks = [], 0
         if group:
-            _add(total, await self.ingest_documents(group))
+            total.add(await self.ingest_documents(group))
         total.seconds = time.perf_counter() - started
         return total
 
@@ -280,16 +282,3 @@ class Engine:
             "milvus_uri": self.settings.milvus_uri,
             "embedder": self.embedder.name,
         }
-
-
-def _add(total: IngestReport, part: IngestReport) -> None:
-    for name in (
-        "documents",
-        "unchanged_documents",
-        "chunks_written",
-        "chunks_unchanged",
-        "chunks_deleted",
-        "chunks_embedded",
-    ):
-        setattr(total, name, getattr(total, name) + getattr(part, name))
-    total.errors.extend(part.errors)

@@ -223,6 +223,19 @@ class IngestReport(BaseModel):
     errors: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
+    def add(self, part: IngestReport) -> None:
+        """Count ``part`` (another batch of the same run) in this report."""
+        for name in (
+            "documents",
+            "unchanged_documents",
+            "chunks_written",
+            "chunks_unchanged",
+            "chunks_deleted",
+            "chunks_embedded",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.errors.extend(part.errors)
+
 
 # -- prompts: what a Generator is given ------------------------------------------------
 

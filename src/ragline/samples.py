@@ -8,3 +8,9 @@ from pathlib import Path
 
 def sample_corpus_dir() -> Path:
     return Path(str(resources.files("ragline") / "sample_corpus"))
+
+
+# The sample corpus has a tenant of its own, so that it never shows up in answers about
+# the user's documents (`ragline ask --tenant sample ...`; `ragline serve --sample`
+# creates a query key for it).
+SAMPLE_TENANT = "sample"

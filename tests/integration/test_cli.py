@@ -28,9 +28,9 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def test_sample_corpus_answers_a_question_about_it(cli):
     cli("ingest", "--sample")
-    result = cli("search", "How do bees tell each other how far away flowers are?", "--json")
+    result = cli("search", "How do bees tell each other how far away flowers are?", "--tenant", "sample", "--json")
     top = json.loads(result.stdout)["hits"][0]
-    assert top["document_id"] == "sample_corpus/honeybees.md"
+    assert top["document_id"] == "honeybees.md"
     assert "waggle" in top["text"]
 
 
@@ -42,9 +42,10 @@ def test_reingesting_the_sample_reports_everything_unchanged(cli):
 
 def test_delete_and_stats(cli):
     cli("ingest", "--sample")
-    before = json.loads(cli("stats", "--json").stdout)["chunks"]
-    assert "deleted sample_corpus/tea.html" in cli("delete", "sample_corpus/tea.html").stdout
-    assert json.loads(cli("stats", "--json").stdout)["chunks"] < before
+    assert json.loads(cli("stats", "--json").stdout)["chunks"] == 0  # the sample has a tenant of its own
+    before = json.loads(cli("stats", "-t", "sample", "--json").stdout)["chunks"]
+    assert "deleted tea.html" in cli("delete", "tea.html", "-t", "sample").stdout
+    assert json.loads(cli("stats", "-t", "sample", "--json").stdout)["chunks"] < before
 
 
 def test_deleting_a_missing_document_fails_with_a_message(cli):
@@ -63,10 +64,9 @@ def test_a_bad_setting_is_a_clear_configuration_error(cli, monkeypatch):
 
 def test_ls_lists_what_is_indexed(cli):
     cli("ingest", "--sample")
-    listed = json.loads(cli("ls", "--json").stdout)
+    listed = json.loads(cli("ls", "-t", "sample", "--json").stdout)
     assert len(listed) == 6 and [d["id"] for d in listed] == sorted(d["id"] for d in listed)
     assert all(d["chunks"] >= 1 for d in listed)
-    assert [d["id"] for d in json.loads(cli("ls", "sample_corpus/honey", "--json").stdout)] == [
-        "sample_corpus/honeybees.md"
-    ]
-    assert "6 documents" in cli("ls").stdout
+    assert [d["id"] for d in json.loads(cli("ls", "honey", "-t", "sample", "--json").stdout)] == ["honeybees.md"]
+    assert "6 documents" in cli("ls", "-t", "sample").stdout
+    assert "0 documents" in cli("ls").stdout

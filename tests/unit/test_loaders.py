@@ -90,7 +90,22 @@ def test_walking_a_directory_skips_hidden_and_unsupported_files(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
     ids = [doc_id for _, doc_id in iter_files([tmp_path])]
-    assert ids == [f"{tmp_path.name}/a.txt", f"{tmp_path.name}/b.md", f"{tmp_path.name}/sub/c.html"]
+    assert ids == ["a.txt", "b.md", "sub/c.html"]
+
+
+def test_ids_are_relative_to_the_ingested_root_whatever_the_working_directory(tmp_path, monkeypatch):
+    """The same file ingested from two working directories is one document (its id used
+    to be its path relative to the working directory when under it)."""
+    (tmp_path / "kb" / "guide").mkdir(parents=True)
+    (tmp_path / "kb" / "guide" / "setup.md").write_text("x")
+    seen = set()
+    for cwd, target in ((tmp_path, Path("kb")), (tmp_path / "kb", Path(".")), (tmp_path / "kb" / "guide", Path(".."))):
+        monkeypatch.chdir(cwd)
+        seen |= {doc_id for _, doc_id in iter_files([target])}
+    assert seen == {"guide/setup.md"}
+    monkeypatch.chdir(tmp_path / "kb" / "guide")
+    assert [i for _, i in iter_files([Path("setup.md")], id_prefix="kb/")] == ["kb/setup.md"]
+    assert [i for _, i in iter_files([tmp_path / "kb"], id_prefix="kb/")] == ["kb/guide/setup.md"]
 
 
 def test_a_missing_path_is_reported_not_raised(tmp_path):

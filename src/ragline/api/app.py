@@ -24,6 +24,7 @@ from ..engine import Engine
 from ..limits import Limits
 from ..observability import Metrics
 from ..settings import Settings
+from ..stores import ownership
 from .auth import Authenticator, JWTConfig, KeyStore
 from .jobs import Jobs
 from .middleware import Guard, GuardConfig, RequestContext
@@ -44,6 +45,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.answerer = await _answerer(settings, engine, app, stack)
+            # Tell CLI commands on this machine where the owner of the database listens.
+            ownership.announce(url=local_url(settings), token=auth.owner_token)
             if not app.state.answerer.writes_are_queued:
                 app.state.jobs.resume(app.state.answerer.write)
             yield
@@ -79,6 +82,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         app.include_router(router)
     app.mount(pages.SWAGGER_ASSETS, StaticFiles(directory=pages.swagger_dir()), name="swagger-assets")
     return app
+
+
+def local_url(settings: Settings) -> str:
+    """Where a client on this machine reaches the server."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
 
 
 async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, stack: AsyncExitStack) -> Answerer:

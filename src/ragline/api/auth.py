@@ -30,6 +30,7 @@ from ..models import validate_tenant
 
 SCOPES = ("query", "ingest", "admin")
 _PREFIX = "rl_"
+_OWNER_PREFIX = "rlo_"
 
 
 @dataclass(frozen=True)
@@ -230,15 +231,15 @@ class Authenticator:
         self.jwt = jwt_config
         self.enabled = enabled
         self.default_tenant = default_tenant
+        # The owner's token: written only into the database's 0600 owner record (see
+        # stores/ownership.py) for the CLI of the user who owns the data; loopback only.
+        self.owner_token = _OWNER_PREFIX + secrets.token_urlsafe(32)
 
-    def authenticate(self, authorization: str | None, api_key: str | None, tenant_header: str | None) -> Principal:
+    def authenticate(
+        self, authorization: str | None, api_key: str | None, tenant_header: str | None, loopback: bool = False
+    ) -> Principal:
         if not self.enabled:
-            tenant = tenant_header or self.default_tenant
-            try:
-                validate_tenant(tenant)
-            except ValueError as exc:
-                raise Unauthorized(str(exc)) from exc
-            return Principal(tenant, frozenset(SCOPES), "anonymous")
+            return Principal(self._chosen(tenant_header), frozenset(SCOPES), "anonymous")
         token = api_key
         if not token and authorization:
             scheme, _, token = authorization.partition(" ")
@@ -247,4 +248,17 @@ class Authenticator:
         if not token:
             raise Unauthorized("missing credentials: send 'Authorization: Bearer <API key or JWT>'")
         token = token.strip()
+        if token.startswith(_OWNER_PREFIX):
+            if not (loopback and hmac.compare_digest(token, self.owner_token)):
+                raise Unauthorized("invalid owner token (it is accepted only from this machine)")
+            return Principal(self._chosen(tenant_header), frozenset(SCOPES), "owner")
         return self.keys.verify(token) if token.startswith(_PREFIX) else verify_jwt(token, self.jwt)
+
+    def _chosen(self, tenant_header: str | None) -> str:
+        """The tenant a caller allowed to choose one asked for (X-Ragline-Tenant)."""
+        tenant = tenant_header or self.default_tenant
+        try:
+            validate_tenant(tenant)
+        except ValueError as exc:
+            raise Unauthorized(str(exc)) from exc
+        return tenant

@@ -96,6 +96,13 @@ class DocumentList(BaseModel):
     next: str | None = None  # pass as `after` for the next page; null on the last
 
 
+class TenantStats(BaseModel):
+    tenant: str
+    chunks: int
+    collection: str
+    embedder: str
+
+
 class DocumentOut(BaseModel):
     id: str
     tenant: str

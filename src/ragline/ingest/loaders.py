@@ -24,13 +24,18 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | PDF_SUFFIXES
 _MD_TITLE = re.compile(r"^\s*#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
-def iter_files(paths: list[Path], follow_symlinks: bool = False) -> Iterator[tuple[Path, str] | DocumentError]:
+def iter_files(
+    paths: list[Path], follow_symlinks: bool = False, id_prefix: str = ""
+) -> Iterator[tuple[Path, str] | DocumentError]:
     """(file, document id) pairs under ``paths``, sorted; a missing path is reported, not raised.
 
-    A file's id is its path relative to the working directory when it lies under it.
-    Otherwise: inside a directory given, the directory's name joined with the path
-    within it (``sample_corpus/tea.html``); a file given alone, its name. Inside a
-    directory, a symbolic link that leads out of it is reported and skipped unless
+    A document's id is ``id_prefix`` followed by the file's path relative to the
+    directory given (``ragline ingest docs/`` makes ``docs/guide/setup.md`` the id
+    ``guide/setup.md``), or by its name for a file given alone: the same file gets the
+    same id from any working directory, and the same folder ingested from another place
+    (a new checkout, a mounted copy) updates the documents it made before. Folders whose
+    relative paths could collide take a prefix each (``--id-prefix handbook/``). Inside
+    a directory, a symbolic link that leads out of it is reported and skipped unless
     ``follow_symlinks`` (a link to /etc/passwd must not be indexed by accident).
     """
     for path in paths:
@@ -43,9 +48,9 @@ def iter_files(paths: list[Path], follow_symlinks: bool = False) -> Iterator[tup
                         "a symbolic link out of the ingested directory; skipped (--follow-symlinks to include it)",
                     )
                     continue
-                yield file, _id_under_cwd(file) or f"{path.absolute().name}/{file.relative_to(path).as_posix()}"
+                yield file, id_prefix + file.relative_to(path).as_posix()
         elif path.exists() or path.is_symlink():
-            yield path, _id_under_cwd(path) or path.name
+            yield path, id_prefix + path.name
         else:
             yield DocumentError(str(path), "no such file or directory")
 
@@ -56,13 +61,6 @@ def _walk(root: Path) -> Iterator[Path]:
         for name in sorted(filenames):
             if not name.startswith(".") and Path(name).suffix.lower() in SUPPORTED_SUFFIXES:
                 yield Path(dirpath) / name
-
-
-def _id_under_cwd(path: Path) -> str | None:
-    try:
-        return path.absolute().relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return None
 
 
 def load_file(path: Path, tenant: str, max_bytes: int, document_id: str) -> Document:
@@ -85,7 +83,12 @@ def load_file(path: Path, tenant: str, max_bytes: int, document_id: str) -> Docu
         title = _md_title(text) if suffix in {".md", ".markdown"} else None
     if not text.strip():
         raise DocumentError(str(path), "empty: no text to index")
-    metadata: dict[str, Any] = {"source": str(path), "title": title or path.stem, "type": suffix.lstrip(".") or "txt"}
+    # The absolute path: the same file has the same metadata from any working directory.
+    metadata: dict[str, Any] = {
+        "source": str(path.absolute()),
+        "title": title or path.stem,
+        "type": suffix.lstrip(".") or "txt",
+    }
     return Document(tenant=tenant, id=document_id, text=text, metadata=metadata)
 
 

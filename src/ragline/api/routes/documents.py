@@ -23,7 +23,15 @@ from ...ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ...limits import Limits, check_text
 from ...models import Document
 from ..deps import IngestCaller, QueryCaller
-from ..schemas import DeleteResponse, DocumentIn, DocumentList, DocumentOut, DocumentsResponse, IngestionJob
+from ..schemas import (
+    DeleteResponse,
+    DocumentIn,
+    DocumentList,
+    DocumentOut,
+    DocumentsResponse,
+    IngestionJob,
+    TenantStats,
+)
 from ._common import answerer
 
 router = APIRouter(tags=["documents"])
@@ -90,6 +98,12 @@ async def list_documents(
             raise InvalidInput(f"{name} must be printable text (no control characters)")
     documents, cursor = await answerer(request).documents(who.tenant, prefix, after, limit)
     return DocumentList(documents=documents, next=cursor)
+
+
+@router.get("/v1/stats", response_model=TenantStats)
+async def stats(request: Request, who: QueryCaller) -> dict[str, Any]:
+    """How many chunks the caller's tenant has, in which collection, with which embedder."""
+    return await answerer(request).stats(who.tenant)
 
 
 @router.get("/v1/documents/{document_id:path}", response_model=DocumentOut)

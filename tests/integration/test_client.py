@@ -1,0 +1,124 @@
+"""ragline.client against a live `ragline serve` (authentication on, an API key)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ragline import Answer
+from ragline.client import AsyncClient, Client
+from ragline.errors import DependencyUnavailable, InvalidInput, NotFound, Unauthorized
+from tests.conftest import free_port, wait_until
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(url, admin API key) of a server on Milvus Lite with the hashing embedder."""
+    tmp = tmp_path_factory.mktemp("client")
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAGLINE_MILVUS_URI": str(tmp / "m.db"),
+        "RAGLINE_EMBEDDER": "hashing",
+        "RAGLINE_GENERATOR": "extractive",
+        "RAGLINE_KEYS_FILE": str(tmp / "keys.json"),
+        "RAGLINE_SPOOL_DIR": str(tmp / "pending"),
+        "RAGLINE_PORT": str(port),
+        "RAGLINE_RATE_LIMIT_RPS": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragline.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ready(url), timeout_s=60, interval_s=0.2)
+        yield url, (tmp / "first-admin-key").read_text().strip()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_documents_search_and_answers(server, tmp_path: Path):
+    url, key = server
+    with Client(url, key) as rag:
+        written = rag.add(
+            [
+                {"id": "c/bees.md", "text": "Honeybees dance to tell the distance to flowers.", "metadata": {"k": 1}},
+                {"id": "c/tea.md", "text": "Assam tea grows in the Brahmaputra valley."},
+                {"id": "c/salt.md", "text": "Sea salt is made by evaporating seawater in shallow ponds."},
+            ],
+            wait=True,
+        )
+        assert written.status == "searchable" and written.report is not None and written.report.documents == 3
+
+        first = rag.list_documents(prefix="c/", limit=2)
+        assert [d.id for d in first.documents] == ["c/bees.md", "c/salt.md"] and first.next is not None
+        assert [d.id for d in rag.list_documents(prefix="c/", after=first.next, limit=2).documents] == ["c/tea.md"]
+        assert [d.id for d in rag.documents(prefix="c/", page_size=1)] == ["c/bees.md", "c/salt.md", "c/tea.md"]
+
+        doc = rag.get("c/bees.md")
+        assert doc.metadata["k"] == 1 and "dance" in doc.chunks[0].text
+        assert rag.search("honeybees dance distance flowers").hits[0].document_id == "c/bees.md"
+        answer = rag.ask("How do honeybees tell the distance to flowers?")
+        assert isinstance(answer, Answer) and "c/bees.md" in {c.document_id for c in answer.citations}
+        pieces = list(rag.stream("How do honeybees tell the distance to flowers?"))
+        assert isinstance(pieces[-1], Answer) and all(isinstance(p, str) for p in pieces[:-1])
+        assert "".join(pieces[:-1]).strip() == pieces[-1].text.strip()
+        assert rag.stats()["chunks"] >= 3
+
+        (tmp_path / "notes.txt").write_text("The lighthouse keeper logs the weather every four hours.")
+        [uploaded] = rag.upload([tmp_path / "notes.txt"], wait=True)
+        assert uploaded.ids == ["notes.txt"] and rag.get("notes.txt").chunks
+
+        queued = rag.add([{"id": "c/later.md", "text": "Granite is an igneous rock."}])
+        assert queued.status == "accepted" and queued.job_id
+        job = wait_until(lambda: _finished(rag.ingestion(queued.job_id)), timeout_s=30)
+        assert job.status == "searchable" and job.documents[0].status == "searchable"
+
+        assert rag.delete("c/tea.md").deleted_chunks == 1
+        with pytest.raises(NotFound) as missing:
+            rag.get("c/tea.md")
+        assert missing.value.status == 404 and "c/tea.md" in str(missing.value)  # type: ignore[attr-defined]
+        with pytest.raises(InvalidInput) as invalid:
+            rag.search("x", top_k=0)
+        assert invalid.value.status == 422 and "top_k" in str(invalid.value)  # type: ignore[attr-defined]
+
+
+def _finished(job):
+    return job if job.status not in ("queued", "running") else None
+
+
+def test_errors_are_typed(server):
+    url, _ = server
+    with Client(url, "rl_nope_nope") as rag, pytest.raises(Unauthorized):
+        rag.search("anything")
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=2) as rag, pytest.raises(DependencyUnavailable):
+        rag.search("anything")
+
+
+async def test_the_async_client(server):
+    url, key = server
+    async with AsyncClient(url, key) as rag:
+        await rag.add([{"id": "a/granite.md", "text": "Granite is an igneous rock rich in quartz."}], wait=True)
+        assert [d.id async for d in rag.documents(prefix="a/")] == ["a/granite.md"]
+        assert (await rag.search("granite quartz rock")).hits[0].document_id == "a/granite.md"
+        pieces = [p async for p in rag.stream("What is granite rich in?")]
+        assert isinstance(pieces[-1], Answer) and "a/granite.md" in {c.document_id for c in pieces[-1].citations}
+        assert (await rag.delete("a/granite.md")).deleted_chunks == 1
+        with pytest.raises(NotFound):
+            await rag.get("a/granite.md")
