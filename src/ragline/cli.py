@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -158,7 +159,10 @@ IdPrefixOption = Annotated[
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Files or directories (.txt .md .html .pdf).")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files or directories (.txt .md .html .pdf .docx .pptx .xlsx .csv .json .eml)."),
+    ] = None,
     sample: Annotated[
         bool, typer.Option("--sample", help="Ingest the bundled sample corpus (into the tenant 'sample').")
     ] = False,
@@ -217,17 +221,23 @@ def ingest(
     if as_json:
         _print_json(report.model_dump_json())
     else:
-        for message in report.errors:
-            err.print(f"[yellow]skipped[/] {message}", markup=False)
+        for message in report.errors[:_SHOWN_ERRORS]:
+            err.print(f"[yellow]skipped[/] {escape(message)}")
+        if len(report.errors) > _SHOWN_ERRORS:
+            err.print(f"[yellow]... and {len(report.errors) - _SHOWN_ERRORS} more skipped[/] (--json lists them all)")
         out.print(
             f"{report.documents} documents ({report.unchanged_documents} unchanged): "
             f"{report.chunks_written} chunks written, {report.chunks_unchanged} unchanged, "
             f"{report.chunks_deleted} deleted, in {report.seconds:.1f}s"
         )
-    if report.errors and not report.documents:
+    if not report.documents:
+        err.print(
+            "[red]nothing was ingested[/]" + (": every file was skipped" if report.errors else ": no files found")
+        )
         raise typer.Exit(1)
 
 
+_SHOWN_ERRORS = 20
 _BATCH_DOCS, _BATCH_BYTES = 32, 4_000_000  # per request to a server (its body limit is 25 MB by default)
 
 

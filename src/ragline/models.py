@@ -48,6 +48,8 @@ class Document(Message):
     text: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     received_at: datetime = Field(default_factory=_utcnow)
+    # Where each page starts in ``text`` (PDFs): every chunk gets its page in metadata.
+    pages: list[int] | None = Field(default=None, max_length=100_000)
 
     _check_tenant = field_validator("tenant")(validate_tenant)
 

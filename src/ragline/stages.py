@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import time
@@ -53,24 +54,38 @@ def chunk_document(document: Document, chunker: Chunker) -> list[Chunk]:
 
 
 def chunk_documents(documents: Sequence[Document], chunker: Chunker) -> list[list[Chunk]]:
-    """``chunk_document`` of each, tokenised together (one tokenizer call for them all)."""
-    out = []
-    for document, texts in zip(documents, chunker.split_many([d.text for d in documents])):
-        meta_key = json.dumps(document.metadata, sort_keys=True, default=str)
-        out.append(
-            [
+    """``chunk_document`` of each, tokenised together (one tokenizer call for them all).
+    A document with pages (PDF, slides) is chunked page by page, so no chunk straddles
+    two pages and each carries its ``page`` (from 1) for citations."""
+    segments: list[tuple[int, int | None, str]] = []  # (document, page, text)
+    for index, document in enumerate(documents):
+        text = document.text
+        if document.pages:
+            starts = sorted({0, *(p for p in document.pages if 0 < p < len(text))})
+            bounds = [*starts, len(text)]
+            segments += [(index, n, text[a:b]) for n, (a, b) in enumerate(itertools.pairwise(bounds), 1)]
+        else:
+            segments.append((index, None, text))
+    pieces = chunker.split_many([t for _, _, t in segments])
+    out: list[list[Chunk]] = [[] for _ in documents]
+    meta_keys = [json.dumps(d.metadata, sort_keys=True, default=str) for d in documents]
+    for (index, page, _), texts in zip(segments, pieces):
+        document, chunks = documents[index], out[index]
+        metadata = document.metadata if page is None else {**document.metadata, "page": page}
+        key = meta_keys[index] if page is None else f"{meta_keys[index]}\x1fpage={page}"
+        for text in texts:
+            n = len(chunks)
+            chunks.append(
                 Chunk(
                     id=chunk_id(document.tenant, document.id, n),
                     tenant=document.tenant,
                     document_id=document.id,
                     number=n,
                     text=text,
-                    content_hash=content_hash(text + "\x1f" + meta_key),
-                    metadata=document.metadata,
+                    content_hash=content_hash(text + "\x1f" + key),
+                    metadata=metadata,
                 )
-                for n, text in enumerate(texts)
-            ]
-        )
+            )
     return out
 
 

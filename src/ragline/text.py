@@ -4,8 +4,8 @@ content words (lower-cased, lightly stemmed, without stop words)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n")
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     [
@@ -101,12 +101,53 @@ def content_words(text: str) -> list[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences and lines of four words or more (headings and fragments drop out)."""
-    sentences = (s.strip().lstrip("#").strip() for s in _SENTENCE.split(text))
-    return [s for s in sentences if len(s.split()) >= 4]
+    """Sentences of four words or more (headings and fragments drop out), found by a real
+    segmenter (sentencex: abbreviations, decimals and initials do not end a sentence)
+    within paragraphs whose hard line wraps are joined first. A Markdown heading or list
+    item stays a unit of its own; a table row becomes one sentence, its cells named by
+    the header row (``fruit: mango; price: 3.2``)."""
+    from sentencex import segment
+
+    sentences: list[str] = []
+    header: list[str] | None = None
+    for paragraph in _paragraphs(text):
+        if _ROW.search(paragraph):
+            cells = [c.strip() for c in paragraph.strip().strip("|").split("|")]
+            if header is None:
+                header, pieces = cells, ["; ".join(c for c in cells if c)]
+            elif len(cells) == len(header) and any(header):
+                pieces = ["; ".join(f"{h}: {c}" if h else c for h, c in zip(header, cells) if c)]
+            else:
+                pieces = ["; ".join(c for c in cells if c)]
+        else:
+            header = None
+            if _STRUCTURAL.match(paragraph):
+                pieces = [_STRUCTURAL.sub("", paragraph).strip()]
+            else:
+                pieces = [s.strip() for s in segment("en", paragraph)]
+        sentences += [p for p in pieces if len(p.split()) >= 4]
+    return sentences
 
 
-def overlap(question: str, text: str) -> float:
-    """The share of the question's content words that appear in ``text``."""
-    wanted = set(content_words(question))
-    return len(wanted & set(content_words(text))) / len(wanted) if wanted else 0.0
+_STRUCTURAL = re.compile(r"^(#{1,6}\s|[-*+]\s|\d{1,3}[.)]\s)")
+_ROW = re.compile(r"^\||\s\|\s")  # a Markdown table row, or cells a PDF's layout kept apart
+_TABLE_RULE = re.compile(r"^\|?[\s:|-]*-[\s:|-]*\|?$")  # | --- | --- |
+_COMMENT = re.compile(r"^<!--.*-->$")
+
+
+def _paragraphs(text: str) -> Iterator[str]:
+    """Blank-line separated paragraphs with their line wraps joined; structural lines
+    (headings, list items, table rows) are paragraphs of their own."""
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or _STRUCTURAL.match(line) or _ROW.search(line) or _COMMENT.match(line):
+            if lines:
+                yield " ".join(lines)
+                lines = []
+            if line and not _TABLE_RULE.match(line) and not _COMMENT.match(line):
+                yield line
+        else:
+            lines.append(line)
+    if lines:
+        yield " ".join(lines)

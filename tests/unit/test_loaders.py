@@ -46,7 +46,7 @@ def test_html_keeps_text_and_drops_scripts_and_styles(tmp_path):
         "<body><script>alert(1)</script><p>Hello &amp; welcome</p><p>Second</p></body></html>"
     )
     doc = load(tmp_path / "p.html")
-    assert doc.text == "Hello & welcome\nSecond" and doc.metadata["title"] == "T"
+    assert doc.text == "Hello & welcome\n\nSecond" and doc.metadata["title"] == "T"
 
 
 def test_pdf_text_is_extracted(tmp_path):
@@ -85,12 +85,15 @@ def test_an_unreadable_file_is_a_document_error(tmp_path):
         load(tmp_path / "gone.txt")
 
 
-def test_walking_a_directory_skips_hidden_and_unsupported_files(tmp_path):
+def test_walking_a_directory_skips_hidden_files_and_reports_unsupported_ones(tmp_path):
     for name in ("b.md", "a.txt", ".hidden.txt", "image.png", "sub/c.html", ".git/x.txt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
-    ids = [doc_id for _, doc_id in iter_files([tmp_path])]
-    assert ids == ["a.txt", "b.md", "sub/c.html"]
+    found = list(iter_files([tmp_path]))
+    assert [item[1] for item in found if isinstance(item, tuple)] == ["a.txt", "b.md", "sub/c.html"]
+    [refused] = [item for item in found if isinstance(item, DocumentError)]
+    assert refused.source.endswith("image.png") and "unsupported file type .png" in refused.reason
+    assert ".docx" in refused.reason and ".eml" in refused.reason  # the supported list
 
 
 def test_ids_are_relative_to_the_ingested_root_whatever_the_working_directory(tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ class Chunker:
 
     def split(self, text: str) -> list[str]:
         """The chunk texts of ``text``, in order; whitespace-only text has none."""
-        return [piece for start, end in self._windows(text) if (piece := text[start:end].strip())]
+        return [piece for _, piece in self._pieces(text)]
 
     def split_many(self, texts: list[str]) -> list[list[str]]:
         """``split`` of each text; texts of one block are tokenised in one call when the
@@ -71,10 +71,10 @@ class Chunker:
         spans: dict[int, list[tuple[int, int]]] = {}
         if many is not None and short:
             spans = dict(zip(short, many([texts[i] for i in short])))
-        return [
-            [piece for start, end in self._windows(text, spans.get(i)) if (piece := text[start:end].strip())]
-            for i, text in enumerate(texts)
-        ]
+        return [[piece for _, piece in self._pieces(text, spans.get(i))] for i, text in enumerate(texts)]
+
+    def _pieces(self, text: str, spans: list[tuple[int, int]] | None = None) -> list[tuple[int, str]]:
+        return [(start, piece) for start, end in self._windows(text, spans) if (piece := text[start:end].strip())]
 
     def _windows(self, text: str, spans: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, int]]:
         pending: list[tuple[int, int]] = []
