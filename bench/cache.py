@@ -24,7 +24,7 @@ from _common import ROOT, median, report
 from ragline import Settings
 from ragline.engine import Engine
 from ragline.generators import build_generator
-from ragline.samples import sample_corpus_dir
+from ragline.samples import sample_files
 
 QUESTIONS = [q["question"] for q in json.loads((ROOT / "bench" / "data" / "sample_questions.json").read_text())]
 
@@ -45,7 +45,7 @@ async def main() -> None:
             milvus_uri=str(Path(tmp) / "cache.db"), generator=args.generator, answer_cache_ttl_s=3600, llm_timeout_s=120
         )
         engine = Engine.from_settings(settings)
-        await engine.ingest_paths([sample_corpus_dir()])
+        await engine.ingest_paths(sample_files())
         misses, hits = [], []
         for question in QUESTIONS[:8]:
             ms, cached = await timed(engine, question)

@@ -121,10 +121,10 @@ def main() -> None:
             procs.append(api)
             wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
             wait_http(f"http://127.0.0.1:{port}/healthz")
-            from ragline.samples import sample_corpus_dir
+            from ragline.samples import sample_files
 
             subprocess.run(
-                [sys.executable, "-m", "ragline", "publish", str(sample_corpus_dir())],
+                [sys.executable, "-m", "ragline", "publish", *map(str, sample_files())],
                 env=env,
                 check=True,
                 capture_output=True,

@@ -27,7 +27,7 @@ from ragline.buses import build_bus, topic_specs
 from ragline.engine import Engine
 from ragline.models import Document, Query
 from ragline.pipeline import Pipeline
-from ragline.samples import sample_corpus_dir
+from ragline.samples import sample_files
 from ragline.settings import Settings
 from ragline.workers import Topics
 
@@ -85,7 +85,7 @@ async def run(args) -> dict:
             )
             settings = Settings.load(**base)
             engine = Engine.from_settings(settings)
-            await engine.ingest_paths([sample_corpus_dir()])
+            await engine.ingest_paths(sample_files())
             await engine.search("warm up")
             shapes = {
                 "inproc": dict(bus_url="memory"),

@@ -25,7 +25,7 @@ from ragline.buses import build_bus, topic_specs
 from ragline.buses.memory import MemoryBus
 from ragline.engine import Engine
 from ragline.models import Document, Query
-from ragline.samples import sample_corpus_dir
+from ragline.samples import sample_files
 from ragline.settings import Settings
 from ragline.workers import Topics, build_worker
 
@@ -61,7 +61,7 @@ async def run(args) -> dict:
             milvus_uri=f"{tmp}/w.db", generator="extractive", cache_url="none", retrieval_mode="dense", embed_threads=1
         )
         engine = Engine.from_settings(settings)
-        await engine.ingest_paths([sample_corpus_dir()])
+        await engine.ingest_paths(sample_files())
         queries = [
             Query(text=f"{QUESTIONS[i % len(QUESTIONS)]} ({i})", top_k=3).model_dump_json().encode()
             for i in range(args.messages)

@@ -41,12 +41,12 @@ np.savez_compressed(sys.argv[2], texts=np.array(texts, dtype=str), vectors=vecto
 def sample_texts() -> list[str]:
     from ragline.embedders.minilm import load_tokenizer
     from ragline.ingest.chunking import Chunker, tokenizer_token_spans
-    from ragline.ingest.loaders import iter_files, load_file
-    from ragline.samples import sample_corpus_dir
+    from ragline.ingest.loaders import load_file
+    from ragline.samples import sample_files
 
     chunker = Chunker(tokenizer_token_spans(load_tokenizer()), size=200, overlap=40)
     texts: list[str] = []
-    for path, doc_id in iter_files([sample_corpus_dir()]):
+    for path, doc_id in ((p, p.name) for p in sample_files()):
         doc = load_file(path, "default", 10**8, doc_id)
         texts.append(doc.text)  # whole documents: both sides truncate at 256 tokens
         texts.extend(chunker.split(doc.text))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -14,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .client import Client
@@ -23,7 +24,7 @@ from .errors import ConfigurationError, DocumentError, InvalidInput, RaglineErro
 from .errors import NotFound as NotFoundError
 from .ingest.loaders import iter_files, load_file
 from .models import Answer, Document, IngestReport
-from .samples import SAMPLE_TENANT, sample_corpus_dir
+from .samples import SAMPLE_TENANT, sample_files
 from .settings import Settings
 
 # Model files come from installed packages; never reach for a model hub.
@@ -123,7 +124,13 @@ def _through(client: Client, work: Callable[[Client], T]) -> T:
         raise typer.Exit(1) from None
 
 
-def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]], **overrides: Any) -> T:
+def _run(
+    config: Path | None,
+    work: Callable[[Engine], Awaitable[T]],
+    *,
+    on_interrupt: Callable[[str], str] | None = None,
+    **overrides: Any,
+) -> T:
     """Build the engine from settings, run one operation, and turn errors into messages."""
 
     async def main() -> T:
@@ -133,13 +140,49 @@ def _run(config: Path | None, work: Callable[[Engine], Awaitable[T]], **override
         finally:
             await engine.close()
 
-    return _main(main())
+    return _main(main(), on_interrupt)
 
 
-def _main(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run the command's coroutine; ragline's errors become a message and an exit status."""
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the command."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+
+
+def _main(coroutine: Coroutine[Any, Any, T], on_interrupt: Callable[[str], str] | None = None) -> T:
+    """Run the command's coroutine; ragline's errors become a message and an exit status.
+    Ctrl-C and SIGTERM cancel it: its ``finally`` blocks close what it opened (an
+    embedding in progress stops after its current batch), then it exits 130 / 143 with
+    ``on_interrupt(signal name)`` as the message."""
+    received: list[str] = []
+
+    async def guarded() -> T:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+
+        def stop(name: str) -> None:
+            received.append(name)
+            task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig.name)
+        return await coroutine
+
     try:
-        return asyncio.run(coroutine)
+        return asyncio.run(guarded())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        stopped = Interrupted(received[0] if received else "SIGINT")
+        message = on_interrupt(stopped.signal_name) if on_interrupt else f"interrupted ({stopped.signal_name})"
+        err.print(f"[yellow]{message}[/]")
+        # What the command opened is closed (its finally blocks ran); an embedding thread
+        # still finishing its batch would hold the exit for up to seconds, and its work
+        # is abandoned anyway: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stopped.exit_code)
     except ConfigurationError as exc:
         err.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -180,7 +223,7 @@ def ingest(
     if sample and paths:
         err.print("[red]error:[/] --sample ingests the sample corpus alone (into its own tenant); give no PATH with it")
         raise typer.Exit(2)
-    targets = list(paths or []) + ([sample_corpus_dir()] if sample else [])
+    targets = list(paths or []) + (sample_files() if sample else [])
     if not targets:
         err.print("[red]error:[/] give at least one PATH, or --sample")
         raise typer.Exit(2)
@@ -189,34 +232,48 @@ def ingest(
     if not id_prefix.isprintable():
         err.print("[red]error:[/] --id-prefix must be printable text")
         raise typer.Exit(2)
-    total = sum(1 for _ in iter_files(targets, follow_symlinks))
+    files = [item[0] for item in iter_files(targets, follow_symlinks) if isinstance(item, tuple)]
     client = _remote(config, url, api_key, tenant)
-    with Progress(
-        TextColumn("[bold]ingesting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[file]}"),
-        console=err,
-        transient=True,
-        disable=as_json,
-    ) as progress:
-        task = progress.add_task("ingest", total=total, file="")
+    so_far = IngestReport()
 
-        def on_file(name: str) -> None:
-            progress.update(task, advance=1, file=Path(name).name)
+    def interrupted(name: str) -> str:
+        return (
+            f"interrupted ({name}): {so_far.documents} documents written before it ({so_far.chunks_written} "
+            f"chunks written, {so_far.chunks_unchanged} unchanged); run the same command again to finish: "
+            "what is written is skipped"
+        )
 
+    with _IngestProgress(files, disable=as_json) as progress:
         if client is not None:
             max_bytes = int(Settings.load(config).max_document_mb * 1_000_000)
-            report = _through(
-                client, lambda c: _ingest_through(c, targets, follow_symlinks, id_prefix, max_bytes, on_file)
-            )
+            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+            try:
+                report = _through(
+                    client,
+                    lambda c: _ingest_through(
+                        c, targets, follow_symlinks, id_prefix, max_bytes, progress.file, progress.chunks, so_far
+                    ),
+                )
+            except (Interrupted, KeyboardInterrupt) as exc:
+                progress.stop()
+                stopped = exc if isinstance(exc, Interrupted) else Interrupted("SIGINT")
+                err.print(f"[yellow]{interrupted(stopped.signal_name)}[/]")
+                raise typer.Exit(stopped.exit_code) from None
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         else:
             report = _run(
                 config,
                 lambda engine: engine.ingest_paths(
-                    targets, tenant, on_file=on_file, follow_symlinks=follow_symlinks, id_prefix=id_prefix
+                    targets,
+                    tenant,
+                    on_file=progress.file,
+                    follow_symlinks=follow_symlinks,
+                    id_prefix=id_prefix,
+                    progress=progress.chunks,
+                    into=so_far,
                 ),
+                on_interrupt=interrupted,
             )
     if as_json:
         _print_json(report.model_dump_json())
@@ -238,6 +295,79 @@ def ingest(
 
 
 _SHOWN_ERRORS = 20
+
+
+class _IngestProgress:
+    """The ingest progress bar, in chunks written (or found unchanged) out of an estimate
+    that sharpens as files are read (chunks per byte so far times the bytes left), with
+    the rate and the time left."""
+
+    def __init__(self, files: list[Path], disable: bool) -> None:
+        self.sizes = {str(f): _size_of(f) for f in files}
+        self.bytes_total = sum(self.sizes.values()) or 1
+        self.bytes_read = 0
+        self.known = 0  # chunks planned or found unchanged
+        self.done = 0  # chunks written or found unchanged
+        self.started = time.monotonic()
+        self.bar = Progress(
+            TextColumn("[bold]ingesting"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} chunks"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[file]}"),
+            console=err,
+            transient=True,
+            disable=disable,
+        )
+        self.task = self.bar.add_task("ingest", total=max(1, self.bytes_total // 900), file="", rate="")
+        self.lines = not disable and not err.is_terminal
+
+    def __enter__(self) -> _IngestProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+    def file(self, name: str) -> None:
+        self.bytes_read += self.sizes.get(name, 0)
+        self._show(file=Path(name).name)
+
+    def chunks(self, kind: str, n: int) -> None:
+        if kind in ("planned", "unchanged"):
+            self.known += n
+        if kind in ("written", "unchanged"):
+            self.done += n
+        self._show()
+        if kind == "written" and self.lines:  # no live bar (a log, a pipe): a line per group written
+            task = self.bar.tasks[0]
+            left = f", about {task.time_remaining:.0f}s left" if task.time_remaining else ""
+            err.print(f"ingest: {self.done} of about {task.total:.0f} chunks written or unchanged{left}")
+
+    def _show(self, **fields: Any) -> None:
+        per_byte = self.known / self.bytes_read if self.known and self.bytes_read else 1 / 900
+        estimate = self.known + max(0, self.bytes_total - self.bytes_read) * per_byte
+        rate = self.done / max(1e-3, time.monotonic() - self.started)
+        self.bar.update(
+            self.task, completed=self.done, total=max(estimate, self.done, 1), rate=f"{rate:.0f}/s", **fields
+        )
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 _BATCH_DOCS, _BATCH_BYTES = 32, 4_000_000  # per request to a server (its body limit is 25 MB by default)
 
 
@@ -248,11 +378,13 @@ def _ingest_through(
     id_prefix: str,
     max_bytes: int,
     on_file: Callable[[str], None],
+    progress: Callable[[str, int], None],
+    total: IngestReport,
 ) -> IngestReport:
     """Read the files here and send them to the server in batches, each written before
     the next is sent (``wait``); through a bus gateway, accepted onto the topic instead."""
     started = time.perf_counter()
-    total, batch, size = IngestReport(), list[Document](), 0
+    batch, size = list[Document](), 0
     wait = True
 
     def send() -> None:
@@ -266,6 +398,9 @@ def _ingest_through(
             response = client.add(batch, wait=False)
         if response.report is not None:
             total.add(response.report)
+            progress("planned", response.report.chunks_written)
+            progress("unchanged", response.report.chunks_unchanged)
+            progress("written", response.report.chunks_written)
         else:
             total.documents += len(response.ids)
         total.errors.extend(response.errors)
@@ -534,7 +669,11 @@ def evaluate(
         return chunks, ingest_s
 
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = {"milvus_uri": str(Path(tmp) / "eval.db"), "collection": "eval", "cache_url": "none"}
+        overrides: dict[str, Any] = {
+            "milvus_uri": str(Path(tmp) / "eval.db"),
+            "collection": "eval",
+            "cache_url": "none",
+        }
         chunks, ingest_s = _run(config, work, **overrides)
     table = Table(
         "mode", *evaluation.MEASURES, "search p50 ms", title=f"{dataset.name}: {len(dataset.queries)} queries"
@@ -622,7 +761,7 @@ def serve(
     setup_tracing(f"{settings.service_name}-api", settings.otlp_endpoint)
     _refuse_if_owned(settings)
     if sample:
-        _run(config, lambda engine: engine.ingest_paths([sample_corpus_dir()], SAMPLE_TENANT))
+        _run(config, lambda engine: engine.ingest_paths(sample_files(), SAMPLE_TENANT))
     if not settings.auth_enabled:
         err.print(
             "[bold red]WARNING: authentication is OFF. Anyone who can reach this port can read, "

@@ -27,7 +27,7 @@ from .settings import Settings
 
 # Documents are written in groups of about this many chunks: memory stays bounded
 # and progress moves, while the embedder still sees full batches.
-_GROUP_CHUNKS = 256
+_GROUP_CHUNKS = 64
 
 
 def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
@@ -130,7 +130,10 @@ class Engine:
 
     # -- ingestion -------------------------------------------------------------------
 
-    async def ingest_documents(self, documents: Sequence[Document]) -> IngestReport:
+    async def ingest_documents(
+        self, documents: Sequence[Document], progress: stages.Progress | None = None
+    ) -> IngestReport:
+        """Write these documents (idempotent); ``progress``: see ``stages.ingest``."""
         with span("ingest", documents=len(documents)):
             report = await stages.ingest(
                 documents,
@@ -139,6 +142,7 @@ class Engine:
                 store=self.store,
                 answers=self.answers,
                 offload=self.chunking.run,
+                progress=progress,
             )
         now = datetime.now(UTC)  # writes use Strong consistency: searchable from here on
         for document in documents:
@@ -152,11 +156,15 @@ class Engine:
         on_file: Callable[[str], None] | None = None,
         follow_symlinks: bool = False,
         id_prefix: str = "",
+        progress: stages.Progress | None = None,
+        into: IngestReport | None = None,
     ) -> IngestReport:
         """Ingest files and directories; a file that fails is reported, the rest go on.
-        Document ids: see ``ingest.loaders.iter_files``."""
+        Document ids: see ``ingest.loaders.iter_files``. Files are written a group at a
+        time (about 256 chunks); ``into`` is kept up to date after each group, so a caller
+        that is interrupted knows what was written (a re-run skips it)."""
         started = time.perf_counter()
-        total = IngestReport()
+        total = into if into is not None else IngestReport()
         group: list[Document] = []
         group_chunks = 0
         max_bytes = int(self.settings.max_document_mb * 1_000_000)
@@ -172,10 +180,11 @@ class Engine:
             if on_file:
                 on_file(item.source if isinstance(item, DocumentError) else str(item[0]))
             if group_chunks >= _GROUP_CHUNKS:
-                total.add(await self.ingest_documents(group))
+                total.add(await self.ingest_documents(group, progress))
+                total.seconds = time.perf_counter() - started
                 group, group_chunks = [], 0
         if group:
-            total.add(await self.ingest_documents(group))
+            total.add(await self.ingest_documents(group, progress))
         total.seconds = time.perf_counter() - started
         return total
 

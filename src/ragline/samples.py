@@ -14,3 +14,8 @@ def sample_corpus_dir() -> Path:
 # the user's documents (`ragline ask --tenant sample ...`; `ragline serve --sample`
 # creates a query key for it).
 SAMPLE_TENANT = "sample"
+
+
+def sample_files() -> list[Path]:
+    """The sample corpus' documents (its NOTICE, the texts' licence, is not one)."""
+    return sorted(p for p in sample_corpus_dir().iterdir() if p.suffix in {".md", ".txt", ".html"})

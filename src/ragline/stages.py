@@ -135,18 +135,25 @@ async def ingest(
     store: VectorStore,
     answers: AnswerMemo | None = None,
     offload: Offload = _inline,
+    progress: Progress | None = None,
 ) -> IngestReport:
     """Make the store hold exactly these documents' current chunks; idempotent.
 
     Unchanged chunks are neither embedded nor written; chunks a document no longer
     has are deleted after its new chunks are written, so it is never missing.
+    ``progress(kind, n)`` hears of "planned" (chunks to write), "unchanged",
+    "embedded" and "written" chunks as they happen.
     """
     started = time.perf_counter()
+    tell = progress or _ignore
     documents = list({(d.tenant, d.id): d for d in documents}.values())  # the last copy wins
     plans = await _plan(documents, chunker, store, offload)
     to_write = [c for p in plans for c in p.write]
+    tell("planned", len(to_write))
+    tell("unchanged", sum(p.unchanged for p in plans))
     if to_write:
-        await store.upsert(await _embedded(to_write, embedder))
+        await store.upsert(await _embedded(to_write, embedder, tell))
+        tell("written", len(to_write))
     for doc, plan in zip(documents, plans):
         if plan.delete:
             await store.delete_chunks(doc.tenant, plan.delete)
@@ -163,7 +170,14 @@ async def ingest(
     )
 
 
-async def _embedded(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
+Progress = Callable[[str, int], None]
+
+
+def _ignore(kind: str, n: int) -> None:
+    pass
+
+
+async def _embedded(chunks: list[Chunk], embedder: Embedder, tell: Progress = _ignore) -> list[Chunk]:
     """The chunks with their vectors, embedded per tenant (caches are per tenant)."""
     by_tenant: dict[str, list[Chunk]] = defaultdict(list)
     for chunk in chunks:
@@ -174,6 +188,7 @@ async def _embedded(chunks: list[Chunk], embedder: Embedder) -> list[Chunk]:
             part = group[start : start + _EMBED_SLICE]
             vectors = await embedder.embed([c.text for c in part], tenant)
             out.extend(c.model_copy(update={"vector": v.tolist()}) for c, v in zip(part, vectors))
+            tell("embedded", len(part))
     return out
 
 

@@ -16,7 +16,7 @@ from ragline.generators.extractive import ExtractiveGenerator
 from ragline.generators.openai import OpenAIGenerator
 from ragline.generators.prompts import NOT_IN_SOURCES, build_prompt
 from ragline.models import Hit
-from ragline.samples import sample_corpus_dir
+from ragline.samples import sample_files
 from ragline.stores.milvus import MilvusStore
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ async def sample_engine(tmp_path_factory, minilm) -> AsyncIterator[Engine]:
     engine = Engine(
         settings, minilm, MilvusStore.from_settings(settings, minilm.dimension), generator=ExtractiveGenerator()
     )
-    await engine.ingest_paths([sample_corpus_dir()])
+    await engine.ingest_paths(sample_files())
     yield engine
     await engine.close()
 

@@ -35,15 +35,15 @@ async def test_ingesting_the_same_directory_twice_keeps_the_count_and_embeds_not
 
 async def test_editing_one_file_rewrites_only_that_files_chunks(engine, corpus):
     await engine.ingest_paths([corpus])
-    before = await engine.store.stored_chunks("default", ["corpus/tea.txt", "corpus/volcano.html"])
+    before = await engine.store.stored_chunks("default", ["tea.txt", "volcano.html"])
     (corpus / "tea.txt").write_text("Black tea is fully oxidised. " * 5)
     report = await engine.ingest_paths([corpus])
-    after = await engine.store.stored_chunks("default", ["corpus/tea.txt", "corpus/volcano.html"])
-    assert after["corpus/volcano.html"] == before["corpus/volcano.html"]
+    after = await engine.store.stored_chunks("default", ["tea.txt", "volcano.html"])
+    assert after["volcano.html"] == before["volcano.html"]
     assert report.unchanged_documents == 2 and report.chunks_written == 1
-    assert report.chunks_deleted == len(before["corpus/tea.txt"]) - 1
+    assert report.chunks_deleted == len(before["tea.txt"]) - 1
     [hit] = (await engine.search("oxidised black tea", top_k=1)).hits
-    assert hit.document_id == "corpus/tea.txt" and "Black tea" in hit.text
+    assert hit.document_id == "tea.txt" and "Black tea" in hit.text
 
 
 async def test_a_shrunken_document_loses_the_chunks_it_no_longer_has(engine):
@@ -56,9 +56,9 @@ async def test_a_shrunken_document_loses_the_chunks_it_no_longer_has(engine):
 async def test_deleting_a_document_removes_its_chunks(engine, corpus):
     await engine.ingest_paths([corpus])
     total = await engine.store.count("default")
-    removed = await engine.delete_document("corpus/bees.md")
+    removed = await engine.delete_document("bees.md")
     assert removed > 0 and await engine.store.count("default") == total - removed
-    assert all(h.document_id != "corpus/bees.md" for h in (await engine.search("honeybees dance", top_k=20)).hits)
+    assert all(h.document_id != "bees.md" for h in (await engine.search("honeybees dance", top_k=20)).hits)
 
 
 async def test_deleting_an_unknown_document_is_not_found(engine):
@@ -68,7 +68,7 @@ async def test_deleting_an_unknown_document_is_not_found(engine):
 
 async def test_tenant_a_never_sees_tenant_b_chunks(engine, corpus):
     await engine.ingest_paths([corpus], tenant="a")
-    await engine.ingest_documents([Document(tenant="b", id="corpus/bees.md", text="Tenant B's secret about bees.")])
+    await engine.ingest_documents([Document(tenant="b", id="bees.md", text="Tenant B's secret about bees.")])
     hits_a = (await engine.search("secret bees", tenant="a", top_k=50)).hits
     hits_b = (await engine.search("honeybees dance flowers", tenant="b", top_k=50)).hits
     assert hits_a and all("secret" not in h.text for h in hits_a)
@@ -113,4 +113,4 @@ async def test_ingesting_the_same_document_twice_in_one_batch_keeps_one_copy(eng
 async def test_metadata_filters_reach_the_store(engine, corpus):
     await engine.ingest_paths([corpus])
     hits = (await engine.search("anything", top_k=20, filters={"type": "html"})).hits
-    assert hits and {h.document_id for h in hits} == {"corpus/volcano.html"}
+    assert hits and {h.document_id for h in hits} == {"volcano.html"}

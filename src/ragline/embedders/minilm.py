@@ -8,6 +8,7 @@ model's sentence-transformers config: mean over non-padding tokens, then L2.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from tokenizers import Tokenizer
 
 from ..bulkhead import Bulkhead
 from ..coalescing import Coalescer
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DependencyUnavailable
 
 MAX_TOKENS = 256  # the model's max_seq_length; the shipped tokenizer.json says 128
 
@@ -78,6 +79,7 @@ class MiniLMEmbedder:
         # goes at once; those that arrive while a batch is being embedded go together
         # next (up to 32). Concurrency forms the batches, so c=1 pays nothing.
         self.recent_max = 1024
+        self._closed = threading.Event()
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._questions: Coalescer[str, np.ndarray] = Coalescer(
             "query embedder", self._embed_questions, max_batch=8, max_queue=1024
@@ -121,14 +123,19 @@ class MiniLMEmbedder:
         return list(await self.query_bulkhead.run(self._embed_interactive, texts))
 
     async def close(self) -> None:
+        self._closed.set()  # a bulk embedding in progress stops after its current batch
         self.bulkhead.close()
         self.query_bulkhead.close()
 
     def embed_sync(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed in batches of similar length, so little compute goes to padding."""
+        """Embed in batches of similar length, so little compute goes to padding. Once the
+        embedder is closed (Ctrl-C, shutdown), the rest is abandoned after the current
+        batch: the thread would otherwise hold the process for seconds at exit."""
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
+            if self._closed.is_set():
+                raise DependencyUnavailable("the embedder is closed (shutting down)")
             batch = order[start : start + self.batch_size]
             out[batch] = self._embed_batch([texts[i] for i in batch], self._session, self.tokenizer)
         return out
