@@ -10,7 +10,7 @@ documents topic in order).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import stages
@@ -38,7 +38,9 @@ class Answerer(Protocol):
 
     async def search(self, query: Query) -> Context: ...
 
-    async def write(self, documents: Sequence[Document]) -> IngestReport | None: ...
+    async def write(
+        self, documents: Sequence[Document], progress: Callable[[str, int], None] | None = None
+    ) -> IngestReport | None: ...
 
     async def delete(self, tenant: str, document_id: str) -> int | None: ...
 
@@ -79,8 +81,10 @@ class LocalAnswerer:
     async def search(self, query: Query) -> Context:
         return await self.engine.retrieve(query)
 
-    async def write(self, documents: Sequence[Document]) -> IngestReport:
-        return await self.engine.ingest_documents(documents)
+    async def write(
+        self, documents: Sequence[Document], progress: Callable[[str, int], None] | None = None
+    ) -> IngestReport:
+        return await self.engine.ingest_documents(documents, progress)
 
     async def delete(self, tenant: str, document_id: str) -> int:
         return await self.engine.delete_document(document_id, tenant)
@@ -136,7 +140,7 @@ class BusAnswerer:
     async def search(self, query: Query) -> Context:
         return await self.gateway.search(query)
 
-    async def write(self, documents: Sequence[Document]) -> None:
+    async def write(self, documents: Sequence[Document], progress: Callable[[str, int], None] | None = None) -> None:
         await self.gateway.submit(documents)
 
     async def delete(self, tenant: str, document_id: str) -> None:

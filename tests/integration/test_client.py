@@ -89,6 +89,7 @@ def test_documents_search_and_answers(server, tmp_path: Path):
         assert queued.status == "accepted" and queued.job_id
         job = wait_until(lambda: _finished(rag.ingestion(queued.job_id)), timeout_s=30)
         assert job.status == "searchable" and job.documents[0].status == "searchable"
+        assert job.progress is not None and (job.progress.chunks_written, job.progress.eta_s) == (1, 0.0)
 
         assert rag.delete("c/tea.md").deleted_chunks == 1
         with pytest.raises(NotFound) as missing:

@@ -28,7 +28,10 @@ from ..models import Document, IngestReport
 
 log = logging.getLogger("ragline.jobs")
 
-Write = Callable[[Sequence[Document]], Awaitable[IngestReport | None]]
+Write = Callable[[Sequence[Document], Callable[[str, int], None] | None], Awaitable[IngestReport | None]]
+_GROUP_CHUNKS = 64  # documents are written a group of about this many chunks at a time
+_CHARS_PER_CHUNK = 900  # the estimate before any document is chunked
+_KINDS = ("planned", "unchanged", "embedded", "written")  # stages.ingest's progress events
 
 
 @dataclass
@@ -42,18 +45,49 @@ class Job:
     report: IngestReport | None = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
+    started: float | None = None
+    outcomes: dict[str, str] = field(default_factory=dict)  # document id -> searchable / failed
+    chunks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_KINDS, 0))
+    chars_planned: int = 0  # characters of the documents handed to the writer so far
 
     def view(self) -> dict[str, Any]:
-        outcome = {"searchable": "searchable", "published": "accepted", "failed": "failed"}.get(self.status, "pending")
+        default = {"searchable": "searchable", "published": "accepted", "failed": "failed"}.get(self.status, "pending")
         return {
             "id": self.id,
             "status": self.status,
             "error": self.error,
-            "documents": [{"id": d.id, "status": outcome} for d in self.documents],
+            "documents": [{"id": d.id, "status": self.outcomes.get(d.id, default)} for d in self.documents],
             "rejected": self.rejected,
             "report": self.report.model_dump() if self.report else None,
+            "progress": self.progress(),
             "created_at": self.created,
             "finished_at": self.finished,
+        }
+
+    def track(self, kind: str, n: int) -> None:
+        """The progress callback of the writes (stages.ingest)."""
+        self.chunks[kind] = self.chunks.get(kind, 0) + n
+
+    def progress(self) -> dict[str, Any]:
+        """Chunks embedded and written so far, the rate, and an estimate of the time left
+        (chunks per character so far times the characters not yet chunked)."""
+        known = self.chunks["planned"] + self.chunks["unchanged"]
+        done = self.chunks["written"] + self.chunks["unchanged"]
+        unplanned = sum(len(d.text) for d in self.documents) - self.chars_planned
+        per_char = known / self.chars_planned if known and self.chars_planned else 1 / _CHARS_PER_CHUNK
+        total = known + round(max(0, unplanned) * per_char)
+        elapsed = ((self.finished or time.time()) - self.started) if self.started else 0.0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        over = self.finished is not None
+        return {
+            "documents_total": len(self.documents),
+            "documents_done": len(self.outcomes),
+            "chunks_estimated": max(total, done),
+            "chunks_embedded": self.chunks["embedded"],
+            "chunks_written": self.chunks["written"],
+            "chunks_unchanged": self.chunks["unchanged"],
+            "chunks_per_s": round(rate, 1),
+            "eta_s": 0.0 if over else (round((total - done) / rate, 1) if rate > 0 else None),
         }
 
 
@@ -127,9 +161,19 @@ class Jobs:
         return job
 
     async def _run(self, job: Job, write: Write) -> None:
-        job.status = "running"
+        """Write the job's documents a group at a time: each group is searchable (and its
+        documents' outcome known) before the next starts; a group that fails fails its
+        documents and the rest, and earlier groups stay written."""
+        job.status, job.started = "running", time.time()
+        total = IngestReport()
         try:
-            job.report = await write(job.documents) or None
+            for group in _groups(job.documents):
+                job.chars_planned += sum(len(d.text) for d in group)
+                report = await write(group, job.track)
+                if report is not None:
+                    total.add(report)
+                    job.report = total
+                job.outcomes.update((d.id, "searchable") for d in group)
             job.status = "searchable"
         except asyncio.CancelledError:
             job.status = "interrupted"
@@ -142,6 +186,8 @@ class Jobs:
             log.exception("ingestion job %s failed", job.id)
         finally:
             job.finished = time.time()
+            if job.status == "failed":
+                job.outcomes.update((d.id, "failed") for d in job.documents if d.id not in job.outcomes)
             if job.status != "interrupted":
                 self._unspool(job.id)
 
@@ -212,3 +258,15 @@ class Jobs:
             resumed.append(self.start(data["tenant"], documents, [], write, job_id=path.stem, force=True))
             log.info("resumed spooled ingestion job %s (%d documents)", path.stem, len(documents))
         return resumed
+
+
+def _groups(documents: list[Document]) -> list[list[Document]]:
+    groups: list[list[Document]] = [[]]
+    estimate = 0
+    for doc in documents:
+        if estimate >= _GROUP_CHUNKS:
+            groups.append([])
+            estimate = 0
+        groups[-1].append(doc)
+        estimate += max(1, len(doc.text) // _CHARS_PER_CHUNK)
+    return [g for g in groups if g]

@@ -73,6 +73,17 @@ class JobDocument(BaseModel):
     status: Literal["pending", "searchable", "accepted", "failed"]
 
 
+class JobProgress(BaseModel):
+    documents_total: int
+    documents_done: int = Field(description="Documents whose outcome is known (written or failed).")
+    chunks_estimated: int = Field(description="Chunks in the job: exact once every document is chunked.")
+    chunks_embedded: int
+    chunks_written: int
+    chunks_unchanged: int = Field(description="Already stored with the same content: skipped.")
+    chunks_per_s: float = Field(description="Chunks written or found unchanged per second since the start.")
+    eta_s: float | None = Field(description="Seconds left at that rate; null until a group is written.")
+
+
 class IngestionJob(BaseModel):
     id: str
     status: Literal["queued", "running", "searchable", "published", "failed", "interrupted"]
@@ -80,6 +91,7 @@ class IngestionJob(BaseModel):
     documents: list[JobDocument]
     rejected: list[Rejected]
     report: IngestReport | None = None
+    progress: JobProgress | None = None
     created_at: float
     finished_at: float | None = None
 
