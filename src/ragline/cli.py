@@ -427,6 +427,67 @@ def _ingest_through(
 
 
 @app.command()
+def watch(
+    folders: Annotated[list[Path], typer.Argument(help="Folders to keep the index in step with.")],
+    id_prefix: IdPrefixOption = "",
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics (freshness) on this port.")
+    ] = None,
+) -> None:
+    """Keep the index in step with folders: created, changed, renamed and deleted files."""
+    from .watching import ClientSink, EngineSink, Watcher
+
+    for folder in folders:
+        if not folder.is_dir():
+            err.print(f"[red]error:[/] {folder} is not a folder")
+            raise typer.Exit(2)
+    settings = Settings.load(config)
+    max_bytes = int(settings.max_document_mb * 1_000_000)
+
+    def said(what: str, name: str, seconds: float | None) -> None:
+        after = f" ({seconds:.2f}s after the change)" if seconds is not None else ""
+        style = {"updated": "green", "deleted": "yellow"}.get(what, "dim")
+        err.print(f"[{style}]{what}[/] {escape(name)}{after}")
+
+    async def follow(sink: Any, tenant_name: str) -> None:
+        watcher = Watcher(sink, folders, tenant_name, max_bytes, id_prefix, report=said)
+        written, deleted = await watcher.sync()
+        ready = asyncio.Event()
+        running = asyncio.create_task(watcher.run(ready=ready))
+        await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        err.print(
+            f"watching {', '.join(str(f) for f in folders)}: {written} files in step, {deleted} gone removed; "
+            "Ctrl-C to stop"
+        )
+        await running
+
+    client = _remote(config, url, api_key, tenant)
+    if client is not None:
+        client.close()
+        from .client import AsyncClient
+
+        async def remotely() -> None:
+            async with AsyncClient(client.url, client.api_key, tenant=client.tenant) as c:
+                await follow(ClientSink(c), tenant or settings.default_tenant)
+
+        _main(remotely(), lambda name: f"stopped watching ({name})")
+        return
+
+    async def locally(engine: Engine) -> None:
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, registry=engine.metrics.registry)
+        await follow(EngineSink(engine, tenant), engine.tenant(tenant))
+
+    _run(config, locally, on_interrupt=lambda name: f"stopped watching ({name})")
+
+
+@app.command()
 def search(
     question: Annotated[str, typer.Argument(help="What to look for.")],
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=100)] = None,

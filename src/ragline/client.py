@@ -77,6 +77,7 @@ class _Api:
     def __init__(self, url: str | None, api_key: str | None, tenant: str | None, timeout: float) -> None:
         self.url = (url or os.environ.get("RAGLINE_URL") or "http://127.0.0.1:8080").rstrip("/")
         key = api_key if api_key is not None else os.environ.get("RAGLINE_API_KEY")
+        self.api_key, self.tenant = key, tenant
         self.headers = {"Accept": "application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"
