@@ -24,24 +24,7 @@ from ragline import Settings
 from ragline.engine import Engine
 from ragline.watching import EngineSink, Watcher
 
-WORDS = [
-    "honeybees",
-    "dance",
-    "to",
-    "tell",
-    "their",
-    "sisters",
-    "how",
-    "far",
-    "away",
-    "the",
-    "flowers",
-    "are",
-    "and",
-    "in",
-    "which",
-    "direction",
-]
+WORDS = ("honeybees dance to tell their sisters how far away the flowers are and in which direction").split(" ")
 
 
 async def main() -> None:
