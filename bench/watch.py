@@ -24,7 +24,24 @@ from ragline import Settings
 from ragline.engine import Engine
 from ragline.watching import EngineSink, Watcher
 
-WORDS = ("honeybees dance to tell their sisters how far away the flowers are and in which direction").split(" ")
+WORDS = [
+    "honeybees",
+    "dance",
+    "to",
+    "tell",
+    "their",
+    "sisters",
+    "how",
+    "far",
+    "away",
+    "the",
+    "flowers",
+    "are",
+    "and",
+    "in",
+    "which",
+    "direction",
+]
 
 
 async def main() -> None:
