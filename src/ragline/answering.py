@@ -47,7 +47,7 @@ class Answerer(Protocol):
     async def document(self, tenant: str, document_id: str) -> list[Hit]: ...
 
     async def documents(
-        self, tenant: str, prefix: str, after: str, limit: int
+        self, tenant: str, prefix: str, after: str, limit: int, filters: dict[str, Any] | None = None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
 
     async def stats(self, tenant: str) -> dict[str, Any]: ...
@@ -93,9 +93,9 @@ class LocalAnswerer:
         return await self.engine.store.document_chunks(tenant, document_id)
 
     async def documents(
-        self, tenant: str, prefix: str, after: str, limit: int
+        self, tenant: str, prefix: str, after: str, limit: int, filters: dict[str, Any] | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        return await self.engine.list_documents(tenant, prefix, after, limit)
+        return await self.engine.list_documents(tenant, prefix, after, limit, filters)
 
     async def stats(self, tenant: str) -> dict[str, Any]:
         stats = await self.engine.stats(tenant)
@@ -151,7 +151,7 @@ class BusAnswerer:
         return (await self.gateway.search(query, purpose="document")).hits
 
     async def documents(
-        self, tenant: str, prefix: str, after: str, limit: int
+        self, tenant: str, prefix: str, after: str, limit: int, filters: dict[str, Any] | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         raise NotImplementedInShape(
             "listing documents is not available through the bus yet: the API gateway has no "

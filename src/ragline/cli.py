@@ -630,14 +630,16 @@ def list_documents(
     config: ConfigOption = None,
     as_json: JsonOption = False,
     limit: Annotated[int, typer.Option(min=1, help="At most this many (in id order).")] = 1000,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Metadata filter KEY=VALUE.")] = None,
     url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """List the documents that are indexed: id, chunks, content hash, metadata."""
+    filters = _parse_filters(where or [])
 
     def remotely(c: Client) -> list[dict[str, Any]]:
         listed = []
-        for doc in c.documents(prefix, page_size=min(limit, 1000)):
+        for doc in c.documents(prefix, page_size=min(limit, 1000), where=filters):
             listed.append(doc.model_dump())
             if len(listed) == limit:
                 break
@@ -647,7 +649,9 @@ def list_documents(
         listed: list[dict[str, Any]] = []
         after = ""
         while len(listed) < limit:
-            page, after_next = await engine.list_documents(tenant, prefix, after, min(1000, limit - len(listed)))
+            page, after_next = await engine.list_documents(
+                tenant, prefix, after, min(1000, limit - len(listed)), filters
+            )
             listed += page
             if after_next is None:
                 break
@@ -661,7 +665,8 @@ def list_documents(
         return
     for doc in documents:
         meta = json.dumps(doc["metadata"], ensure_ascii=False) if doc["metadata"] else ""
-        out.print(f"{doc['id']}\t{doc['chunks']} chunks\t{doc['content_hash'][:12]}\t{meta}", markup=False)
+        updated = (doc.get("updated_at") or "-")[:19].replace("T", " ")
+        out.print(f"{doc['id']}\t{doc['chunks']} chunks\t{doc['content_hash'][:12]}\t{updated}\t{meta}", markup=False)
     out.print(f"{len(documents)} documents", style="dim")
 
 

@@ -96,10 +96,11 @@ class _Api:
             "POST", "/v1/documents/files", {"files": parts, "data": {"wait": str(wait).lower()}}, DocumentsResponse
         )
 
-    def _page(self, prefix: str, after: str, limit: int) -> _Call:
-        return _Call(
-            "GET", "/v1/documents", {"params": {"prefix": prefix, "after": after, "limit": limit}}, DocumentList
-        )
+    def _page(self, prefix: str, after: str, limit: int, where: Mapping[str, str] | None = None) -> _Call:
+        params: dict[str, Any] = {"prefix": prefix, "after": after, "limit": limit}
+        if where:
+            params["where"] = [f"{k}={v}" for k, v in where.items()]
+        return _Call("GET", "/v1/documents", {"params": params}, DocumentList)
 
     def _get(self, document_id: str) -> _Call:
         return _Call("GET", f"/v1/documents/{_quote(document_id)}", {}, DocumentOut)
@@ -162,15 +163,20 @@ class Client(_Api):
         """Upload files (parsed by the server; each document's id is its file name)."""
         return [self._call(self._upload(batch, wait)) for batch in _file_batches(paths)]
 
-    def list_documents(self, prefix: str = "", after: str = "", limit: int = 100) -> DocumentList:
-        """One page in id order; pass its ``next`` as ``after`` for the next one."""
-        return self._call(self._page(prefix, after, limit))
+    def list_documents(
+        self, prefix: str = "", after: str = "", limit: int = 100, where: Mapping[str, str] | None = None
+    ) -> DocumentList:
+        """One page in id order; pass its ``next`` as ``after`` for the next one.
+        ``where``: metadata equality filters (string values)."""
+        return self._call(self._page(prefix, after, limit, where))
 
-    def documents(self, prefix: str = "", page_size: int = 500) -> Iterator[Any]:
-        """Every document whose id starts with ``prefix``, page after page."""
+    def documents(
+        self, prefix: str = "", page_size: int = 500, where: Mapping[str, str] | None = None
+    ) -> Iterator[Any]:
+        """Every document whose id starts with ``prefix`` (and matches ``where``), page after page."""
         after: str | None = ""
         while after is not None:
-            page = self.list_documents(prefix, after, page_size)
+            page = self.list_documents(prefix, after, page_size, where)
             yield from page.documents
             after = page.next
 
@@ -266,13 +272,17 @@ class AsyncClient(_Api):
     async def upload(self, paths: Iterable[str | Path], wait: bool = False) -> list[DocumentsResponse]:
         return [await self._call(self._upload(batch, wait)) for batch in _file_batches(paths)]
 
-    async def list_documents(self, prefix: str = "", after: str = "", limit: int = 100) -> DocumentList:
-        return await self._call(self._page(prefix, after, limit))
+    async def list_documents(
+        self, prefix: str = "", after: str = "", limit: int = 100, where: Mapping[str, str] | None = None
+    ) -> DocumentList:
+        return await self._call(self._page(prefix, after, limit, where))
 
-    async def documents(self, prefix: str = "", page_size: int = 500) -> AsyncIterator[Any]:
+    async def documents(
+        self, prefix: str = "", page_size: int = 500, where: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Any]:
         after: str | None = ""
         while after is not None:
-            page = await self.list_documents(prefix, after, page_size)
+            page = await self.list_documents(prefix, after, page_size, where)
             for doc in page.documents:
                 yield doc
             after = page.next

@@ -199,20 +199,35 @@ class Engine:
         return len(ids)
 
     async def list_documents(
-        self, tenant: str | None = None, prefix: str = "", after: str = "", limit: int = 100
+        self,
+        tenant: str | None = None,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+        filters: Mapping[str, FilterValue] | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the tenant's documents in id order (each with its chunk count, a
-        hash of its chunks' content hashes, and its metadata) and the cursor of the next
-        page (None at the end)."""
+        hash of its chunks' content hashes, when it last changed, and its metadata) and
+        the cursor of the next page (None at the end)."""
         tenant = self.tenant(tenant)
-        rows = await self.store.documents(tenant, prefix, after, limit + 1)
+        rows = await self.store.documents(tenant, prefix, after, limit + 1, filters)
         page, more = rows[:limit], len(rows) > limit
         chunks = await self.store.stored_chunks(tenant, [r.id for r in page]) if page else {}
         listed = []
         for row in page:
             stored = sorted(chunks.get(row.id, []), key=lambda c: c.number)
             digest = hashlib.sha256("".join(c.content_hash for c in stored).encode()).hexdigest()[:32]
-            listed.append({"id": row.id, "chunks": len(stored), "content_hash": digest, "metadata": row.metadata})
+            metadata = dict(row.metadata)
+            updated = metadata.pop(stages.UPDATED_AT, None)
+            listed.append(
+                {
+                    "id": row.id,
+                    "chunks": len(stored),
+                    "content_hash": digest,
+                    "updated_at": updated,
+                    "metadata": metadata,
+                }
+            )
         return listed, (page[-1].id if more and page else None)
 
     # -- retrieval ---------------------------------------------------------------------

@@ -90,9 +90,17 @@ class VectorStore(Protocol):
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]: ...
 
-    async def documents(self, tenant: str, prefix: str = "", after: str = "", limit: int = 100) -> list[DocumentRow]:
+    async def documents(
+        self,
+        tenant: str,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[DocumentRow]:
         """The first ``limit`` documents of the tenant whose id starts with ``prefix`` and
-        sorts after ``after``, in id order, each with its first chunk's metadata."""
+        sorts after ``after``, in id order, each with its first chunk's metadata; with
+        ``filters``, only those whose (first chunk's) metadata matches them."""
         ...
 
     async def count(self, tenant: str) -> int: ...

@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import RaglineError
@@ -93,6 +94,9 @@ async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+UPDATED_AT = "updated_at"  # chunk metadata: when the chunk (and, on chunk 0, its document) was last written
+
+
 async def _plan(
     documents: Sequence[Document], chunker: Chunker, store: VectorStore, offload: Offload = _inline
 ) -> list[_Plan]:
@@ -123,7 +127,15 @@ async def _plan(
                 plan.write.append(chunk)
         wanted = {c.id for c in chunks}
         plan.delete = [cid for cid in have if cid not in wanted]
+        if (plan.write or plan.delete) and chunks and chunks[0] not in plan.write:
+            # The document changed: its first chunk is written again too, since it carries
+            # the document's update time (what a listing shows); one chunk re-embedded.
+            plan.write.insert(0, chunks[0])
+            plan.unchanged -= 1
         plans.append(plan)
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    for plan in plans:  # outside the content hash: an unchanged chunk keeps its time
+        plan.write = [c.model_copy(update={"metadata": {**c.metadata, UPDATED_AT: now}}) for c in plan.write]
     return plans
 
 

@@ -186,3 +186,7 @@ async def test_documents_are_listed_in_id_order_by_prefix_and_cursor_within_the_
     assert [r.id for r in await store.documents("t", after="a_3", limit=2)] == ["b-1", "b-2"]
     assert await store.documents("t", prefix="z") == []
     assert [r.id for r in await store.documents("u")] == ["a-9"]
+    assert [r.id for r in await store.documents("t", filters={"kind": "b"})] == ["b-1", "b-2"]
+    assert [r.id for r in await store.documents("t", prefix="b", after="b-1", filters={"kind": "b"})] == ["b-2"]
+    assert [r.id for r in await store.documents("t", filters={"kind": ["a", "c"]})] == ["a-1", "a_3", "c"]
+    assert await store.documents("u", filters={"kind": "b"}) == []

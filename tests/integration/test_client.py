@@ -60,7 +60,11 @@ def test_documents_search_and_answers(server, tmp_path: Path):
             [
                 {"id": "c/bees.md", "text": "Honeybees dance to tell the distance to flowers.", "metadata": {"k": 1}},
                 {"id": "c/tea.md", "text": "Assam tea grows in the Brahmaputra valley."},
-                {"id": "c/salt.md", "text": "Sea salt is made by evaporating seawater in shallow ponds."},
+                {
+                    "id": "c/salt.md",
+                    "text": "Sea salt is made by evaporating seawater in shallow ponds.",
+                    "metadata": {"topic": "kitchen"},
+                },
             ],
             wait=True,
         )
@@ -70,6 +74,9 @@ def test_documents_search_and_answers(server, tmp_path: Path):
         assert [d.id for d in first.documents] == ["c/bees.md", "c/salt.md"] and first.next is not None
         assert [d.id for d in rag.list_documents(prefix="c/", after=first.next, limit=2).documents] == ["c/tea.md"]
         assert [d.id for d in rag.documents(prefix="c/", page_size=1)] == ["c/bees.md", "c/salt.md", "c/tea.md"]
+        assert [d.id for d in rag.documents(where={"topic": "kitchen"})] == ["c/salt.md"]
+        assert [d.id for d in rag.documents(where={"k": "1"})] == []  # metadata values compare by type
+        assert [d.id for d in rag.list_documents(where={"k": "x"}).documents] == []
 
         doc = rag.get("c/bees.md")
         assert doc.metadata["k"] == 1 and "dance" in doc.chunks[0].text

@@ -114,3 +114,16 @@ async def test_metadata_filters_reach_the_store(engine, corpus):
     await engine.ingest_paths([corpus])
     hits = (await engine.search("anything", top_k=20, filters={"type": "html"})).hits
     assert hits and {h.document_id for h in hits} == {"volcano.html"}
+
+
+async def test_a_listing_shows_when_a_document_last_changed(engine):
+    text = PARAGRAPH * 3
+    await engine.ingest_documents([Document(id="d", text=text), Document(id="e", text="Salt from the sea.")])
+    [first, other] = (await engine.list_documents(None))[0]
+    assert first["updated_at"] and "updated_at" not in first["metadata"]
+    again = await engine.ingest_documents([Document(id="d", text=text)])
+    assert again.chunks_written == 0 and (await engine.list_documents(None))[0][0]["updated_at"] == first["updated_at"]
+    changed = await engine.ingest_documents([Document(id="d", text=text + " A last sentence about wax.")])
+    assert changed.chunks_written == 2  # the changed last chunk, and chunk 0, which carries the time
+    [now, untouched] = (await engine.list_documents(None))[0]
+    assert now["updated_at"] > first["updated_at"] and untouched["updated_at"] == other["updated_at"]

@@ -100,6 +100,9 @@ class DocumentSummary(BaseModel):
     id: str
     chunks: int
     content_hash: str  # of its chunks' content hashes, in order: equal means unchanged
+    updated_at: str | None = Field(
+        default=None, description="When its content last changed (ISO 8601, UTC); null if written before 0.1.0"
+    )
     metadata: dict[str, Any]
 
 

@@ -8,7 +8,6 @@ model's sentence-transformers config: mean over non-padding tokens, then L2.
 from __future__ import annotations
 
 import importlib.util
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,7 +78,9 @@ class MiniLMEmbedder:
         # goes at once; those that arrive while a batch is being embedded go together
         # next (up to 32). Concurrency forms the batches, so c=1 pays nothing.
         self.recent_max = 1024
-        self._closed = threading.Event()
+        # Bumped by close(): an embedding started before stops (its bulkhead is made anew
+        # on the next call, so a closed embedder still works for whoever uses it next).
+        self._generation = 0
         self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._questions: Coalescer[str, np.ndarray] = Coalescer(
             "query embedder", self._embed_questions, max_batch=8, max_queue=1024
@@ -123,7 +124,7 @@ class MiniLMEmbedder:
         return list(await self.query_bulkhead.run(self._embed_interactive, texts))
 
     async def close(self) -> None:
-        self._closed.set()  # a bulk embedding in progress stops after its current batch
+        self._generation += 1  # a bulk embedding in progress stops after its current batch
         self.bulkhead.close()
         self.query_bulkhead.close()
 
@@ -131,10 +132,11 @@ class MiniLMEmbedder:
         """Embed in batches of similar length, so little compute goes to padding. Once the
         embedder is closed (Ctrl-C, shutdown), the rest is abandoned after the current
         batch: the thread would otherwise hold the process for seconds at exit."""
+        generation = self._generation
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
-            if self._closed.is_set():
+            if self._generation != generation:
                 raise DependencyUnavailable("the embedder is closed (shutting down)")
             batch = order[start : start + self.batch_size]
             out[batch] = self._embed_batch([texts[i] for i in batch], self._session, self.tokenizer)

@@ -82,8 +82,15 @@ class MemoryStore:
         chunks = sorted((c for c in self._tenant(tenant) if c.document_id == document_id), key=lambda c: c.number)
         return [_hit(c, 1.0) for c in chunks]
 
-    async def documents(self, tenant: str, prefix: str = "", after: str = "", limit: int = 100) -> list[DocumentRow]:
-        first = {c.document_id: c for c in self._tenant(tenant) if c.number == 0}
+    async def documents(
+        self,
+        tenant: str,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[DocumentRow]:
+        first = {c.document_id: c for c in self._tenant(tenant) if c.number == 0 and _matches(c, filters or {})}
         ids = sorted(i for i in first if i.startswith(prefix) and i > after)[:limit]
         return [DocumentRow(i, dict(first[i].metadata)) for i in ids]
 

@@ -489,10 +489,17 @@ class MilvusStore:
         hits = [self._hit({"id": r["id"], "distance": 1.0, "entity": r}) for r in rows]
         return sorted(hits, key=lambda h: h.number)
 
-    async def documents(self, tenant: str, prefix: str = "", after: str = "", limit: int = 100) -> list[DocumentRow]:
+    async def documents(
+        self,
+        tenant: str,
+        prefix: str = "",
+        after: str = "",
+        limit: int = 100,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[DocumentRow]:
         # Milvus' query has no ORDER BY: the ids in range (first chunks only) are read and
         # sorted here, so a page costs a read of every id after the cursor (ids only).
-        clauses = [f"{filter_expression(tenant)} and number == 0"]
+        clauses = [f"{filter_expression(tenant, filters)} and number == 0"]
         if prefix:
             clauses.append(f"document_id >= {_quote(prefix)}")
         if after:

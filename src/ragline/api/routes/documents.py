@@ -90,13 +90,23 @@ async def list_documents(
     prefix: Annotated[str, Query(max_length=512, description="Only ids that start with this.")] = "",
     after: Annotated[str, Query(max_length=512, description="The cursor: `next` of the previous page.")] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    where: Annotated[
+        list[str] | None, Query(max_length=8, description="Metadata filters KEY=VALUE (all must match).")
+    ] = None,
 ) -> DocumentList:
     """The caller's documents in id order, a page at a time (each with its chunk count, a
     hash of its chunks' content, and its metadata); `next` is the cursor of the next page."""
-    for name, value in (("prefix", prefix), ("after", after)):
+    for name, value in (("prefix", prefix), ("after", after), *(("where", w) for w in where or [])):
         if not value.isprintable():
             raise InvalidInput(f"{name} must be printable text (no control characters)")
-    documents, cursor = await answerer(request).documents(who.tenant, prefix, after, limit)
+    filters: dict[str, Any] = {}
+    for pair in where or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"where: KEY=VALUE, got {pair!r}")
+        filters[key] = value
+    request.app.state.limits.check_filters(filters)
+    documents, cursor = await answerer(request).documents(who.tenant, prefix, after, limit, filters)
     return DocumentList(documents=documents, next=cursor)
 
 
