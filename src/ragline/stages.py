@@ -133,9 +133,6 @@ async def _plan(
             plan.write.insert(0, chunks[0])
             plan.unchanged -= 1
         plans.append(plan)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds")
-    for plan in plans:  # outside the content hash: an unchanged chunk keeps its time
-        plan.write = [c.model_copy(update={"metadata": {**c.metadata, UPDATED_AT: now}}) for c in plan.write]
     return plans
 
 
@@ -164,7 +161,10 @@ async def ingest(
     tell("planned", len(to_write))
     tell("unchanged", sum(p.unchanged for p in plans))
     if to_write:
-        await store.upsert(await _embedded(to_write, embedder, tell))
+        # The write time goes into the chunks' metadata (outside the content hash: an
+        # unchanged chunk keeps its time), in the same copy that adds the vector.
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        await store.upsert(await _embedded(to_write, embedder, tell, now))
         tell("written", len(to_write))
     for doc, plan in zip(documents, plans):
         if plan.delete:
@@ -189,7 +189,9 @@ def _ignore(kind: str, n: int) -> None:
     pass
 
 
-async def _embedded(chunks: list[Chunk], embedder: Embedder, tell: Progress = _ignore) -> list[Chunk]:
+async def _embedded(
+    chunks: list[Chunk], embedder: Embedder, tell: Progress = _ignore, stamp: str | None = None
+) -> list[Chunk]:
     """The chunks with their vectors, embedded per tenant (caches are per tenant)."""
     by_tenant: dict[str, list[Chunk]] = defaultdict(list)
     for chunk in chunks:
@@ -199,7 +201,14 @@ async def _embedded(chunks: list[Chunk], embedder: Embedder, tell: Progress = _i
         for start in range(0, len(group), _EMBED_SLICE):
             part = group[start : start + _EMBED_SLICE]
             vectors = await embedder.embed([c.text for c in part], tenant)
-            out.extend(c.model_copy(update={"vector": v.tolist()}) for c, v in zip(part, vectors))
+            out.extend(
+                c.model_copy(
+                    update={"vector": v.tolist(), "metadata": {**c.metadata, UPDATED_AT: stamp}}
+                    if stamp
+                    else {"vector": v.tolist()}
+                )
+                for c, v in zip(part, vectors)
+            )
             tell("embedded", len(part))
     return out
 
