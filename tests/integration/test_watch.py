@@ -113,7 +113,6 @@ def test_ragline_watch_goes_through_the_server_that_owns_the_database(tmp_path: 
                 break
         headers = {"Authorization": f"Bearer {key}"}
         wait_until(lambda: _get(f"{url}/v1/documents/first.md", headers) == 200, timeout_s=10)
-        time.sleep(0.5)  # the watcher arms itself after the sync line
         (folder / "second.md").write_text("Written while watched.")
         wait_until(lambda: _get(f"{url}/v1/documents/second.md", headers) == 200, timeout_s=10)
         (folder / "first.md").unlink()

@@ -9,6 +9,14 @@ from ragline.errors import DependencyUnavailable
 from ragline.models import Document, IngestReport
 
 
+async def until(condition, timeout_s: float = 10.0) -> None:
+    """Wait for ``condition`` (the job's runner is another task), failing after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "not reached within the deadline"
+        await asyncio.sleep(0.01)
+
+
 def documents(n: int) -> list[Document]:
     return [Document(tenant="t", id=f"d{i:03d}", text=f"document {i} " * 20) for i in range(n)]
 
@@ -29,16 +37,14 @@ async def test_a_job_is_written_a_group_at_a_time_and_shows_its_progress():
 
     jobs = Jobs(None)
     job = jobs.start("t", documents(150), [], write)
-    while len(groups) < 2:
-        await asyncio.sleep(0.01)
+    await until(lambda: len(groups) == 2)
     halfway = job.view()
     assert halfway["status"] == "running" and len(groups[0]) == 64
     assert halfway["progress"]["documents_done"] == 64 and halfway["progress"]["chunks_written"] == 64
     assert [d["status"] for d in halfway["documents"]].count("searchable") == 64
     assert 140 <= halfway["progress"]["chunks_estimated"] <= 160 and halfway["progress"]["eta_s"] is not None
     release.set()
-    while job.finished is None:
-        await asyncio.sleep(0.01)
+    await until(lambda: job.finished is not None)
     done = job.view()
     assert done["status"] == "searchable" and sum(map(len, groups)) == 150
     assert done["report"]["chunks_written"] == 150 and done["progress"]["eta_s"] == 0.0
@@ -58,8 +64,7 @@ async def test_a_failed_group_fails_its_documents_and_the_rest_and_keeps_the_ear
 
     jobs = Jobs(None)
     job = jobs.start("t", documents(150), [], write)
-    while job.finished is None:
-        await asyncio.sleep(0.01)
+    await until(lambda: job.finished is not None)
     view = job.view()
     statuses = [d["status"] for d in view["documents"]]
     assert view["status"] == "failed" and "Milvus is down" in view["error"]

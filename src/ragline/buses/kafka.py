@@ -25,6 +25,7 @@ import functools
 import itertools
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -324,8 +325,11 @@ class KafkaBus:
 
         def stats(raw: str) -> None:  # librdkafka's statistics: group state, consumer lag per partition
             report = json.loads(raw)
-            if report.get("cgrp", {}).get("join_state") in ("steady", "init", None):
+            state = report.get("cgrp", {}).get("join_state")
+            if state in ("steady", "init", None):
                 settled[0] = time.monotonic()
+            if state == "steady":
+                replaced[0] = 0  # it settled: the next stuck member gets the base limit again
             brokers = report.get("brokers", {}).values()
             _log.debug("DBG %s", {k: b.get("state") for k, b in report.get("brokers", {}).items()})
             if brokers and not any(b.get("state") == "UP" for b in brokers):
@@ -376,15 +380,22 @@ class KafkaBus:
         # then hands it no partitions, forever (measured); a new member joins cleanly.
         # Messages it held uncommitted are delivered again (the stages are idempotent).
         # a dead member's expiry and a join; and long enough for three statistics reports
+        # Each replacement for not settling doubles the limit (up to 8x) with jitter: a
+        # replacement makes the group rebalance again, and under load two members that
+        # replaced themselves on the same clock kept each other from ever settling
+        # (measured: an ingest group with no consumption for a whole resilience drill).
         unsettled_limit_s = max(self.session_timeout_ms / 1000 + 4.0, 3 * self.stats_interval_ms / 1000)
+        replaced = [0]
+        limit_s = [unsettled_limit_s]
 
         def stuck() -> bool:
-            return time.monotonic() - settled[0] > unsettled_limit_s
+            return time.monotonic() - settled[0] > limit_s[0]
 
         try:
             while True:
                 lost.clear()
                 settled[0] = time.monotonic()
+                limit_s[0] = unsettled_limit_s * min(8, 2 ** replaced[0]) * random.uniform(1.0, 1.5)
                 # Its own threads (one polls, one commits): blocking polls in the shared default
                 # executor starved everything else that runs in threads (measured: p90 +100 ms).
                 polling = self._poll(
@@ -402,6 +413,8 @@ class KafkaBus:
                 except _Rejoin as why:
                     if why.brokers_lost:
                         await self._until_brokers_answer()
+                    else:
+                        replaced[0] += 1
                     _log.warning("Kafka at %s: %s; a new consumer for group %r", self.servers, why, group)
                 finally:
                     with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
