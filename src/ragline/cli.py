@@ -234,6 +234,8 @@ def ingest(
         raise typer.Exit(2)
     files = [item[0] for item in iter_files(targets, follow_symlinks) if isinstance(item, tuple)]
     client = _remote(config, url, api_key, tenant)
+    if sample and client is not None:
+        _sample_tenant_only(client)
     so_far = IngestReport()
 
     def interrupted(name: str) -> str:
@@ -295,6 +297,23 @@ def ingest(
 
 
 _SHOWN_ERRORS = 20
+
+
+def _sample_tenant_only(client: Client) -> None:
+    """The sample corpus goes into its own tenant, never the user's: through a server, an
+    API key's tenant wins over --tenant, so check which tenant the writes would land in."""
+    try:
+        landing = client.stats()["tenant"]
+    except RaglineError as exc:
+        landing = f"unknown ({exc})"
+    if landing != SAMPLE_TENANT:
+        client.close()
+        err.print(
+            f"[red]error:[/] through {client.url} the sample corpus would go into the tenant {landing!r}, "
+            f"not {SAMPLE_TENANT!r}: use an API key of the tenant {SAMPLE_TENANT!r} (ragline keys create "
+            f"--tenant {SAMPLE_TENANT} --scopes query,ingest)"
+        )
+        raise typer.Exit(2)
 
 
 class _IngestProgress:

@@ -130,3 +130,18 @@ async def test_the_async_client(server):
         assert (await rag.delete("a/granite.md")).deleted_chunks == 1
         with pytest.raises(NotFound):
             await rag.get("a/granite.md")
+
+
+def test_the_sample_corpus_is_never_written_into_an_api_keys_own_tenant(server):
+    url, key = server
+    with Client(url, key) as rag:
+        before = rag.stats()["chunks"]
+        cli = subprocess.run(
+            [sys.executable, "-m", "ragline.cli", "ingest", "--sample", "--url", url, "--api-key", key],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        assert cli.returncode == 2 and "would go into the tenant 'default'" in " ".join(cli.stderr.split())
+        assert rag.stats()["chunks"] == before
