@@ -53,6 +53,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def serve_env(directory: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of a `ragline serve` (and the CLI next to it) whose state lives in
+    ``directory``: Milvus Lite, keys and spool there, the hashing embedder, extractive answers."""
+    return {
+        **os.environ,
+        "RAGLINE_MILVUS_URI": str(directory / "m.db"),
+        "RAGLINE_EMBEDDER": "hashing",
+        "RAGLINE_GENERATOR": "extractive",
+        "RAGLINE_KEYS_FILE": str(directory / "keys.json"),
+        "RAGLINE_SPOOL_DIR": str(directory / "pending"),
+        "RAGLINE_PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from ragline.embedders.minilm import MiniLMEmbedder

@@ -15,7 +15,7 @@ import pytest
 from ragline import Answer
 from ragline.client import AsyncClient, Client
 from ragline.errors import DependencyUnavailable, InvalidInput, NotFound, Unauthorized
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, serve_env, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -23,17 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     """(url, admin API key) of a server on Milvus Lite with the hashing embedder."""
     tmp = tmp_path_factory.mktemp("client")
     port = free_port()
-    env = {
-        **os.environ,
-        "RAGLINE_MILVUS_URI": str(tmp / "m.db"),
-        "RAGLINE_EMBEDDER": "hashing",
-        "RAGLINE_GENERATOR": "extractive",
-        "RAGLINE_KEYS_FILE": str(tmp / "keys.json"),
-        "RAGLINE_SPOOL_DIR": str(tmp / "pending"),
-        "RAGLINE_PORT": str(port),
-        "RAGLINE_RATE_LIMIT_RPS": "0",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = serve_env(tmp, port, RAGLINE_RATE_LIMIT_RPS="0")
     process = subprocess.Popen(
         [sys.executable, "-m", "ragline.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,20 +12,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, serve_env, wait_until
 
 
 def _env(tmp_path: Path, port: int) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RAGLINE_MILVUS_URI": str(tmp_path / "m.db"),
-        "RAGLINE_EMBEDDER": "hashing",
-        "RAGLINE_GENERATOR": "extractive",
-        "RAGLINE_KEYS_FILE": str(tmp_path / "keys.json"),
-        "RAGLINE_SPOOL_DIR": str(tmp_path / "pending"),
-        "RAGLINE_PORT": str(port),
-        "HF_HUB_OFFLINE": "1",
-    }
+    return serve_env(tmp_path, port)
 
 
 def _cli(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

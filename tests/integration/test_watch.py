@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from ragline.watching import EngineSink, Watcher
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, serve_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,15 +79,7 @@ async def _ids_are(engine, wanted: set[str]) -> bool:
 
 def test_ragline_watch_goes_through_the_server_that_owns_the_database(tmp_path: Path):
     port = free_port()
-    env = {
-        **os.environ,
-        "RAGLINE_MILVUS_URI": str(tmp_path / "m.db"),
-        "RAGLINE_EMBEDDER": "hashing",
-        "RAGLINE_KEYS_FILE": str(tmp_path / "keys.json"),
-        "RAGLINE_SPOOL_DIR": str(tmp_path / "pending"),
-        "RAGLINE_PORT": str(port),
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = serve_env(tmp_path, port)
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "first.md").write_text("There from the start.")
