@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -85,3 +86,73 @@ def start_broker() -> tuple[subprocess.Popen, str]:
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError("Tansu did not start")
+
+
+class LeanHTTP:
+    """A keep-alive HTTP/1.1 JSON client on one asyncio connection, for load generators.
+
+    httpx costs ~1 ms of CPU per request in the client (measured: see bench/serve.py's
+    "cpu_ms_per_request"), which on a 2-core machine comes out of the server's cores;
+    this one parses only the status line and Content-Length. One connection per
+    concurrent caller (like a browser's or a load balancer's pool)."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None) -> None:
+        self.host, self.port = host, port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        payload = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n{self.extra}\r\n"
+        )
+        self.writer.write(head.encode() + payload)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(header[9:12])
+        length = 0
+        for line in header.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+            elif name.strip().lower() == b"connection" and value.strip().lower() == b"close":
+                self.writer = None
+        data = await self.reader.readexactly(length)
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of a process (and, with ``children``, of its live
+    descendants, e.g. Milvus Lite's server under `ragline serve`), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid, *(_descendants(pid) if children else [])]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    kids: list[str] = []
+    try:  # each thread lists the children it started
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            kids += (task / "children").read_text().split()
+    except OSError:
+        return out
+    for kid in kids:
+        out.append(int(kid))
+        out.extend(_descendants(int(kid)))
+    return out

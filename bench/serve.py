@@ -12,7 +12,12 @@ request. Index: IVF_FLAT (what to configure past ~50k chunks).
 
 Last line: {"chunks": N, "search": {"c1": {"rps", "p50_ms", "p99_ms"}, ...}, "query": {...}}.
 
-    python bench/serve.py [--chunks 100000] [--requests 300] [--concurrency 1,8,32,64] [--retrieval hybrid]
+Each level also reports the CPU milliseconds per request of the server process, of
+Milvus Lite (its child) and of the load generator: on two cores they share the same
+CPUs, so this says where a request's cost goes.
+
+    python bench/serve.py [--chunks 100000] [--requests 300] [--concurrency 1,8,32,64]
+                          [--retrieval hybrid|dense] [--client lean|httpx]
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _common import QUESTIONS, free_port, median, percentile, report
+from _common import QUESTIONS, LeanHTTP, cpu_seconds, free_port, median, percentile, report
 
 
 async def fill(database: str, chunks: int) -> None:
@@ -76,10 +81,10 @@ async def fill(database: str, chunks: int) -> None:
         await embedder.close()
 
 
-def start(tmp: str, port: int, cache: str, chunks: int, retrieval: str) -> subprocess.Popen:
+def start(tmp: str, database: str, port: int, cache: str, chunks: int, retrieval: str) -> subprocess.Popen:
     env = dict(
         os.environ,
-        RAGLINE_MILVUS_URI=f"{tmp}/serve.db",
+        RAGLINE_MILVUS_URI=database,
         RAGLINE_INDEX="IVF_FLAT",
         RAGLINE_RETRIEVAL_MODE=retrieval,
         RAGLINE_GENERATOR="extractive",
@@ -115,26 +120,52 @@ def question() -> str:
     return f"{QUESTIONS[n % len(QUESTIONS)]} ({n})"
 
 
-async def load(client: httpx.AsyncClient, path: str, field: str, concurrency: int, total: int) -> dict:
+class HttpxCaller:
+    """httpx, for comparison (--client httpx): its client-side cost is on these cores too."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, path: str, body: dict) -> tuple[int, bytes]:
+        response = await self.client.post(path, json=body)
+        return response.status_code, response.content
+
+    async def close(self) -> None:
+        pass
+
+
+async def load(callers: list, path: str, field: str, total: int, server_pid: int) -> dict:
+    """``total`` requests from ``len(callers)`` concurrent callers, each waiting for its
+    answer before the next (a closed loop), and the CPU each process spent per request."""
     latencies: list[float] = []
     counter = iter(range(total))
 
-    async def worker() -> None:
+    async def worker(caller) -> None:
         for _ in counter:
             text = question()
             t0 = time.perf_counter()
-            response = await client.post(path, json={field: text})
-            response.raise_for_status()
+            status, body = await caller.post(path, {field: text})
+            if status != 200:
+                raise RuntimeError(f"{path}: {status} {body[:300]!r}")
             latencies.append((time.perf_counter() - t0) * 1000)
 
+    own, server, milvus = os.times(), cpu_seconds(server_pid, children=False), cpu_seconds(server_pid)
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(c) for c in callers))
     elapsed = time.perf_counter() - started
+    done = os.times()
+    server_s = cpu_seconds(server_pid, children=False) - server
+    milvus_s = cpu_seconds(server_pid) - milvus - server_s
     return {
         "rps": total / elapsed,
         "p50_ms": median(latencies),
         "p99_ms": percentile(latencies, 99),
         "deciles_ms": [percentile(latencies, q) for q in range(10, 100, 10)],
+        "cpu_ms_per_request": {
+            "server": server_s * 1000 / total,
+            "milvus_lite": milvus_s * 1000 / total,
+            "load_generator": (done.user + done.system - own.user - own.system) * 1000 / total,
+        },
     }
 
 
@@ -144,6 +175,13 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--retrieval", default="hybrid", choices=["dense", "bm25", "hybrid"])
+    parser.add_argument(
+        "--client",
+        default="lean",
+        choices=["lean", "httpx"],
+        help="the load generator's HTTP client: lean (keep-alive, ~0.1 ms CPU per request) or httpx (~1 ms)",
+    )
+    parser.add_argument("--keep", help="a database file to fill once and reuse across runs (default: a fresh one)")
     parser.add_argument("--fill-into", help=argparse.SUPPRESS)  # the child that fills the database
     parser.add_argument(
         "--cache",
@@ -157,12 +195,16 @@ async def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
+        database = args.keep or f"{tmp}/serve.db"
         filled = time.perf_counter()
-        if args.chunks:
-            command = [sys.executable, __file__, "--fill-into", f"{tmp}/serve.db", "--chunks", str(args.chunks)]
+        marker = f"{database}.filled-{args.chunks}"
+        if args.chunks and not os.path.exists(marker):  # noqa: ASYNC240 - before any load
+            command = [sys.executable, __file__, "--fill-into", database, "--chunks", str(args.chunks)]
             await asyncio.to_thread(subprocess.run, command, check=True)
+            if args.keep:
+                open(marker, "w").close()
         fill_s = time.perf_counter() - filled
-        proc = start(tmp, port, args.cache, args.chunks, args.retrieval)
+        proc = start(tmp, database, port, args.cache, args.chunks, args.retrieval)
         try:
             results: dict[str, dict] = {"search": {}, "query": {}}
             limits = httpx.Limits(max_connections=max(levels), max_keepalive_connections=max(levels))
@@ -170,10 +212,19 @@ async def main() -> None:
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits, headers=tenant
             ) as client:
+
+                def callers(n: int) -> list:
+                    if args.client == "httpx":
+                        return [HttpxCaller(client)] * n
+                    return [LeanHTTP("127.0.0.1", port, tenant) for _ in range(n)]
+
                 for name, path, field in (("search", "/v1/search", "query"), ("query", "/v1/query", "question")):
-                    await load(client, path, field, 4, 20)  # warm-up
+                    await load(callers(4), path, field, 20, proc.pid)  # warm-up
                     for c in levels:
-                        results[name][f"c{c}"] = await load(client, path, field, c, args.requests)
+                        pool = callers(c)
+                        results[name][f"c{c}"] = await load(pool, path, field, args.requests, proc.pid)
+                        for caller in pool:
+                            await caller.close()
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -184,6 +235,7 @@ async def main() -> None:
             "fill_s": fill_s,
             **results,
             "cache": args.cache,
+            "client": args.client,
         }
     )
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ALL = ("ingest", "search", "generate", "answers", "serve", "cache", "pipeline", "workers", "gateway")
+ALL = ("ingest", "search", "generate", "answers", "serve", "overhead", "cache", "pipeline", "workers", "gateway")
 
 
 def bench_dir() -> Path:

@@ -48,11 +48,44 @@ async def test_related_texts_are_closer_than_unrelated(minilm):
     assert q @ near > q @ far
 
 
-async def test_a_question_embeds_on_its_own_lane_to_the_same_vector(minilm):
+async def test_a_question_embeds_on_its_own_int8_lane_close_to_the_float32_vector(minilm):
     question = "How do honeybees tell each other where the flowers are?"
     alone = await minilm.embed_query(question)
     batched = (await minilm.embed([question, "an unrelated longer passage about tea and its oxidation"]))[0]
-    assert alone.shape == (384,) and np.allclose(alone, batched, atol=1e-5)
+    assert minilm.query_precision == "int8"
+    assert alone.shape == (384,) and abs(np.linalg.norm(alone) - 1) < 1e-5
+    assert 0.98 <= float(alone @ batched) < 0.99999  # int8, not the float32 graph again
+
+
+async def test_int8_questions_stay_close_to_sentence_transformers_vectors(minilm):
+    reference = np.load(REFERENCE)
+    texts = list(reference["texts"])
+    ours = np.stack([await minilm.embed_query(t, "reference") for t in texts])
+    cosines = (ours * reference["vectors"]).sum(axis=1)
+    assert cosines.min() >= 0.98, f"worst text: {texts[cosines.argmin()][:80]!r}"
+
+
+async def test_float32_questions_are_the_documents_vectors():
+    from ragline.embedders.minilm import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder(threads=1, query_precision="float32")
+    try:
+        question = "How do honeybees tell each other where the flowers are?"
+        alone = await embedder.embed_query(question)
+        batched = (await embedder.embed([question, "an unrelated longer passage about tea"]))[0]
+        assert embedder.query_precision == "float32" and np.allclose(alone, batched, atol=1e-5)
+    finally:
+        await embedder.close()
+
+
+def test_the_int8_copy_is_made_once_and_reused(tmp_path):
+    from ragline.embedders.minilm import model_path
+    from ragline.embedders.quantized import int8_model
+
+    first = int8_model(model_path(), tmp_path)
+    mtime = first.stat().st_mtime_ns
+    assert int8_model(model_path(), tmp_path) == first and first.stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [first.name]  # no leftovers
 
 
 QUESTIONS = [f"question {i}: how do honeybees tell {'where ' * (i % 5)}the flowers are?" for i in range(32)]

@@ -331,7 +331,6 @@ class KafkaBus:
             if state == "steady":
                 replaced[0] = 0  # it settled: the next stuck member gets the base limit again
             brokers = report.get("brokers", {}).values()
-            _log.debug("DBG %s", {k: b.get("state") for k, b in report.get("brokers", {}).items()})
             if brokers and not any(b.get("state") == "UP" for b in brokers):
                 lost.set()  # error_cb does not always say so (measured: silent through a 5 s outage)
             lag.clear()

