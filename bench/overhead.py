@@ -64,7 +64,7 @@ class Precomputed:
         self.seconds += time.perf_counter() - t0
         return out
 
-    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+    async def embed_query(self, text: str, tenant: str = "", *, exact: bool = False) -> np.ndarray:
         return (await self.embed([text]))[0]
 
     async def close(self) -> None:

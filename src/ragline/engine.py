@@ -249,16 +249,21 @@ class Engine:
             mode=mode,
             **({"request_id": request_id} if request_id else {}),
         )
-        return await self.retrieve(query)
+        return await self.retrieve(query, exact=False)
 
-    async def retrieve(self, query: Query) -> Context:
-        """The retrieve stage, counted and traced (the API and the retrieve worker call this)."""
+    async def retrieve(self, query: Query, exact: bool | None = None) -> Context:
+        """The retrieve stage, counted and traced (the API and the retrieve worker call this).
+
+        ``exact``: embed the question with the embedder's full model, as an answer ranks
+        sentences with it (one vector for both); by default, when the query is for an
+        answer. Searches get the embedder's cheaper question vector (MiniLM: int8)."""
+        exact = query.purpose == "answer" if exact is None else exact
         with span("retrieve", tenant=query.tenant, request_id=query.request_id):
             if query.follows and self.settings.generator != "extractive" and self.settings.llm_rewrites_follow_ups:
                 query = await stages.standalone(query, self.generator, self.settings.llm_rewrite_timeout_s)
             try:
                 context = await stages.retrieve(
-                    query, embedder=self.embedder, store=self.store, mode=self.settings.retrieval_mode
+                    query, embedder=self.embedder, store=self.store, mode=self.settings.retrieval_mode, exact=exact
                 )
             except RetryableError:
                 self.metrics.search_failure.inc()

@@ -37,9 +37,11 @@ class Embedder(Protocol):
         """``interactive``: someone is waiting (sentences of an answer), not a bulk upload."""
         ...
 
-    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+    async def embed_query(self, text: str, tenant: str = "", *, exact: bool = False) -> np.ndarray:
         """One question's vector. Kept apart from ``embed`` (documents) so an adapter can
-        serve questions first: a bulk upload must not make every search wait."""
+        serve questions first: a bulk upload must not make every search wait. An adapter
+        may answer with a cheaper approximation (MiniLM: an int8 graph); ``exact``: the
+        same model ``embed`` runs, for cosines compared with fixed thresholds (answers)."""
         ...
 
     async def close(self) -> None: ...

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # Threads of the question embedder's one session (questions are coalesced into
     # batches under load; see docs/performance.md for what 1 and 2 give on two cores).
     query_embed_threads: int = Field(default=1, ge=1)
-    # Questions (and the sentences extractive answers rank) run an int8 copy of MiniLM,
+    # Searches embed their question with an int8 copy of MiniLM (answers keep float32),
     # made once per machine under RAGLINE_MODEL_CACHE (~/.cache/ragline/models): ~2.5x
     # less compute per question, SciFact nDCG@10 unchanged within noise; float32: the
     # packaged graph, the same vectors as documents get (embedders/quantized.py).

@@ -213,7 +213,9 @@ async def _embedded(
     return out
 
 
-async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode: str = "dense") -> Context:
+async def retrieve(
+    query: Query, *, embedder: Embedder, store: VectorStore, mode: str = "dense", exact: bool = False
+) -> Context:
     """Embed the question and find its best chunks in the caller's tenant.
 
     ``mode`` (dense, bm25, hybrid) applies unless the query names its own; a store
@@ -225,7 +227,7 @@ async def retrieve(query: Query, *, embedder: Embedder, store: VectorStore, mode
         notice = f"{mode} retrieval needs Milvus full-text search (Lite or >= 2.5); served dense"
         mode = "dense"
     t0 = time.perf_counter()
-    vector = await embedder.embed_query(query.retrieval_text, query.tenant)
+    vector = await embedder.embed_query(query.retrieval_text, query.tenant, exact=exact)
     t1 = time.perf_counter()
     hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.retrieval_text, mode=mode)
     t2 = time.perf_counter()

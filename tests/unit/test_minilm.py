@@ -55,6 +55,9 @@ async def test_a_question_embeds_on_its_own_int8_lane_close_to_the_float32_vecto
     assert minilm.query_precision == "int8"
     assert alone.shape == (384,) and abs(np.linalg.norm(alone) - 1) < 1e-5
     assert 0.98 <= float(alone @ batched) < 0.99999  # int8, not the float32 graph again
+    # what an extractive answer ranks (sentences and their question) stays float32
+    ranked = await minilm.embed([question, "an unrelated longer passage about tea"], interactive=True)
+    assert np.allclose(ranked[0], batched, atol=1e-5)
 
 
 async def test_int8_questions_stay_close_to_sentence_transformers_vectors(minilm):
@@ -128,3 +131,27 @@ async def test_a_question_asked_again_by_the_same_tenant_is_not_embedded_again(m
     assert again is first and not first.flags.writeable  # kept, and nobody can change it
     assert sizes == [1, 1]  # the other tenant's is computed: no timing tells it what "t" asked
     assert np.allclose(other, first, atol=1e-6)
+
+
+async def test_an_exact_question_vector_is_the_float32_one_and_kept_apart_from_the_int8_one(minilm):
+    question = "Which eruption cooled the planet? (exact test)"
+    approximate = await minilm.embed_query(question, "t")
+    exact = await minilm.embed_query(question, "t", exact=True)
+    model = (await minilm.embed([question]))[0]
+    assert np.allclose(exact, model, atol=1e-5) and not np.allclose(approximate, model, atol=1e-4)
+    assert await minilm.embed_query(question, "t", exact=True) is exact  # kept, each under its own key
+    assert await minilm.embed_query(question, "t") is approximate
+
+
+async def test_the_embedding_cache_never_serves_an_int8_question_vector_as_the_models_own(minilm):
+    from ragline.caches.embedding_cache import CachedEmbedder
+    from ragline.caches.memory import MemoryCache
+
+    cached = CachedEmbedder(minilm, MemoryCache())
+    question = "Why does sealed honey keep for years? (cache test)"
+    approximate = await cached.embed_query(question, "t")  # cached first
+    exact = await cached.embed_query(question, "t", exact=True)
+    as_text = (await cached.embed([question], "t"))[0]  # a chunk with the question's text
+    model = (await minilm.embed([question]))[0]
+    assert np.allclose(exact, model, atol=1e-5) and np.allclose(as_text, model, atol=1e-5)
+    assert np.allclose(await cached.embed_query(question, "t"), approximate, atol=1e-6)

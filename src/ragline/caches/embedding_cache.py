@@ -25,14 +25,18 @@ class CachedEmbedder:
     async def close(self) -> None:
         await self.inner.close()
 
-    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
-        key = embedding_key(self.name, text, tenant)
+    async def embed_query(self, text: str, tenant: str = "", *, exact: bool = False) -> np.ndarray:
+        # An approximate question vector (MiniLM's int8 graph) is kept under its own name:
+        # it must never be served where the model's own vector is expected, or the reverse.
+        precision = getattr(self.inner, "query_precision", "float32")
+        name = self.name if exact or precision == "float32" else f"{self.name}/{precision}"
+        key = embedding_key(name, text, tenant)
         found = await self.cache.get(key)
         if found is not None and len(found) == 4 * self.dimension:
             self.count("hit", 1)
             return np.frombuffer(found, dtype=np.float32)
         self.count("miss", 1)
-        vector = await self.inner.embed_query(text, tenant)
+        vector = await self.inner.embed_query(text, tenant, exact=exact)
         await self.cache.set(key, vector.astype(np.float32).tobytes(), self.ttl_s)
         return vector
 

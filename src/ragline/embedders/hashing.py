@@ -34,7 +34,7 @@ class HashingEmbedder:
         self.texts_embedded += len(texts)
         return np.stack([self._vector(t) for t in texts]) if texts else np.empty((0, self.dimension), np.float32)
 
-    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+    async def embed_query(self, text: str, tenant: str = "", *, exact: bool = False) -> np.ndarray:
         return (await self.embed([text], tenant))[0]
 
     def _vector(self, text: str) -> np.ndarray:

@@ -91,9 +91,14 @@ class MiniLMEmbedder:
         # Questions get their own single-threaded session and threads: a bulk upload
         # being embedded never makes a search wait behind it (bulkhead.py). By default
         # that session runs an int8 copy of the graph (quantized.py: ~2.5x less compute,
-        # retrieval quality unchanged on SciFact); documents keep float32 vectors.
+        # retrieval quality unchanged on SciFact) for searches; documents keep float32.
         question_graph, self.query_precision = question_model(query_precision)
         self._query_session = _session(query_threads, question_graph)
+        # Float32 on the question lane: texts ranked while someone waits (the sentences
+        # of an extractive answer) and exact question vectors (``exact=True``: answers).
+        self._interactive_session = (
+            self._query_session if self.query_precision == "float32" else _session(query_threads)
+        )
         self._query_tokenizer = load_tokenizer()  # its own: no borrowing across threads
         self.bulkhead = bulkhead or Bulkhead("embedder", workers=1, queue=64)
         self.query_bulkhead = query_bulkhead or Bulkhead("query embedder", workers=1, queue=256)
@@ -104,7 +109,7 @@ class MiniLMEmbedder:
         # Bumped by close(): an embedding started before stops (its bulkhead is made anew
         # on the next call, so a closed embedder still works for whoever uses it next).
         self._generation = 0
-        self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, str, bool], np.ndarray] = OrderedDict()
         self._questions: Coalescer[str, np.ndarray] = Coalescer(
             "query embedder", self._embed_questions, max_batch=8, max_queue=1024
         )
@@ -124,19 +129,23 @@ class MiniLMEmbedder:
         return await self.bulkhead.run(self.embed_sync, texts)
 
     def _embed_interactive(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed_batch(list(texts), self._query_session, self._query_tokenizer)
+        return self._embed_batch(list(texts), self._interactive_session, self._query_tokenizer)
 
-    async def embed_query(self, text: str, tenant: str = "") -> np.ndarray:
+    async def embed_query(self, text: str, tenant: str = "", *, exact: bool = False) -> np.ndarray:
         # The same question is embedded twice in one answer (to retrieve, then to rank the
         # passages' sentences): the latest questions' vectors are kept, per tenant (a hit
         # must not tell one tenant, by its speed, what another asked). The model is
         # deterministic, so a kept vector is never stale.
-        key = (tenant, text)
+        exact = exact or self.query_precision == "float32"
+        key = (tenant, text, exact)
         vector = self._recent.get(key)
         if vector is not None:
             self._recent.move_to_end(key)
             return vector
-        vector = await self._questions.submit(text)
+        if exact:  # the float32 graph (answers: their thresholds were set on its cosines)
+            vector = (await self.query_bulkhead.run(self._embed_interactive, [text]))[0]
+        else:
+            vector = await self._questions.submit(text)
         vector.setflags(write=False)
         self._recent[key] = vector
         while len(self._recent) > self.recent_max:
@@ -152,7 +161,7 @@ class MiniLMEmbedder:
         different vector than alone: each is run by itself (at ~13 tokens a shared run
         saved under 20 %), and a vector never depends on who asked at the same time."""
         if self.query_precision != "int8":
-            return self._embed_interactive(texts)
+            return self._embed_batch(list(texts), self._query_session, self._query_tokenizer)
         return np.vstack([self._embed_batch([t], self._query_session, self._query_tokenizer) for t in texts])
 
     async def close(self) -> None:

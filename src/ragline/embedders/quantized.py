@@ -7,7 +7,8 @@ activations quantized per run) makes the MatMuls integer ones (VNNI where the CP
 it): ~2.4 ms. Measured on SciFact (300 test claims against float32 document vectors),
 nDCG@10 0.6414 against 0.6468 with float32 questions: within the run-to-run noise of
 300 queries (a per-tensor variant scored 0.6515); the worst cosine to the float32
-vector over the sample queries and sentences is 0.989. Documents keep float32 vectors.
+vector over the sample queries and sentences is 0.989. Documents keep float32 vectors,
+and so do answers (their thresholds are float32 cosines; see docs/performance.md).
 
 The copy is made once per machine (fold the stored weights, quantize: ~3 s) and kept
 under the model cache (``RAGLINE_MODEL_CACHE``), named by the source graph's hash and

@@ -92,13 +92,21 @@ class ExtractiveGenerator:
         sentences = _distinct([(p.number, s) for p in prompt.passages for s in split_sentences(p.hit.text)])
         if not sentences:
             return []
-        vectors = None
-        if self.embedder is not None:
-            vectors = await self.embedder.embed([s for _, s in sentences], prompt.tenant, interactive=True)
         parts = _parts(prompt.question) if self.embedder is not None else [prompt.question]
+        vectors = None
+        asked: dict[str, np.ndarray] = {}
+        if self.embedder is not None:
+            # Float32 vectors (the model's own) for sentences and questions: the thresholds
+            # below were set on their cosines. The int8 question vectors searches use
+            # moved two of bench/answers.py's 70 answers, with int8 or float32 sentences.
+            # The question's exact vector is the one its retrieval used (kept: no second run).
+            earlier = prompt.earlier
+            questions = dict.fromkeys(q for p in parts for q in ((p, earlier, f"{earlier} {p}") if earlier else (p,)))
+            vectors = await self.embedder.embed([s for _, s in sentences], prompt.tenant, interactive=True)
+            asked = {q: await self.embedder.embed_query(q, prompt.tenant, exact=True) for q in questions}
         chosen: dict[int, tuple[float, int, int, str]] = {}
         for part in parts:
-            scored, threshold = await self._scored(part, sentences, vectors, prompt.tenant, prompt.earlier)
+            scored, threshold = self._scored(part, sentences, vectors, asked, prompt.earlier)
             if not scored or scored[0][0] < threshold or not _right_kind(part, scored[0][3]):
                 return []  # a part the passages do not answer: do not answer half
             best = scored[0][0]
@@ -107,12 +115,12 @@ class ExtractiveGenerator:
                 chosen.setdefault(s[1], s)
         return sorted(chosen.values(), key=lambda s: (-s[0], s[1]))[: self.max_sentences * len(parts)]
 
-    async def _scored(
+    def _scored(
         self,
         question: str,
         sentences: list[tuple[int, str]],
         vectors: np.ndarray | None,
-        tenant: str,
+        asked: dict[str, np.ndarray],
         earlier: str = "",
     ) -> tuple[list[tuple[float, int, int, str]], float]:
         """(score, position, passage number, sentence), best first, and the threshold.
@@ -120,10 +128,10 @@ class ExtractiveGenerator:
         For a follow-up (``earlier``: the question it continues) a sentence scores by the
         follow-up, plus a fifth of its score for the earlier question (which says what "it"
         is), and passes the threshold by the follow-up or by both questions together."""
-        scores, threshold = await self._scores(question, sentences, vectors, tenant)
+        scores, threshold = self._scores(question, sentences, vectors, asked)
         if earlier:
-            back, _ = await self._scores(earlier, sentences, vectors, tenant)
-            both, _ = await self._scores(f"{earlier} {question}", sentences, vectors, tenant)
+            back, _ = self._scores(earlier, sentences, vectors, asked)
+            both, _ = self._scores(f"{earlier} {question}", sentences, vectors, asked)
             ranked = [q + 0.2 * b for q, b in zip(scores, back)]
             best = max(range(len(ranked)), key=lambda i: ranked[i])
             if max(scores[best], both[best]) >= threshold:
@@ -132,13 +140,13 @@ class ExtractiveGenerator:
         scored = [(score, i, number, sentence) for i, ((number, sentence), score) in enumerate(zip(sentences, scores))]
         return sorted(scored, key=lambda s: (-s[0], s[1])), threshold
 
-    async def _scores(
-        self, question: str, sentences: list[tuple[int, str]], vectors: np.ndarray | None, tenant: str
+    def _scores(
+        self, question: str, sentences: list[tuple[int, str]], vectors: np.ndarray | None, asked: dict[str, np.ndarray]
     ) -> tuple[list[float], float]:
         lexical = _lexical_scores(question, [s for _, s in sentences])
         if self.embedder is None or vectors is None:
             return lexical, self.min_overlap
-        wanted = await self.embedder.embed_query(question, tenant)
+        wanted = asked[question]
         # cosine first; a little lexical overlap breaks near-ties toward the exact words
         return [float(v @ wanted) + 0.05 * lex for v, lex in zip(vectors, lexical)], self.min_similarity
 
