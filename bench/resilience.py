@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,13 +35,26 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--run-s", type=float, default=15.0, help="seconds of load per scenario")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp), args.port, args.workers, milvus_uri=args.milvus_uri, llm=args.llm)
-        try:
-            stack.up()
-            result = asyncio.run(run_scenarios(stack, args.scenario, run_s=args.run_s))
-        finally:
-            stack.down()
+    # The stack's directory (supervisord's and every process's logs) is removed after a
+    # clean run and kept, with its path on stderr, when a scenario lost or duplicated
+    # something or got a 5xx: a flaky fault is diagnosed from the run that showed it.
+    tmp = Path(tempfile.mkdtemp(prefix="ragline-resilience-"))
+    stack = Stack(tmp, args.port, args.workers, milvus_uri=args.milvus_uri, llm=args.llm)
+    result: dict = {"scenarios": {}}
+    try:
+        stack.up()
+        result = asyncio.run(run_scenarios(stack, args.scenario, run_s=args.run_s))
+    finally:
+        stack.down()
+        bad = [  # requests in flight on a killed API replica fail with it: expected
+            name
+            for name, r in result["scenarios"].items()
+            if r["lost"] or r["duplicated"] or any(" 5" in kind for kind in r["failures"])
+        ]
+        if bad or not result["scenarios"]:
+            print(f"resilience: logs of this run kept in {tmp}/logs ({', '.join(bad) or 'no result'})", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     report({"workers_per_stage": args.workers, **result})
 
 

@@ -139,6 +139,9 @@ async def drill(
     stop = asyncio.Event()
     runner = asyncio.create_task(load.run_until(stop))
     await asyncio.sleep(warm_s)
+    warming = time.monotonic() + 60
+    while not load.answers and time.monotonic() < warming:  # the fault hits a working pipeline
+        await asyncio.sleep(0.2)
     pid = stack.pid(program)
     if pid is None:
         raise RuntimeError(f"{program} is not running in the stack")

@@ -48,7 +48,8 @@ class Gateway:
         self.answered = 0
         self.duplicates = 0
         self.foreign = 0  # replies for requests another gateway (API replica) is waiting for
-        self._waiting: dict[str, asyncio.Queue[Delivery]] = {}
+        self._waiting: dict[str, asyncio.Queue[Delivery | None]] = {}
+        self._read_to: dict[int, int] = {}  # partition -> the next offset: a new tail goes on from there
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._listener: asyncio.Task | None = None
         self._healthy = True  # False while the listener re-attaches after a bus failure
@@ -94,19 +95,34 @@ class Gateway:
             except Exception as exc:
                 self._healthy = False
                 log.error("the reply listener on %s failed (%s); listening again in 1 s", self.topics.answers, exc)
+                self._interrupt_waiting()
             finally:
                 with contextlib.suppress(RuntimeError, Exception):
                     await stream.aclose()
             while True:
                 await asyncio.sleep(1.0)
                 try:
-                    stream = await self.bus.tail(self.topics.answers, self.reply_partition)
+                    stream = await self.bus.tail(self.topics.answers, self.reply_partition, since=self._read_to)
                     self._healthy = True
                     break
                 except Exception as exc:
                     log.error("cannot listen on %s yet: %s", self.topics.answers, exc)
 
+    def _interrupt_waiting(self) -> None:
+        """The answer stream broke (the brokers were lost, then came back): requests
+        waiting now fail at once with a retryable error instead of waiting out their
+        timeout. A broker that came back without its log (in memory) lost them for good;
+        one that kept it may still answer, and the client's retry is then answered too
+        (a question is a read: asking again is safe)."""
+        for inbox in self._waiting.values():
+            inbox.put_nowait(None)
+        if self._waiting:
+            log.warning(
+                "%d requests waiting for answers were failed (retryable): the answer stream broke", len(self._waiting)
+            )
+
     def _route(self, delivery: Delivery) -> None:
+        self._read_to[delivery.partition] = delivery.offset + 1
         request_id = (delivery.key or b"").decode("utf-8", "replace")  # "tenant/request id"
         waiting = self._waiting.get(request_id)
         if waiting is not None:
@@ -171,7 +187,7 @@ class Gateway:
         deadline = datetime.now(UTC) + timedelta(seconds=self.timeout_s)
         query = query.model_copy(update={"reply_to": self.reply_to, "deadline": deadline})
         request_id, key = query.request_id, reply_key(query)
-        inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+        inbox: asyncio.Queue[Delivery | None] = asyncio.Queue()  # None: the answer stream broke
         self._waiting[key.decode()] = inbox
         loop = asyncio.get_running_loop()
         until = loop.time() + self.timeout_s
@@ -196,6 +212,11 @@ class Gateway:
                         f"no answer to request {request_id} within {self.timeout_s:g}s: the pipeline's "
                         f"retrieve/generate workers are down or behind (see consumer lag)"
                     ) from None
+                if delivery is None:
+                    raise DependencyUnavailable(
+                        f"request {request_id}: the stream of answers broke (the broker was lost and came "
+                        "back); it may not be answered: ask again"
+                    )
                 kind = delivery.headers.get(KIND, b"answer")
                 if kind == b"failure":
                     raise _as_error(Failure.model_validate_json(delivery.value))

@@ -235,7 +235,14 @@ class Bus(Protocol):
 
     async def commit(self, delivery: Delivery) -> None: ...
 
-    async def tail(self, topic: str, partition: int | None = None) -> AsyncGenerator[Delivery, None]: ...
+    async def tail(
+        self, topic: str, partition: int | None = None, since: Mapping[int, int] | None = None
+    ) -> AsyncGenerator[Delivery, None]:
+        """``topic`` (one partition, or all) from its end; with ``since`` (partition ->
+        the next offset to read, from an earlier tail), from there, so nothing published
+        between two tails is missed; a partition whose log restarted below that offset
+        (a broker back without its data) is read from its start."""
+        ...
 
     async def publish_and_commit(self, outputs: Sequence[Any], delivery: Delivery) -> None:
         """In one transaction: publish ``outputs`` (topic, value, key, headers, partition)

@@ -147,21 +147,30 @@ class Stack:
     # -- running it ---------------------------------------------------------------------------
 
     def up(self, timeout_s: float = 240.0) -> None:
-        """Start supervisord with the stack and wait until the balancer says ready."""
+        """Start supervisord with the stack and wait until it answers a question through
+        the balancer (the API ready, and the pipeline's workers consuming)."""
         if self.running():
             raise ConfigurationError(f"a stack already runs from {self.directory}; `ragline stack down` first")
         self.write_conf()
         subprocess.run([_supervisor_bin("supervisord"), "-c", str(self.conf)], check=True)
         deadline = time.monotonic() + timeout_s
         last = ""
+        ready = False
         while time.monotonic() < deadline:
             try:
-                response = httpx.get(f"{self.url}/readyz", timeout=3)
-                if response.status_code == 200:
-                    return
+                if not ready:
+                    response = httpx.get(f"{self.url}/readyz", timeout=3)
+                    ready = response.status_code == 200
+                if ready:
+                    # Ready means answering: the workers' consumer groups take seconds to
+                    # form after the API is up, and a question asked before then waits its
+                    # whole timeout (measured: > 30 s on a cold stack).
+                    response = httpx.post(f"{self.url}/v1/query", json={"question": "Is the stack ready?"}, timeout=10)
+                    if response.status_code == 200:
+                        return
                 last = response.text[:300]
             except httpx.HTTPError as exc:
-                last = str(exc)
+                last = f"{type(exc).__name__}: {exc}"
             time.sleep(1)
         raise TimeoutError(f"the stack was not ready within {timeout_s:.0f}s (last: {last}); see {self.directory}/logs")
 

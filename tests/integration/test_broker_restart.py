@@ -79,3 +79,61 @@ async def test_after_a_broker_restart_producers_consumers_and_topics_heal_by_the
     assert max(t for t, v in got if v in accepted) - ready <= 10
     assert {name: len(topics[name].partitions) for name in ("work", "replies")} == {"work": 3, "replies": 2}
     assert bus.producers_replaced >= 1
+
+
+async def test_a_consumer_past_the_end_of_a_log_that_restarted_at_once_reads_the_new_one():
+    """kill -9 and an immediate restart (what supervisord or Kubernetes do): the new log
+    starts at offset 0, below where the consumer was; it must read the new log, not wait
+    for it to reach its old position. (The dropped connections make the consumer rejoin:
+    this held before these tests were written; it is a scenario the stack drill had not
+    isolated.)"""
+    import os
+    import signal
+
+    from conftest import KafkaBroker, free_port
+
+    broker = KafkaBroker(free_port())
+    broker.start()
+    specs = [TopicSpec("work", 1)]
+    bus = KafkaBus(broker.bootstrap, session_timeout_ms=2000, publish_timeout_ms=2000, topic_specs=specs)
+    got: list[bytes] = []
+
+    async def consume() -> None:
+        async for delivery in bus.consume(["work"], "workers"):
+            got.append(delivery.value)
+            await bus.commit(delivery)
+
+    try:
+        await bus.create_topics(specs)
+        consumer = asyncio.create_task(consume())
+        for n in range(40):  # the consumer's position: 40
+            await bus.publish("work", b"before-%d" % n)
+        deadline = time.monotonic() + 30
+        while len(got) < 40 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert len(got) == 40
+        assert broker.proc is not None
+        os.killpg(broker.proc.pid, signal.SIGKILL)
+        broker.proc.wait()
+        await asyncio.to_thread(broker.start)  # at once, on the same port, empty
+        ready = time.monotonic()
+        accepted: list[bytes] = []
+        n = 0
+        while time.monotonic() - ready < 30 and len(accepted) < 3:
+            n += 1
+            try:
+                await bus.publish("work", b"after-%d" % n)
+                accepted.append(b"after-%d" % n)
+            except DependencyUnavailable:
+                pass
+            await asyncio.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while not set(accepted) <= set(got) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    finally:
+        await bus.close()
+        broker.stop()
+    assert len(accepted) == 3
+    assert set(accepted) <= set(got), (accepted, got[40:])

@@ -446,9 +446,12 @@ class KafkaBus:
             merged.update(per_consumer)
         return merged
 
-    async def tail(self, topic: str, partition: int | None = None) -> AsyncGenerator[Delivery, None]:
-        """Read ``topic`` (one partition, or all) from its current end, without a group.
-        The stream raises once the brokers were lost and answer again: tail anew."""
+    async def tail(
+        self, topic: str, partition: int | None = None, since: Mapping[int, int] | None = None
+    ) -> AsyncGenerator[Delivery, None]:
+        """Read ``topic`` (one partition, or all) from its current end, or from ``since``
+        (see the port), without a group. The stream raises once the brokers were lost and
+        answer again: tail anew, from where the last stream stopped."""
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
         lost = threading.Event()  # brokers gone: once they answer, the stream ends (_Rejoin)
@@ -481,11 +484,18 @@ class KafkaBus:
                     f"({getattr(info, 'error', None)}); run `ragline topics create`"
                 )
             numbers = sorted(info.partitions) if partition is None else [partition]
-            ends = [
-                TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-                for p in numbers
-            ]
-            consumer.assign(ends)
+            starts = []
+            for p in numbers:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                wanted = (since or {}).get(p)
+                if wanted is None:
+                    start = high  # from the end
+                elif wanted <= high:
+                    start = max(low, wanted)  # where the last tail stopped
+                else:
+                    start = low  # the log restarted below it (a broker back without its data)
+                starts.append(TopicPartition(topic, p, start))
+            consumer.assign(starts)
 
         with contextlib.suppress(Exception):  # at start: the topics a broker lost, from their specs
             await self.ensure_topics(force=True)

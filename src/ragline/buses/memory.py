@@ -76,8 +76,12 @@ class MemoryBus:
         for offset in done:
             del state.inflight[offset]
 
-    async def tail(self, topic: str, partition: int | None = None) -> AsyncGenerator[Delivery, None]:
-        return self._tail(topic, len(self._logs[topic]))
+    async def tail(
+        self, topic: str, partition: int | None = None, since: Mapping[int, int] | None = None
+    ) -> AsyncGenerator[Delivery, None]:
+        end = len(self._logs[topic])
+        start = (since or {}).get(0, end)
+        return self._tail(topic, start if start <= end else 0)
 
     async def _tail(self, topic: str, position: int) -> AsyncGenerator[Delivery, None]:
         log = self._logs[topic]
