@@ -132,9 +132,17 @@ def _port_open(port: int) -> bool:
 
 
 async def drill(
-    stack: Stack, program: str, port: int | None = None, *, warm_s: float = 3.0, run_s: float = 15.0
+    stack: Stack,
+    program: str,
+    port: int | None = None,
+    *,
+    warm_s: float = 3.0,
+    run_s: float = 15.0,
+    freeze_s: float | None = None,
 ) -> dict:
-    """Load the stack, ``kill -9`` ``program`` after ``warm_s``, keep the load ``run_s``."""
+    """Load the stack, ``kill -9`` ``program`` after ``warm_s`` (or, with ``freeze_s``,
+    stop it with SIGSTOP for that long: a hung process, not a dead one), keep the load
+    ``run_s`` from the fault."""
     load = Load(stack.url)
     stop = asyncio.Event()
     runner = asyncio.create_task(load.run_until(stop))
@@ -146,9 +154,21 @@ async def drill(
     if pid is None:
         raise RuntimeError(f"{program} is not running in the stack")
     killed = time.monotonic()
-    os.killpg(os.getpgid(pid), signal.SIGKILL) if program == "milvus" else os.kill(pid, signal.SIGKILL)
-    back = killed
-    if port is not None:  # when the restarted process listens again
+
+    def send(sig: int) -> None:
+        os.killpg(os.getpgid(pid), sig) if program == "milvus" else os.kill(pid, sig)
+
+    if freeze_s is not None:
+        send(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(freeze_s)
+        finally:
+            send(signal.SIGCONT)
+        back = time.monotonic()
+    else:
+        send(signal.SIGKILL)
+        back = killed
+    if port is not None and freeze_s is None:  # when the restarted process listens again
         while not _port_open(port) and time.monotonic() - killed < 60:
             await asyncio.sleep(0.05)
         back = time.monotonic()
@@ -177,14 +197,17 @@ async def drill(
     }
 
 
-SCENARIOS = {
-    # name: (program, port offset from the balancer's port, or None)
-    "kill_ingest_worker": ("ingest-0", None),
-    "kill_retrieve_worker": ("retrieve-0", None),
-    "kill_generate_worker": ("generate-0", None),
-    "kill_api_replica": ("api-0", 1),
-    "broker_restart_empty": ("broker", 10),
-    "redis_restart": ("redis", 11),
+SCENARIOS: dict[str, tuple[str, int | None, float | None]] = {
+    # name: (program, port offset from the balancer's port or None, seconds frozen or None: killed)
+    "kill_ingest_worker": ("ingest-0", None, None),
+    "kill_retrieve_worker": ("retrieve-0", None, None),
+    "kill_generate_worker": ("generate-0", None, None),
+    "kill_api_replica": ("api-0", 1, None),
+    "broker_restart_empty": ("broker", 10, None),
+    "redis_restart": ("redis", 11, None),
+    "redis_frozen": ("redis", None, 5.0),
+    "milvus_frozen": ("milvus", None, 5.0),
+    "milvus_restart": ("milvus", 30, None),
 }
 
 
@@ -193,9 +216,9 @@ async def run_scenarios(
 ) -> dict[str, Any]:
     results = {}
     for name in names or list(SCENARIOS):
-        program, offset = SCENARIOS[name]
+        program, offset, freeze_s = SCENARIOS[name]
         port = None if offset is None else stack.port(offset)
-        results[name] = await drill(stack, program, port, run_s=run_s)
+        results[name] = await drill(stack, program, port, run_s=run_s, freeze_s=freeze_s)
         if on_result is not None:
             on_result(name, results[name])
         await asyncio.sleep(2)  # let the restarted process settle before the next fault
