@@ -94,8 +94,12 @@ class Bulkhead:
                 "RAGLINE_PARSE_IN_PROCESSES=false"
             ) from None
 
-    def _release(self, _future: asyncio.Future[Any]) -> None:
+    def _release(self, future: asyncio.Future[Any]) -> None:
         self.in_flight -= 1
+        if not future.cancelled():
+            # retrieved: a call its caller gave up on at the deadline (a hung Milvus) ends
+            # later with an error nobody awaits; asyncio would log it as never retrieved
+            future.exception()
 
     def close(self) -> None:
         pool, self._pool = self._pool, None

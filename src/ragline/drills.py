@@ -21,6 +21,7 @@ reports those documents as lost rather than hide them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -118,9 +119,15 @@ class Load:
                 missing.discard(doc_id)
                 duplicated += len(response.json().get("chunks", [])) > 1
 
-        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
             while missing and time.monotonic() < deadline:
-                await asyncio.gather(*(read(client, d) for d in sorted(missing)))
+                # bounded by the grace as a whole: reads that hang (a store that is down)
+                # must not stretch one round over minutes
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        asyncio.gather(*(read(client, d) for d in sorted(missing))),
+                        max(1.0, deadline - time.monotonic()),
+                    )
                 if missing:
                     await asyncio.sleep(1)
         return missing, duplicated
@@ -207,7 +214,8 @@ SCENARIOS: dict[str, tuple[str, int | None, float | None]] = {
     "redis_restart": ("redis", 11, None),
     "redis_frozen": ("redis", None, 5.0),
     "milvus_frozen": ("milvus", None, 5.0),
-    "milvus_restart": ("milvus", 30, None),
+    # No Milvus kill: the local Milvus 2.3.5 server (package milvus) does not start again
+    # after a kill -9 ("Wait for milvus server started timeout"); see docs/operations.md.
 }
 
 

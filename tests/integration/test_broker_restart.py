@@ -19,6 +19,24 @@ pytestmark = pytest.mark.integration
 SPECS = [TopicSpec("work", 3), TopicSpec("replies", 2)]
 
 
+async def publish_until_accepted(bus: KafkaBus, count: int, since: float, also_reply: bool = False) -> list[bytes]:
+    """Publish to "work" (and "replies") every 0.2 s until ``count`` were accepted or 30 s
+    passed since ``since``: what the broker acknowledged, as the API's 202s would be."""
+    accepted: list[bytes] = []
+    n = 0
+    while time.monotonic() - since < 30 and len(accepted) < count:
+        n += 1
+        try:
+            await bus.publish("work", b"after-%d" % n)
+            if also_reply:
+                await bus.publish("replies", b"reply-%d" % n)
+            accepted.append(b"after-%d" % n)
+        except DependencyUnavailable:
+            pass  # the API would have answered 503: nothing accepted
+        await asyncio.sleep(0.2)
+    return accepted
+
+
 async def test_after_a_broker_restart_producers_consumers_and_topics_heal_by_themselves():
     from conftest import KafkaBroker, free_port
 
@@ -51,17 +69,7 @@ async def test_after_a_broker_restart_producers_consumers_and_topics_heal_by_the
         assert time.monotonic() - started < 6
         await asyncio.to_thread(broker.start)
         ready = time.monotonic()
-        accepted: list[bytes] = []
-        n = 0
-        while time.monotonic() - ready < 30 and len(accepted) < 3:
-            n += 1
-            try:
-                await bus.publish("work", b"after-%d" % n)
-                await bus.publish("replies", b"reply-%d" % n)
-                accepted.append(b"after-%d" % n)
-            except DependencyUnavailable:
-                pass  # the API would have answered 503: nothing accepted
-            await asyncio.sleep(0.2)
+        accepted = await publish_until_accepted(bus, 3, ready, also_reply=True)
         healed = time.monotonic() - ready
         deadline = time.monotonic() + 15
         while not set(accepted) <= {v for _, v in got} and time.monotonic() < deadline:
@@ -117,16 +125,7 @@ async def test_a_consumer_past_the_end_of_a_log_that_restarted_at_once_reads_the
         broker.proc.wait()
         await asyncio.to_thread(broker.start)  # at once, on the same port, empty
         ready = time.monotonic()
-        accepted: list[bytes] = []
-        n = 0
-        while time.monotonic() - ready < 30 and len(accepted) < 3:
-            n += 1
-            try:
-                await bus.publish("work", b"after-%d" % n)
-                accepted.append(b"after-%d" % n)
-            except DependencyUnavailable:
-                pass
-            await asyncio.sleep(0.2)
+        accepted = await publish_until_accepted(bus, 3, ready)
         deadline = time.monotonic() + 20
         while not set(accepted) <= set(got) and time.monotonic() < deadline:
             await asyncio.sleep(0.2)

@@ -87,3 +87,27 @@ def _zombie(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_a_call_abandoned_at_its_deadline_that_fails_later_logs_nothing_unretrieved(caplog):
+    import gc
+    import time
+
+    release = threading.Event()
+
+    def hung_then_failing() -> None:
+        release.wait()
+        raise ConnectionError("Milvus answered at last, with an error")
+
+    bulkhead = Bulkhead("milvus", workers=1, queue=0)
+    with pytest.raises(DependencyTimeout):
+        await bulkhead.run(hung_then_failing, deadline_s=0.05)
+    release.set()
+    deadline = time.monotonic() + 5
+    while bulkhead.in_flight and time.monotonic() < deadline:  # the abandoned call ends
+        await asyncio.sleep(0.01)
+    assert bulkhead.in_flight == 0
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    bulkhead.close()
