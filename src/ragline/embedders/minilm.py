@@ -142,9 +142,9 @@ class MiniLMEmbedder:
         if vector is not None:
             self._recent.move_to_end(key)
             return vector
-        if exact:  # the float32 graph (answers: their thresholds were set on its cosines)
+        if self.query_precision == "int8" and exact:  # the float32 graph (answers' thresholds)
             vector = (await self.query_bulkhead.run(self._embed_interactive, [text]))[0]
-        else:
+        else:  # coalesced with concurrent questions (float32 ones when that is the setting)
             vector = await self._questions.submit(text)
         vector.setflags(write=False)
         self._recent[key] = vector
