@@ -322,10 +322,12 @@ class KafkaBus:
         # JoinGroup and SyncGroup longer than a rebalance can take is replaced (seen with
         # Tansu after a restart: a new member cycling wait-join -> wait-sync for minutes).
         settled = [time.monotonic()]
+        group_state = ["no statistics yet"]  # the last report's, for the log of a replacement
 
         def stats(raw: str) -> None:  # librdkafka's statistics: group state, consumer lag per partition
             report = json.loads(raw)
             state = report.get("cgrp", {}).get("join_state")
+            group_state[0] = f"join state {state}, coordinator {report.get('cgrp', {}).get('state')}"
             if state in ("steady", "init", None):
                 settled[0] = time.monotonic()
             if state == "steady":
@@ -412,9 +414,17 @@ class KafkaBus:
                 except _Rejoin as why:
                     if why.brokers_lost:
                         await self._until_brokers_answer()
+                        _log.warning("Kafka at %s: %s; a new consumer for group %r", self.servers, why, group)
                     else:
                         replaced[0] += 1
-                    _log.warning("Kafka at %s: %s; a new consumer for group %r", self.servers, why, group)
+                        _log.warning(
+                            "Kafka at %s: %s (%s, replacement %d); a new consumer for group %r",
+                            self.servers,
+                            why,
+                            group_state[0],
+                            replaced[0],
+                            group,
+                        )
                 finally:
                     with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
                         await polling.aclose()
