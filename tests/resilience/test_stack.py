@@ -8,7 +8,7 @@ a question end to end, and each drill injects its fault only after an answer cam
 
 The broker's drill is not here: after the drills above, a broker restart can leave a
 consumer group that never settles again (both retrieve members replacing themselves for
-minutes: 2 of 8 full runs of bench/resilience.py on 2026-12-01, 0 of 5 broker drills
+minutes: 2 of 5 full runs of bench/resilience.py on 2026-12-01, 0 of 5 broker drills
 on a fresh stack). Until that is fixed it runs in bench/resilience.py only (see
 docs/operations.md); the bus-level healing is tested in
 tests/integration/test_broker_restart.py.
