@@ -71,15 +71,15 @@ class LocalAnswerer:
         return str(self.engine.settings.generator)
 
     async def ask(self, query: Query) -> Answer:
-        return await self.engine.generate(await self.engine.retrieve(query, exact=True))
+        return await self.engine.generate(await self.engine.retrieve(query.model_copy(update={"purpose": "answer"})))
 
     async def stream(self, query: Query) -> AsyncIterator[str | Answer]:
-        context = await self.engine.retrieve(query, exact=True)
+        context = await self.engine.retrieve(query.model_copy(update={"purpose": "answer"}))
         async for item in stages.generate_stream(context, answering=self.engine.answering()):
             yield item
 
     async def search(self, query: Query) -> Context:
-        return await self.engine.retrieve(query, exact=False)
+        return await self.engine.retrieve(query.model_copy(update={"purpose": "search"}))
 
     async def write(
         self, documents: Sequence[Document], progress: Callable[[str, int], None] | None = None

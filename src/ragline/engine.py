@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import stages
 from .bulkhead import Bulkhead
@@ -239,6 +239,7 @@ class Engine:
         top_k: int | None = None,
         filters: Mapping[str, FilterValue] | None = None,
         mode: str | None = None,
+        purpose: Literal["answer", "search"] = "search",
     ) -> Context:
         request_id = request_id_var.get()  # the HTTP request's id, so logs, trace and answer agree
         query = new_query(
@@ -247,17 +248,18 @@ class Engine:
             top_k=top_k or self.settings.top_k,
             filters=dict(filters or {}),
             mode=mode,
+            purpose=purpose,
             **({"request_id": request_id} if request_id else {}),
         )
-        return await self.retrieve(query, exact=False)
+        return await self.retrieve(query)
 
-    async def retrieve(self, query: Query, exact: bool | None = None) -> Context:
+    async def retrieve(self, query: Query) -> Context:
         """The retrieve stage, counted and traced (the API and the retrieve worker call this).
 
-        ``exact``: embed the question with the embedder's full model, as an answer ranks
-        sentences with it (one vector for both); by default, when the query is for an
-        answer. Searches get the embedder's cheaper question vector (MiniLM: int8)."""
-        exact = query.purpose == "answer" if exact is None else exact
+        A query for an answer embeds its question with the embedder's full model, as the
+        answer ranks sentences with it (one vector for both); a search gets the embedder's
+        cheaper question vector (MiniLM: int8)."""
+        exact = query.purpose == "answer"
         with span("retrieve", tenant=query.tenant, request_id=query.request_id):
             if query.follows and self.settings.generator != "extractive" and self.settings.llm_rewrites_follow_ups:
                 query = await stages.standalone(query, self.generator, self.settings.llm_rewrite_timeout_s)
@@ -287,7 +289,7 @@ class Engine:
         mode: str | None = None,
     ) -> Answer:
         """Retrieve, then answer with citations; degraded (extractive) if the LLM fails."""
-        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode)
+        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode, "answer")
         return await self.generate(context)
 
     async def stream(
@@ -299,7 +301,7 @@ class Engine:
         mode: str | None = None,
     ) -> AsyncIterator[str | Answer]:
         """Text pieces as they are generated, then the final Answer."""
-        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode)
+        context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode, "answer")
         async for item in stages.generate_stream(context, answering=self.answering()):
             yield item
 
