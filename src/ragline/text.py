@@ -121,7 +121,9 @@ def split_sentences(text: str) -> list[str]:
                 pieces = ["; ".join(c for c in cells if c)]
         else:
             header = None
-            if _STRUCTURAL.match(paragraph):
+            if _HEADED_ROW.match(paragraph):
+                pieces = [paragraph]
+            elif _STRUCTURAL.match(paragraph):
                 pieces = [_STRUCTURAL.sub("", paragraph).strip()]
             else:
                 pieces = [s.strip() for s in segment("en", paragraph)]
@@ -131,6 +133,8 @@ def split_sentences(text: str) -> list[str]:
 
 _STRUCTURAL = re.compile(r"^(#{1,6}\s|[-*+]\s|\d{1,3}[.)]\s)")
 _ROW = re.compile(r"^\||\s\|\s")  # a Markdown table row, or cells a PDF's layout kept apart
+# a table row written with its headers by ingest/tables.py: ``Region: North; Revenue: 4.2``
+_HEADED_ROW = re.compile(r"^[^:;\n]{1,80}: [^;\n]*(?:; [^:;\n]{1,80}: [^;\n]*)+$")
 _TABLE_RULE = re.compile(r"^\|?[\s:|-]*-[\s:|-]*\|?$")  # | --- | --- |
 _COMMENT = re.compile(r"^<!--.*-->$")
 
@@ -141,7 +145,7 @@ def _paragraphs(text: str) -> Iterator[str]:
     lines: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
-        if not line or _STRUCTURAL.match(line) or _ROW.search(line) or _COMMENT.match(line):
+        if not line or _STRUCTURAL.match(line) or _ROW.search(line) or _HEADED_ROW.match(line) or _COMMENT.match(line):
             if lines:
                 yield " ".join(lines)
                 lines = []

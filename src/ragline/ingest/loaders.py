@@ -1,18 +1,19 @@
 """Files -> Documents, one at a time, with clear errors.
 
-Plain text and Markdown are read as they are. HTML, Word (.docx), PowerPoint (.pptx),
-Excel (.xlsx), CSV and JSON go through Microsoft's MarkItDown, which writes Markdown:
-headings, lists and tables survive (a table row is ``| cell | cell |``, so cells and
-rows stay apart; the hand-written HTML parser this replaced glued cells together).
-E-mail (.eml) is parsed by the standard library (headers, then the text part, or the
-HTML part through MarkItDown). PDF is read page by page with pypdf in layout mode
-(columns of a table stay apart, as `` | ``), and the document carries where each page
-starts, so every chunk knows its page and citations show it.
+Plain text, Markdown and JSON are read as they are. HTML goes through MarkItDown's HTML
+converter (headings, lists and tables survive as Markdown); Word, PowerPoint and Excel
+files through office.py (a package check first, then one converter per format, with a
+fallback for Word); CSV through the standard library. Tables with a header row become
+one line per row with its headers (tables.py). E-mail (.eml) is parsed by the standard
+library (headers, then the text part, or the HTML part converted), at most
+``MAX_EMAIL_PARTS`` parts. PDF is read page by page with pypdf in layout mode (columns
+of a table stay apart, as `` | ``), and the document carries where each page starts, so
+every chunk knows its page and citations show it; slides are pages too.
 
-Office files are ZIP archives: one that would expand past ten times the document
-limit is refused before it is parsed, as a PDF whose text expands past the limit is.
-Every failure is a ``DocumentError`` naming the file and the reason, so a batch can
-report it and go on with the rest.
+What parsing produces is bounded: a document's text may not pass ``max_bytes``
+characters, checked as it is produced where the format allows (PDF pages, sheet rows).
+Every failure, whatever the parser raised (RecursionError included), is a
+``DocumentError`` naming the file and the reason, so a batch can report it and go on.
 """
 
 from __future__ import annotations
@@ -20,24 +21,27 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import itertools
 import os
 import re
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import DocumentError
 from ..models import Document
+from . import office
+from .tables import rewrite_markdown_tables
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 HTML_SUFFIXES = {".html", ".htm"}
 PDF_SUFFIXES = {".pdf"}
 OFFICE_SUFFIXES = {".docx", ".pptx", ".xlsx"}  # ZIP archives
-MARKITDOWN_SUFFIXES = HTML_SUFFIXES | OFFICE_SUFFIXES | {".csv", ".json"}
+DATA_SUFFIXES = {".csv", ".json"}
+MARKITDOWN_SUFFIXES = HTML_SUFFIXES | OFFICE_SUFFIXES | DATA_SUFFIXES  # kept for callers: converted, not plain
 EMAIL_SUFFIXES = {".eml"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | PDF_SUFFIXES | MARKITDOWN_SUFFIXES | EMAIL_SUFFIXES
-_ZIP_EXPANSION = 10  # an office file may expand to this many times the document limit
+MAX_EMAIL_PARTS = 200  # MIME parts of one message (a real one has a handful)
 
 _MD_TITLE = re.compile(r"^\s*#\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
@@ -92,6 +96,8 @@ def unsupported(path: Path) -> DocumentError:
 
 def load_file(path: Path, tenant: str, max_bytes: int, document_id: str) -> Document:
     """Read one file into a Document, or raise DocumentError saying why not."""
+    if not document_id.isprintable():
+        raise DocumentError(repr(str(path)), "the file name has control characters; rename the file")
     size = _size(path)
     if size > max_bytes:
         raise DocumentError(
@@ -101,33 +107,67 @@ def load_file(path: Path, tenant: str, max_bytes: int, document_id: str) -> Docu
         )
     data = _read(path, max_bytes)
     suffix = path.suffix.lower()
-    pages: list[int] | None = None
-    if suffix in PDF_SUFFIXES:
-        text, pages = _pdf_text(path, data, max_bytes)
-        title = None
-    elif suffix in MARKITDOWN_SUFFIXES:
-        text, title = _markitdown(path, data, suffix, max_bytes)
-        if suffix == ".pptx":
-            text, pages = _slides(text)
-    elif suffix in EMAIL_SUFFIXES:
-        text, title = _email(path, data, max_bytes)
-    else:  # .txt, .md, or a file named alone whose type is not known: text if it is text
-        try:
-            text = _decode(path, data)
-        except DocumentError as exc:
-            if suffix in TEXT_SUFFIXES:
-                raise
-            raise DocumentError(str(path), f"{exc.reason}; {unsupported(path).reason}") from None
-        title = _md_title(text) if suffix in {".md", ".markdown"} else None
+    try:
+        text, title, pages, converter = _convert(path, data, suffix, max_bytes)
+    except DocumentError:
+        raise
+    except RecursionError:
+        raise DocumentError(str(path), f"not a readable {suffix or 'text'} file (nested too deeply)") from None
+    except Exception as exc:  # a parser's own failure is this file's error, never the batch's
+        raise DocumentError(
+            str(path), f"not a readable {suffix or 'text'} file ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     if not text.strip():
         raise DocumentError(str(path), "empty: no text to index")
+    if len(text) > max_bytes:
+        raise DocumentError(str(path), f"its text expands past the {max_bytes / 1e6:.1f} MB document limit")
     # The absolute path: the same file has the same metadata from any working directory.
     metadata: dict[str, Any] = {
         "source": str(path.absolute()),
         "title": title or path.stem,
         "type": suffix.lstrip(".") or "txt",
     }
+    if converter:
+        metadata["converter"] = converter
     return Document(tenant=tenant, id=document_id, text=text, metadata=metadata, pages=pages)
+
+
+def _convert(
+    path: Path, data: bytes, suffix: str, max_bytes: int
+) -> tuple[str, str | None, list[int] | None, str | None]:
+    """(text, title, page starts, converter) of one file, by its type."""
+    if suffix in PDF_SUFFIXES:
+        text, starts = _pdf_text(path, data, max_bytes)
+        return text, None, starts, None
+    if suffix in OFFICE_SUFFIXES:
+        office.check_package(path, data, suffix, max_bytes)
+        if suffix == ".docx":
+            text, title, converter = office.docx(path, data)
+            return _tidy(text), _title(title, text), None, converter
+        if suffix == ".pptx":
+            markdown, title = office.pptx(path, data)
+            text, slides = _slides(_tidy(markdown))
+            return text, _title(title, text), slides, None
+        return _tidy(office.xlsx(path, data, max_bytes)), None, None, None
+    if suffix in HTML_SUFFIXES:
+        text, title = _html(path, _decode(path, data))
+        return text, title, None, None
+    if suffix == ".csv":
+        return office.csv_text(path, _decode(path, data), max_bytes), None, None, None
+    if suffix in EMAIL_SUFFIXES:
+        text, title = _email(path, data, max_bytes)
+        return text, title, None, None
+    try:  # .txt, .md, .json, or a file named alone whose type is not known: text if it is text
+        text = _decode(path, data)
+    except DocumentError as exc:
+        if suffix in TEXT_SUFFIXES | DATA_SUFFIXES:
+            raise
+        raise DocumentError(str(path), f"{exc.reason}; {unsupported(path).reason}") from None
+    return text, _md_title(text) if suffix in {".md", ".markdown"} else None, None, None
+
+
+def _title(given: str | None, markdown: str) -> str | None:
+    return (given or "").strip() or _md_title(markdown)
 
 
 def _size(path: Path) -> int:
@@ -166,29 +206,13 @@ def _md_title(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-_converter: Any = None
+def _html(path: Path, html: str) -> tuple[str, str | None]:
+    """HTML -> Markdown (and its <title>), tables rendered with their headers."""
+    from markitdown.converters import HtmlConverter
 
-
-def _markitdown(path: Path, data: bytes, suffix: str, max_bytes: int) -> tuple[str, str | None]:
-    """HTML, office files, CSV and JSON -> Markdown (and the title, where there is one)."""
-    global _converter
-    from markitdown import MarkItDown, StreamInfo
-
-    if suffix in OFFICE_SUFFIXES:
-        _check_zip(path, data, max_bytes)
-    elif suffix in HTML_SUFFIXES | {".csv", ".json"}:
-        _decode(path, data)  # UTF-8 text, or a clear error
-    if _converter is None:
-        _converter = MarkItDown(enable_plugins=False)
-    try:
-        result = _converter.convert_stream(io.BytesIO(data), stream_info=StreamInfo(extension=suffix, charset="utf-8"))
-    except Exception as exc:
-        cause = exc.__cause__ or exc
-        raise DocumentError(
-            str(path), f"not a readable {suffix} file ({type(cause).__name__}: {str(cause)[:200]})"
-        ) from exc
-    text = _tidy(result.markdown or "")
-    return text, (result.title or "").strip() or _md_title(text)
+    result = HtmlConverter().convert_string(html)
+    text = _tidy(rewrite_markdown_tables(result.markdown or ""))
+    return text, _title(result.title, text)
 
 
 _SLIDE = re.compile(r"^<!-- Slide number: (\d+) -->\n?", re.MULTILINE)
@@ -207,21 +231,12 @@ def _slides(markdown: str) -> tuple[str, list[int] | None]:
     return text, starts
 
 
-def _check_zip(path: Path, data: bytes, max_bytes: int) -> None:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            expanded = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, ValueError) as exc:
-        raise DocumentError(str(path), f"not a readable {path.suffix} file (not a ZIP archive: {exc})") from exc
-    if expanded > _ZIP_EXPANSION * max_bytes:
-        raise DocumentError(
-            str(path), f"it expands to {expanded / 1e6:.0f} MB, past {_ZIP_EXPANSION}x the document limit"
-        )
-
-
 def _email(path: Path, data: bytes, max_bytes: int) -> tuple[str, str | None]:
     """Subject, From, To, Date, then the body: the text part, else the HTML part converted."""
     message = email.message_from_bytes(data, policy=email.policy.default)
+    parts = sum(1 for _ in itertools.islice(_parts(message), MAX_EMAIL_PARTS + 1))
+    if parts > MAX_EMAIL_PARTS:
+        raise DocumentError(str(path), f"an e-mail of more than {MAX_EMAIL_PARTS} MIME parts")
     headers = [f"{name}: {message[name]}" for name in ("Subject", "From", "To", "Date") if message[name]]
     body = ""
     try:
@@ -229,13 +244,24 @@ def _email(path: Path, data: bytes, max_bytes: int) -> tuple[str, str | None]:
         if part is not None:
             content = part.get_content()
             if part.get_content_subtype() == "html":
-                body, _ = _markitdown(path, content.encode("utf-8"), ".html", max_bytes)
+                body, _ = _html(path, content)
             else:
                 body = content
     except (LookupError, ValueError) as exc:
         raise DocumentError(str(path), f"unreadable e-mail body ({exc})") from exc
     subject = str(message["Subject"] or "").strip()
     return "\n".join(headers) + "\n\n" + body.strip(), subject or None
+
+
+def _parts(message: Any) -> Iterator[Any]:
+    """Every MIME part, depth first, without recursion (a message may nest thousands deep)."""
+    stack = [message]
+    while stack:
+        part = stack.pop()
+        yield part
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend(reversed(payload))
 
 
 def _tidy(markdown: str) -> str:
