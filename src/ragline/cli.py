@@ -20,7 +20,7 @@ from rich.table import Table
 
 from .client import Client
 from .engine import Engine
-from .errors import ConfigurationError, DocumentError, InvalidInput, RaglineError, Unauthorized
+from .errors import ConfigurationError, DocumentError, RaglineError, Unauthorized
 from .errors import NotFound as NotFoundError
 from .ingest.loaders import iter_files, load_file
 from .models import Answer, Document, IngestReport
@@ -247,19 +247,17 @@ def ingest(
 
     with _IngestProgress(files, disable=as_json) as progress:
         if client is not None:
+            from .remote_ingest import RemoteIngest
+
             max_bytes = int(Settings.load(config).max_document_mb * 1_000_000)
+            remote = RemoteIngest(client, max_bytes, progress.file, progress.chunks, so_far)
             previous = signal.signal(signal.SIGTERM, _raise_interrupted)
             try:
-                report = _through(
-                    client,
-                    lambda c: _ingest_through(
-                        c, targets, follow_symlinks, id_prefix, max_bytes, progress.file, progress.chunks, so_far
-                    ),
-                )
+                report = _through(client, lambda c: remote.run(targets, follow_symlinks, id_prefix))
             except (Interrupted, KeyboardInterrupt) as exc:
                 progress.stop()
                 stopped = exc if isinstance(exc, Interrupted) else Interrupted("SIGINT")
-                err.print(f"[yellow]{interrupted(stopped.signal_name)}[/]")
+                err.print(f"[yellow]{remote.interrupted(stopped.signal_name)}[/]")
                 raise typer.Exit(stopped.exit_code) from None
             finally:
                 signal.signal(signal.SIGTERM, previous)
@@ -385,64 +383,6 @@ def _size_of(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-_BATCH_DOCS, _BATCH_BYTES = 32, 4_000_000  # per request to a server (its body limit is 25 MB by default)
-
-
-def _ingest_through(
-    client: Client,
-    targets: list[Path],
-    follow_symlinks: bool,
-    id_prefix: str,
-    max_bytes: int,
-    on_file: Callable[[str], None],
-    progress: Callable[[str, int], None],
-    total: IngestReport,
-) -> IngestReport:
-    """Read the files here and send them to the server in batches, each written before
-    the next is sent (``wait``); through a bus gateway, accepted onto the topic instead."""
-    started = time.perf_counter()
-    batch, size = list[Document](), 0
-    wait = True
-
-    def send() -> None:
-        nonlocal wait
-        try:
-            response = client.add(batch, wait=wait)
-        except InvalidInput as exc:
-            if not wait or "through the bus" not in str(exc):
-                raise
-            wait = False  # a bus gateway: the ingest workers write them
-            response = client.add(batch, wait=False)
-        if response.report is not None:
-            total.add(response.report)
-            progress("planned", response.report.chunks_written)
-            progress("unchanged", response.report.chunks_unchanged)
-            progress("written", response.report.chunks_written)
-        else:
-            total.documents += len(response.ids)
-        total.errors.extend(response.errors)
-
-    for item in iter_files(targets, follow_symlinks, id_prefix):
-        try:
-            if isinstance(item, DocumentError):
-                raise item
-            doc = load_file(item[0], "default", max_bytes, document_id=item[1])  # the server's tenant applies
-        except DocumentError as exc:
-            total.errors.append(str(exc))
-            on_file(exc.source)
-            continue
-        batch.append(doc)
-        size += len(doc.text) + 200
-        if len(batch) >= _BATCH_DOCS or size >= _BATCH_BYTES:
-            send()
-            batch, size = [], 0
-        on_file(str(item[0]))
-    if batch:
-        send()
-    total.seconds = time.perf_counter() - started
-    return total
 
 
 @app.command()

@@ -419,8 +419,8 @@ def _seconds(header: str | None) -> float | None:
 
 def _document_body(doc: Document | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(doc, Document):
-        return {"id": doc.id, "text": doc.text, "metadata": doc.metadata}
-    return {k: v for k, v in doc.items() if k in ("id", "text", "metadata")}
+        return _without_none({"id": doc.id, "text": doc.text, "metadata": doc.metadata, "pages": doc.pages})
+    return {k: v for k, v in doc.items() if k in ("id", "text", "metadata", "pages")}
 
 
 def _file_batches(paths: Iterable[str | Path]) -> Iterator[list[tuple[str, bytes]]]:

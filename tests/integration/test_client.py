@@ -135,3 +135,65 @@ def test_the_sample_corpus_is_never_written_into_an_api_keys_own_tenant(server):
         )
         assert cli.returncode == 2 and "would go into the tenant 'default'" in " ".join(cli.stderr.split())
         assert rag.stats()["chunks"] == before
+
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "real"
+
+
+def test_ingesting_through_a_server_follows_its_jobs_keeps_pages_and_writes_nothing_twice(server, tmp_path: Path):
+    from ragline.remote_ingest import RemoteIngest
+
+    url, key = server
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for name in ("libreoffice-7-report.pdf", "powerpoint-mac-2011-tables.pptx", "libreoffice-7-regions.xlsx"):
+        (folder / name).write_bytes((REAL / name).read_bytes())
+    events: list[tuple[str, int]] = []
+    with Client(url, key) as rag:
+        first = RemoteIngest(rag, 20_000_000, progress=lambda kind, n: events.append((kind, n))).run(
+            [folder], id_prefix="real/"
+        )
+        assert first.documents == 3 and first.chunks_written > 0 and not first.errors
+        assert sum(n for kind, n in events if kind == "written") == first.chunks_written  # the bar matches the report
+        report = rag.get("real/libreoffice-7-report.pdf")
+        assert {c.metadata.get("page") for c in report.chunks} >= {1, 3, 5}  # pages, as an HTTP upload has them
+        hit = rag.search("detector 3B did not sound within the required ten seconds", top_k=1).hits[0]
+        assert hit.document_id == "real/libreoffice-7-report.pdf" and hit.metadata["page"] == 3
+        again = RemoteIngest(rag, 20_000_000).run([folder], id_prefix="real/")
+        assert again.chunks_written == 0 and again.chunks_unchanged == first.chunks_written
+
+
+def test_a_server_that_stops_mid_ingest_is_a_clear_message_and_a_rerun_finishes(tmp_path: Path):
+    from ragline.remote_ingest import RemoteIngest, ServerStopped
+
+    port = free_port()
+    env = serve_env(tmp_path, port, RAGLINE_RATE_LIMIT_RPS="0")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for n in range(40):  # two batches: the server is killed while it writes the first
+        (folder / f"note-{n:02d}.txt").write_text(f"Note {n}: " + "the tide tables of the northern harbour. " * 400)
+    url = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve"], env=env, stdout=subprocess.DEVNULL)
+        wait_until(lambda: _ready(url), timeout_s=60, interval_s=0.2)
+        return process
+
+    process = start()
+    key = (tmp_path / "first-admin-key").read_text().strip()
+    with Client(url, key) as rag:
+        remote = RemoteIngest(rag, 20_000_000, patience_s=2.0)
+        remote.progress = lambda kind, n: process.kill() if kind == "written" else None
+        with pytest.raises(ServerStopped) as stopped:
+            remote.run([folder])
+        process.wait(timeout=10)
+        message = str(stopped.value)
+        assert "job " in message and "Run the same command again" in message
+        process = start()
+        try:
+            finished = RemoteIngest(rag, 20_000_000).run([folder])
+            assert finished.documents == 40 and not finished.errors
+            assert len(rag.list_documents(limit=100).documents) == 40
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)

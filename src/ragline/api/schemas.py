@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..models import FilterValue, Hit, IngestReport
 
@@ -45,6 +46,29 @@ class DocumentIn(Strict):
     )
     text: str = Field(min_length=1, max_length=20_000_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    pages: list[int] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="Where each page starts in `text` (character offsets, increasing, the first 0): each chunk is "
+        "cited with its page. `ragline ingest` sends them for PDFs and slides.",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("only whitespace: no text to index")
+        return text
+
+    @model_validator(mode="after")
+    def _pages_within_text(self) -> DocumentIn:
+        pages = self.pages
+        if pages is not None:
+            if not pages or pages[0] != 0 or any(b < a for a, b in itertools.pairwise(pages)):
+                raise ValueError("pages: character offsets in order, the first 0")
+            if pages[-1] > len(self.text):
+                raise ValueError(f"pages: offset {pages[-1]} is past the end of the text ({len(self.text)} characters)")
+        return self
 
 
 class DocumentsRequest(Strict):

@@ -175,7 +175,11 @@ def _document(item: Any, tenant: str, limits: Limits, index: int) -> Document:
         check_text(doc.id, f"{where}.id")
     limits.check_metadata(doc.metadata, f"{where}.metadata")
     return Document(
-        tenant=tenant, id=doc.id or f"doc-{content_hash(doc.text)[:16]}", text=doc.text, metadata=doc.metadata
+        tenant=tenant,
+        id=doc.id or f"doc-{content_hash(doc.text)[:16]}",
+        text=doc.text,
+        metadata=doc.metadata,
+        pages=doc.pages,
     )
 
 
@@ -188,6 +192,10 @@ def _message(exc: Exception) -> str:
 
 
 def _load_upload(name: str, data: bytes, tenant: str, max_bytes: int) -> Document:
+    if not name.isprintable() or "/" in name or name in {".", ".."}:
+        raise DocumentError(repr(name)[:100], "the file name has control characters or is not a file name")
+    if len(name.encode()) > 255:
+        raise DocumentError(name[:60] + "...", f"the file name is {len(name.encode())} bytes long; at most 255")
     suffix = Path(name).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise DocumentError(
