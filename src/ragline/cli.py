@@ -111,6 +111,21 @@ def _remote(config: Path | None, url: str | None, api_key: str | None, tenant: s
     raise typer.Exit(2)
 
 
+def _say_if_new_database(settings: Settings) -> None:
+    """A local command about to create the embedded database says so, and where: run from
+    another folder, it would otherwise answer from a new, empty one without a word."""
+    from .registry import scheme_of
+
+    if scheme_of(settings.milvus_uri) != "file":
+        return
+    database = Path(settings.milvus_uri).expanduser().absolute()
+    if not database.exists():
+        err.print(
+            f"[yellow]note:[/] no database at {database}: a new, empty one is made there (the default is "
+            ".ragline/milvus.db in the current folder; RAGLINE_MILVUS_URI or --config choose another)"
+        )
+
+
 def _through(client: Client, work: Callable[[Client], T]) -> T:
     """Run one operation against a server; its errors become a message and an exit status."""
     try:
@@ -134,7 +149,9 @@ def _run(
     """Build the engine from settings, run one operation, and turn errors into messages."""
 
     async def main() -> T:
-        engine = Engine.from_settings(Settings.load(config, **overrides))
+        settings = Settings.load(config, **overrides)
+        _say_if_new_database(settings)
+        engine = Engine.from_settings(settings)
         try:
             return await work(engine)
         finally:

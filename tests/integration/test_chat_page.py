@@ -101,3 +101,21 @@ def test_a_wrong_key_shows_the_error_in_the_page(serve_app):
         status = page.inner_text("#status")
         browser.close()
     assert "401" in status and "invalid API key" in status
+
+
+def test_the_api_docs_render_the_openapi_3_1_schema_offline(serve_app):
+    from playwright.sync_api import sync_playwright
+
+    server = serve_app()
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        page = browser.new_page()
+        page.on("requestfailed", lambda request: errors.append(request.url))
+        page.goto(server.url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        text = page.inner_text("body")
+        page.screenshot(path=str(SCREENSHOTS / "docs.png"), full_page=False)
+        browser.close()
+    assert "Unable to render this definition" not in text and "/v1/query" in text
+    assert not [url for url in errors if not url.startswith(server.url)]  # nothing fetched from elsewhere

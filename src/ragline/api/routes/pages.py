@@ -1,9 +1,12 @@
 """The chat page and the API docs, served by ragline itself (they work offline and load
-no script from another origin; swagger-ui-bundle ships Swagger UI's assets)."""
+no script from another origin; fastapi-offline ships Swagger UI 5's assets, which render
+OpenAPI 3.1 (its Redoc loads a logo from a CDN, so ragline does not serve it))."""
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import resources
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -15,9 +18,10 @@ SWAGGER_ASSETS = "/_assets/swagger"
 
 
 def swagger_dir() -> str:
-    import swagger_ui_bundle
-
-    return str(swagger_ui_bundle.swagger_ui_path)
+    """Swagger UI's and Redoc's files, from the fastapi-offline package (only its assets are used)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    assert spec is not None and spec.origin is not None, "fastapi-offline is a dependency of ragline"
+    return str(Path(spec.origin).parent / "static")
 
 
 SMALL_MODEL_NOTICE = (
@@ -42,5 +46,5 @@ async def docs() -> HTMLResponse:
         title="ragline API",
         swagger_js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
         swagger_css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
-        swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon-32x32.png",
+        swagger_favicon_url=f"{SWAGGER_ASSETS}/favicon.png",
     )
