@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     query_embed_queue: int = Field(default=256, ge=0)  # questions: their own session and thread
     parse_workers: int = Field(default=1, ge=1)  # file parsing, chunking, large JSON bodies
     parse_queue: int = Field(default=16, ge=0)
+    # Uploads over HTTP (parse_lanes.py): child processes shared fairly between tenants
+    # (one tenant holds at most all but one), each file stopped past the deadline, each
+    # child's memory capped (MB of address space; 0: no cap).
+    upload_parse_workers: int = Field(default=2, ge=1)
+    parse_deadline_s: float = Field(default=60.0, gt=0)
+    parse_memory_mb: int = Field(default=4096, ge=0)
     # Parse files in child processes (their own GIL: a big PDF cannot slow the event loop).
     # false: threads, for scripts that embed ragline without an `if __name__ == "__main__"` guard.
     parse_in_processes: bool = True

@@ -23,6 +23,7 @@ from ..bulkhead import Bulkhead
 from ..engine import Engine
 from ..limits import Limits
 from ..observability import Metrics
+from ..parse_lanes import ParseLanes
 from ..settings import Settings
 from ..stores import ownership
 from .auth import Authenticator, JWTConfig, KeyStore
@@ -44,6 +45,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            stack.callback(app.state.parsers.close)
             app.state.answerer = await _answerer(settings, engine, app, stack)
             # Tell CLI commands on this machine where the owner of the database listens.
             ownership.announce(url=local_url(settings), token=auth.owner_token)
@@ -69,6 +71,14 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.keys = keys
     app.state.limits = Limits.from_settings(settings)
+    app.state.parsers = ParseLanes(
+        settings.upload_parse_workers,
+        settings.parse_queue,
+        settings.parse_deadline_s,
+        memory_mb=settings.parse_memory_mb,
+        nice=settings.background_nice,
+        processes=settings.parse_in_processes,
+    )
     app.state.metrics = engine.metrics if engine is not None else Metrics()
     app.state.jobs = Jobs(
         Path(settings.spool_dir) if settings.spool_dir else None, max_queued=settings.ingest_queue_jobs

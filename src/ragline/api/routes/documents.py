@@ -17,11 +17,12 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from ...errors import DocumentError, InvalidInput, NotFound
+from ...errors import DependencyUnavailable, DocumentError, InvalidInput, NotFound, Overloaded
 from ...ids import content_hash
 from ...ingest.loaders import SUPPORTED_SUFFIXES, load_file
 from ...limits import Limits, check_text
 from ...models import Document
+from ...parse_lanes import ParseDeadline
 from ..deps import IngestCaller, QueryCaller
 from ..schemas import (
     DeleteResponse,
@@ -37,6 +38,7 @@ from ._common import answerer
 router = APIRouter(tags=["documents"])
 
 _MAX_BATCH = 1000
+_INLINE_BODY = 64_000  # JSON bodies up to this size are decoded on the event loop
 _BATCH_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -53,7 +55,11 @@ _BATCH_SCHEMA = {
 )
 async def upsert_documents(request: Request, who: IngestCaller) -> Any:
     raw = await request.body()
-    docs, rejected, wait = await answerer(request).cpu.run(parse_batch, raw, who.tenant, request.app.state.limits)
+    limits = request.app.state.limits
+    if len(raw) <= _INLINE_BODY:  # decoded here in well under a millisecond: no queue to wait in
+        docs, rejected, wait = parse_batch(raw, who.tenant, limits)
+    else:  # a large body holds the GIL for a while: in a parse child, in the tenant's turn
+        docs, rejected, wait = await request.app.state.parsers.run(who.tenant, parse_batch, raw, who.tenant, limits)
     return await _accept(request, who.tenant, docs, rejected, wait)
 
 
@@ -70,9 +76,18 @@ async def upload_documents(
         name = Path(upload.filename or f"upload-{uuid.uuid4().hex[:8]}.txt").name
         try:
             data = await upload.read()
-            docs.append(await answerer(request).cpu.run(_load_upload, name, data, who.tenant, max_bytes))
+            parsers = request.app.state.parsers
+            docs.append(await parsers.run(who.tenant, _load_upload, name, data, who.tenant, max_bytes))
         except DocumentError as exc:
             rejected.append({"index": index, "id": name, "error": exc.reason})
+        except ParseDeadline as exc:
+            rejected.append({"index": index, "id": name, "error": f"{exc}: the file is too slow to parse"})
+        except Overloaded:
+            raise  # the parsers' queue is full: 503 + Retry-After for the request
+        except MemoryError:
+            rejected.append({"index": index, "id": name, "error": "parsing it needs more memory than allowed"})
+        except DependencyUnavailable as exc:  # the child died: past its memory cap, most often
+            rejected.append({"index": index, "id": name, "error": f"{exc}: the file is too large or malformed"})
     if not docs:
         raise InvalidInput("no file could be read: " + "; ".join(f"{r['id']}: {r['error']}" for r in rejected))
     return await _accept(request, who.tenant, docs, rejected, wait)
