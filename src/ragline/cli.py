@@ -101,9 +101,19 @@ def _remote(config: Path | None, url: str | None, api_key: str | None, tenant: s
     owner = ownership.owner_of(database)
     if owner is None:
         return None
+    distrust = ownership.trusted(database)
+    if distrust is None and owner.get("url") and not ownership.loopback(str(owner["url"])):
+        distrust = f"its owner record names {owner['url']}, not an address on this machine"
+    if distrust is not None:
+        err.print(
+            f"[red]error:[/] the database {database} is held by another process and {distrust}: ragline will "
+            "not send anything there. Use --url to choose a server, or another database path"
+        )
+        raise typer.Exit(2)
     if owner.get("url") and owner.get("token"):
         err.print(f"[dim]through the server that owns {database}: {owner['url']} (process {owner.get('pid')})[/]")
-        return Client(owner["url"], api_key or owner["token"], tenant=tenant)
+        # The owner's token only: the user's own API key is never sent to a URL read from a file.
+        return Client(owner["url"], owner["token"], tenant=tenant)
     err.print(
         f"[red]error:[/] the database {database} is in use by {ownership.describe(owner)}; wait for it "
         "to finish or stop it (a Milvus Lite file has one owner at a time)"

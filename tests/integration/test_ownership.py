@@ -148,3 +148,40 @@ async def test_a_closed_store_lets_another_process_open_the_file(tmp_path: Path)
     command = [sys.executable, "-c", script, str(database)]
     done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-2000:]
+
+
+def test_a_planted_owner_record_is_reported_and_nothing_is_sent_to_it(tmp_path: Path):
+    """Another user's record (not 0600, theirs), its lock held, naming a local URL: the
+    CLI refuses, and neither the files nor the user's API key reach that URL."""
+    import os
+    import socket
+
+    port = free_port()
+    env = {**_env(tmp_path, port), "RAGLINE_API_KEY": "rl_users_own_secret"}
+    listener = socket.create_server(("127.0.0.1", port))
+    listener.settimeout(0.5)
+    record = tmp_path / "m.db.owner"
+    record.write_text(json.dumps({"pid": 1, "command": "x", "url": f"http://127.0.0.1:{port}", "token": "t"}))
+    record.chmod(0o644)
+    os.chown(record, 4321, os.getgid())
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl,time; f=open({str(record)!r}); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(60)",
+        ]
+    )
+    try:
+        time.sleep(0.5)
+        (tmp_path / "secret.md").write_text("Private notes that must stay here.")
+        refused = _cli(env, "ingest", str(tmp_path / "secret.md"))
+        assert refused.returncode == 2 and "belongs to another user" in " ".join(refused.stderr.split())
+        try:
+            connection, _ = listener.accept()
+            connection.close()
+            raise AssertionError("the CLI connected to the URL of a planted owner record")
+        except TimeoutError:
+            pass
+    finally:
+        holder.kill()
+        listener.close()
