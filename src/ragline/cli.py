@@ -423,6 +423,9 @@ def watch(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics (freshness) on this port.")
     ] = None,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Also index symbolic links that lead out of the folders.")
+    ] = False,
 ) -> None:
     """Keep the index in step with folders: created, changed, renamed and deleted files."""
     from .watching import ClientSink, EngineSink, Watcher
@@ -440,7 +443,9 @@ def watch(
         err.print(f"[{style}]{what}[/] {escape(name)}{after}")
 
     async def follow(sink: Any, tenant_name: str) -> None:
-        watcher = Watcher(sink, folders, tenant_name, max_bytes, id_prefix, report=said)
+        watcher = Watcher(
+            sink, folders, tenant_name, max_bytes, id_prefix, report=said, follow_symlinks=follow_symlinks
+        )
         written, deleted = await watcher.sync()
         ready = asyncio.Event()
         running = asyncio.create_task(watcher.run(ready=ready))

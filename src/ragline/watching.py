@@ -94,6 +94,9 @@ class Root:
 Report = Callable[[str, str, float | None], None]  # (what: updated/deleted/skipped, id or message, seconds)
 
 
+_LINK_OUT = "a symbolic link out of the watched folder; skipped (--follow-symlinks to include it)"
+
+
 class Watcher:
     def __init__(
         self,
@@ -104,6 +107,7 @@ class Watcher:
         id_prefix: str = "",
         report: Report | None = None,
         step_ms: int = 50,
+        follow_symlinks: bool = False,
     ) -> None:
         for folder in folders:
             if not folder.is_dir():
@@ -114,13 +118,14 @@ class Watcher:
         self.max_bytes = max_bytes
         self.report = report or (lambda what, name, seconds: None)
         self.step_ms = step_ms
+        self.follow_symlinks = follow_symlinks
 
     async def sync(self) -> tuple[int, int]:
         """Ingest what is there and delete what is gone; (files ingested, documents deleted)."""
         written = 0
         for root in self.roots:
             docs = []
-            for item in iter_files([root.path], id_prefix=root.prefix):
+            for item in iter_files([root.path], self.follow_symlinks, id_prefix=root.prefix):
                 if isinstance(item, DocumentError):
                     continue  # unsupported or unreadable: the ingest command reports those
                 doc = await asyncio.to_thread(self._load, item[0], item[1])
@@ -167,8 +172,13 @@ class Watcher:
             if root is None:
                 continue
             name = root.prefix + path.relative_to(root.path).as_posix()
+            if not self._inside(path, root):  # a link out of the tree, new or replacing a file
+                self.report("skipped", f"{path}: {_LINK_OUT}", None)
+                if await self.sink.delete(name):
+                    self.report("deleted", name, None)
+                continue
             if path.is_dir():  # a folder moved in
-                for item in iter_files([path], id_prefix=f"{name}/"):
+                for item in iter_files([path], self.follow_symlinks, id_prefix=f"{name}/"):
                     if isinstance(item, tuple) and (doc := await asyncio.to_thread(self._load, *item)) is not None:
                         upserts.append(doc)
             elif path.is_file():
@@ -188,7 +198,20 @@ class Watcher:
             for doc in upserts:
                 self.report("updated", doc.id, now - doc.received_at.timestamp())
 
+    def _inside(self, path: Path, root: Root) -> bool:
+        """Whether ``path`` (after its links) is inside the watched folder, or links are followed."""
+        if self.follow_symlinks:
+            return True
+        try:
+            return path.resolve().is_relative_to(root.path)
+        except (OSError, RuntimeError):  # a loop of links, a vanished path
+            return False
+
     def _load(self, path: Path, document_id: str) -> Document | None:
+        root = self._root_of(path)
+        if root is not None and not self._inside(path, root):  # replaced by a link since the event
+            self.report("skipped", f"{path}: {_LINK_OUT}", None)
+            return None
         try:
             changed = path.stat().st_mtime
             doc = load_file(path, self.tenant, self.max_bytes, document_id=document_id)

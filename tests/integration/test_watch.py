@@ -68,6 +68,46 @@ async def test_the_watcher_keeps_the_index_in_step_with_the_folder(engine, tmp_p
     assert engine.metrics.freshness._sum.get() > 0  # change -> searchable, into the freshness metric
 
 
+@pytest.mark.parametrize("case", ["new link to a file", "new link to a folder", "file replaced by a link"])
+async def test_links_out_of_the_watched_folder_made_while_it_watches_are_skipped(engine, tmp_path: Path, case):
+    folder, outside = tmp_path / "notes", tmp_path / "outside"
+    folder.mkdir()
+    (outside / "deep").mkdir(parents=True)
+    (outside / "secret.md").write_text("The vault code is 7311.")
+    (outside / "deep" / "more.md").write_text("The second vault code is 9920.")
+    (folder / "plain.md").write_text("An ordinary note about tea.")
+    seen: list[tuple[str, str, float | None]] = []
+    watcher = Watcher(EngineSink(engine, None), [folder], "default", 10**7, report=lambda *e: seen.append(e))
+    await watcher.sync()
+    ready = asyncio.Event()
+    task = asyncio.create_task(watcher.run(ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        if case == "new link to a file":
+            (folder / "link.md").symlink_to(outside / "secret.md")
+        elif case == "new link to a folder":
+            (folder / "linked").symlink_to(outside / "deep")
+        else:
+            (folder / "plain.md").unlink()
+            (folder / "plain.md").symlink_to(outside / "secret.md")
+        await _until(lambda: _said(seen, "symbolic link out of the watched folder"))
+        (folder / "after.md").write_text("Written after the link, so the link's event came first.")
+        await _until(lambda: _has(engine, "after.md", "after"))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    texts = [c.text for d in ("link.md", "linked/more.md", "plain.md") for c in await _chunks(engine, d)]
+    assert not [t for t in texts if "vault" in t]
+
+
+async def _said(seen, words: str) -> bool:
+    return any(words in str(name) for _, name, _ in seen)
+
+
+async def _chunks(engine, document_id: str):
+    return await engine.store.document_chunks("default", document_id)
+
+
 async def _has(engine, document_id: str, word: str) -> bool:
     chunks = await engine.store.document_chunks("default", document_id)
     return bool(chunks) and word in chunks[0].text
