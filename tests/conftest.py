@@ -337,7 +337,9 @@ def running_llm(llm_server: LLMServer) -> LLMServer:
 class LiveServer:
     """A real uvicorn server on a loopback port, running the app in a background thread."""
 
-    def __init__(self, app, port: int, header_timeout_s: float = 10.0, parser: str = "auto") -> None:
+    def __init__(
+        self, app, port: int, header_timeout_s: float = 10.0, parser: str = "auto", max_connections: int = 512
+    ) -> None:
         import threading
 
         import uvicorn
@@ -355,8 +357,7 @@ class LiveServer:
                 port=port,
                 log_level="warning",
                 timeout_graceful_shutdown=5,
-                http=protocol_with(header_timeout_s, parser),
-                limit_concurrency=512,
+                http=protocol_with(header_timeout_s, parser, max_connections),
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -418,6 +419,7 @@ def serve_app(tmp_path: Path):
             free_port(),
             header_timeout_s=settings.http_header_timeout_s,
             parser=settings.http_parser,
+            max_connections=settings.http_max_connections,
         ).__enter__()
         servers.append(server)
         return server

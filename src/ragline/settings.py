@@ -174,12 +174,16 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(default=4096, ge=2)  # per document, as JSON
     max_metadata_depth: int = Field(default=4, ge=1)
     # Slow clients: a connection must send its request headers within header_timeout_s
-    # and each piece of its body within body_timeout_s; idle keep-alive connections close
-    # after keepalive_s; past max_connections new requests get 503 at once.
+    # (2 s once half of max_connections are open) and each piece of its body within
+    # body_timeout_s; idle keep-alive connections close after keepalive_s. Past
+    # max_connections the oldest idle or half-open connection is closed for a new one
+    # (api/server.py); a tenant has at most max_requests_per_tenant requests in flight
+    # (429 past it), so slow bodies from one key cannot hold every connection.
     http_header_timeout_s: float = Field(default=10.0, gt=0)
     http_body_timeout_s: float = Field(default=15.0, gt=0)
     http_keepalive_s: int = Field(default=5, ge=1)
     http_max_connections: int = Field(default=512, ge=1)
+    http_max_requests_per_tenant: int = Field(default=64, ge=1)
     http_parser: Literal["auto", "httptools", "h11"] = "auto"  # auto: httptools where installed
     metrics_require_key: bool = False  # /metrics only for callers with the admin scope
     # Failed authentications per client address before it is refused for a while.

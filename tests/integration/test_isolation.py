@@ -193,3 +193,64 @@ def test_the_embedded_database_file_is_readable_by_its_owner_only(serve_app, tmp
     serve_app()
     database = tmp_path / "api0.db"
     assert database.exists() and oct(database.stat().st_mode & 0o777) == oct(0o600)
+
+
+def _flood(server, sockets: int, request: bytes) -> list[socket.socket]:
+    opened = []
+    for _ in range(sockets):
+        conn = socket.create_connection((server.host, server.port), timeout=5)
+        conn.sendall(request)
+        opened.append(conn)
+    return opened
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_idle_and_half_open_connections_past_the_cap_do_not_shut_others_out(serve_app, tmp_path, parser):
+    """Three times the connection cap of sockets that send half their headers and stall:
+    health checks and a tenant's searches are still answered, at once, never 503."""
+    server = serve_app(http_max_connections=100, http_parser=parser)
+    key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
+    flood = _flood(server, 300, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=5) as tenant:
+            for _ in range(10):
+                started = time.perf_counter()
+                assert tenant.get("/healthz").status_code == 200
+                assert tenant.post("/v1/search", json={"query": "honeybees"}).status_code == 200
+                assert time.perf_counter() - started < 2
+        more = _flood(server, 150, b"GET /healthz HTTP/1.1\r\n")  # the flood goes on: still served
+        flood += more
+        assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    finally:
+        for conn in flood:
+            conn.close()
+
+
+def test_one_tenants_slow_bodies_are_capped_by_its_requests_in_flight(serve_app, tmp_path):
+    server = serve_app(http_max_connections=100, http_max_requests_per_tenant=8, http_body_timeout_s=10.0)
+    keys = KeyStore(tmp_path / "keys.json")
+    slow_key, _ = keys.create("b", ["query", "ingest"])
+    other_key, _ = keys.create("a", ["query"])
+    head = (
+        f"POST /v1/search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {slow_key}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+    ).encode()
+    flood = _flood(server, 150, head)
+    try:
+        time.sleep(0.5)
+        refused = sum(1 for conn in flood if _answered_429(conn))
+        assert refused >= 100  # past 8 in flight, at once, and those connections close
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {other_key}"}, timeout=5) as other:
+            assert other.post("/v1/search", json={"query": "honeybees"}).status_code == 200
+            assert other.get("/healthz").status_code == 200
+    finally:
+        for conn in flood:
+            conn.close()
+
+
+def _answered_429(conn: socket.socket) -> bool:
+    conn.settimeout(0.05)
+    try:
+        return conn.recv(100).startswith(b"HTTP/1.1 429")
+    except (TimeoutError, OSError):
+        return False

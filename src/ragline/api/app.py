@@ -166,6 +166,7 @@ def _guard_config(settings: Settings) -> GuardConfig:
         body_timeout_s=settings.http_body_timeout_s,
         metrics_require_key=settings.metrics_require_key,
         auth_failures_per_minute=settings.auth_failures_per_minute,
+        requests_per_tenant=settings.http_max_requests_per_tenant,
     )
 
 

@@ -51,6 +51,7 @@ class GuardConfig:
     body_timeout_s: float
     metrics_require_key: bool
     auth_failures_per_minute: int
+    requests_per_tenant: int = 64
 
 
 def required_scope(method: str, path: str, metrics_require_key: bool) -> str | None:
@@ -100,6 +101,11 @@ class FailedLogins:
         return recent
 
 
+def _tenant_of(scope: Scope) -> str | None:
+    principal = scope.get("state", {}).get("principal")
+    return getattr(principal, "tenant", None)
+
+
 class Guard:
     def __init__(self, app: Any, config: GuardConfig, authenticator: Any, limiter: Any) -> None:
         self.app = app
@@ -107,6 +113,7 @@ class Guard:
         self.auth = authenticator
         self.limiter = limiter
         self.failures = FailedLogins(config.auth_failures_per_minute)
+        self.in_flight: dict[str, int] = {}  # requests per tenant, from authentication to the end
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -118,6 +125,22 @@ class Guard:
             if headers.get("content-length", "0") != "0" or "transfer-encoding" in headers:
                 refusal.headers["connection"] = "close"  # not worth receiving the unread body
             return await refusal(scope, receive, send)
+        tenant = _tenant_of(scope)
+        if tenant is not None:
+            if self.in_flight.get(tenant, 0) >= self.config.requests_per_tenant:
+                busy = from_error(RateLimited(1.0))
+                busy.headers["connection"] = "close"
+                return await busy(scope, receive, send)
+            self.in_flight[tenant] = self.in_flight.get(tenant, 0) + 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            if tenant is not None:
+                self.in_flight[tenant] -= 1
+                if not self.in_flight[tenant]:
+                    del self.in_flight[tenant]
+
+    async def _guarded(self, scope: Scope, receive: Any, send: Any) -> None:
         limit = self._body_limit(scope)
         started = False
 
