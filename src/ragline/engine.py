@@ -28,6 +28,7 @@ from .settings import Settings
 # Documents are written in groups of about this many chunks: memory stays bounded
 # and progress moves, while the embedder still sees full batches.
 _GROUP_CHUNKS = 64
+SMALL_WRITE_CHARS = 16_000  # a write this small (all its texts) takes the small lanes
 
 
 def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
@@ -72,6 +73,10 @@ class Engine:
             nice=settings.background_nice,
         )
         self.chunking = Bulkhead("chunker", 1, settings.parse_queue * 4, nice=settings.background_nice)
+        # Small writes someone waits for (a few KB: a note, a one-line batch) have lanes of
+        # their own, so another tenant's 15 MB upload being chunked and embedded does not
+        # hold them for tens of seconds (measured: 15-34 s before, bench/formats.py).
+        self.small_chunking = Bulkhead("small chunker", 1, settings.parse_queue * 4)
         self._generator = generator
         # The extractive answerer picks sentences by meaning with the same embedder.
         self.fallback = ExtractiveGenerator(embedder=embedder if embedder.semantic else None)
@@ -114,6 +119,7 @@ class Engine:
         await self.embedder.close()
         self.cpu.close()
         self.chunking.close()
+        self.small_chunking.close()
         if self.cache is not None:
             await self.cache.close()
         if self._generator is not None:
@@ -134,6 +140,7 @@ class Engine:
         self, documents: Sequence[Document], progress: stages.Progress | None = None
     ) -> IngestReport:
         """Write these documents (idempotent); ``progress``: see ``stages.ingest``."""
+        small = sum(len(d.text) for d in documents) <= SMALL_WRITE_CHARS
         with span("ingest", documents=len(documents)):
             report = await stages.ingest(
                 documents,
@@ -141,8 +148,9 @@ class Engine:
                 embedder=self.embedder,
                 store=self.store,
                 answers=self.answers,
-                offload=self.chunking.run,
+                offload=(self.small_chunking if small else self.chunking).run,
                 progress=progress,
+                interactive=small,
             )
         now = datetime.now(UTC)  # writes use Strong consistency: searchable from here on
         for document in documents:

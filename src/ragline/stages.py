@@ -145,8 +145,12 @@ async def ingest(
     answers: AnswerMemo | None = None,
     offload: Offload = _inline,
     progress: Progress | None = None,
+    interactive: bool = False,
 ) -> IngestReport:
     """Make the store hold exactly these documents' current chunks; idempotent.
+
+    ``interactive``: a small write someone waits for, embedded on the embedder's
+    interactive lane, never queued behind another tenant's bulk upload.
 
     Unchanged chunks are neither embedded nor written; chunks a document no longer
     has are deleted after its new chunks are written, so it is never missing.
@@ -164,7 +168,7 @@ async def ingest(
         # The write time goes into the chunks' metadata (outside the content hash: an
         # unchanged chunk keeps its time), in the same copy that adds the vector.
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        await store.upsert(await _embedded(to_write, embedder, tell, now))
+        await store.upsert(await _embedded(to_write, embedder, tell, now, interactive))
         tell("written", len(to_write))
     for doc, plan in zip(documents, plans):
         if plan.delete:
@@ -190,7 +194,11 @@ def _ignore(kind: str, n: int) -> None:
 
 
 async def _embedded(
-    chunks: list[Chunk], embedder: Embedder, tell: Progress = _ignore, stamp: str | None = None
+    chunks: list[Chunk],
+    embedder: Embedder,
+    tell: Progress = _ignore,
+    stamp: str | None = None,
+    interactive: bool = False,
 ) -> list[Chunk]:
     """The chunks with their vectors, embedded per tenant (caches are per tenant)."""
     by_tenant: dict[str, list[Chunk]] = defaultdict(list)
@@ -200,7 +208,7 @@ async def _embedded(
     for tenant, group in by_tenant.items():
         for start in range(0, len(group), _EMBED_SLICE):
             part = group[start : start + _EMBED_SLICE]
-            vectors = await embedder.embed([c.text for c in part], tenant)
+            vectors = await embedder.embed([c.text for c in part], tenant, interactive=interactive)
             out.extend(
                 c.model_copy(
                     update={"vector": v.tolist(), "metadata": {**c.metadata, UPDATED_AT: stamp}}
