@@ -164,6 +164,9 @@ def token(secret: str, **claims) -> str:
         ({}, "another-secret-of-enough-length-000", 401, "Signature verification failed"),
         ({"aud": "someone-else"}, "s3cret-for-tests-only-0123456789", 401, "Audience doesn't match"),
         ({"scope": "ingest"}, "s3cret-for-tests-only-0123456789", 403, "'query' scope"),
+        ({"scopes": 5}, "s3cret-for-tests-only-0123456789", 401, "the token's scopes"),
+        ({"scope": None}, "s3cret-for-tests-only-0123456789", 401, "the token's scopes"),
+        ({"scopes": ["query", 5]}, "s3cret-for-tests-only-0123456789", 401, "the token's scopes"),
     ],
 )
 def test_jwt_bearer_tokens_are_checked(api, claims, secret, status, detail):
@@ -280,3 +283,48 @@ def test_the_retrieval_mode_can_be_chosen_per_request(api):
     assert answer.status_code == 200 and answer.json()["citations"][0]["document_id"] == "tea"
     bad = a.post("/v1/search", json={"query": "x", "mode": "fuzzy"})
     assert bad.status_code == 422 and "body.mode" in bad.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [[{"type": "text", "text": 5}], [None], ["a"], [{"text": "no type"}], 5],
+    ids=["text-not-a-string", "null-part", "string-part", "part-without-type", "number"],
+)
+@pytest.mark.parametrize("role", ["user", "system"])
+def test_malformed_chat_content_is_a_422_naming_the_field(api, content, role):
+    _, client, _ = api
+    messages = [{"role": role, "content": content}] + ([{"role": "user", "content": "hi"}] if role == "system" else [])
+    response = client().post("/v1/chat/completions", json={"model": "ragline", "messages": messages})
+    assert response.status_code == 422, response.text
+    assert "messages" in response.json()["detail"] and "content" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("bad\x00name.txt", "control characters"),
+        ("tab\tname.txt", "control characters"),
+        ("x" * 300 + ".txt", "at most 255"),
+        ("é" * 200 + ".txt", "at most 255"),
+    ],
+)
+def test_a_file_name_that_cannot_be_a_document_id_is_refused_per_file(api, name, reason):
+    _, client, _ = api
+    parts = b"".join(  # by hand: httpx would percent-encode the control characters
+        b'--b\r\nContent-Disposition: form-data; name="files"; filename="' + filename.encode() + b'"\r\n'
+        b"Content-Type: text/plain\r\n\r\n" + text + b"\r\n"
+        for filename, text in ((name, b"A perfectly good note."), ("good.txt", b"Another good note."))
+    )
+    body = parts + b'--b\r\nContent-Disposition: form-data; name="wait"\r\n\r\ntrue\r\n--b--\r\n'
+    response = client().post(
+        "/v1/documents/files", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["ids"] == ["good.txt"] and reason in body["rejected"][0]["error"]
+
+
+def test_a_whitespace_only_document_is_refused_not_accepted_empty(api):
+    _, client, _ = api
+    response = client().post("/v1/documents", json={"documents": [{"id": "blank", "text": " \n\t "}], "wait": True})
+    assert response.status_code == 422 and "only whitespace" in response.json()["detail"]

@@ -217,7 +217,10 @@ def verify_jwt(token: str, config: JWTConfig) -> Principal:
     except ValueError as exc:
         raise Unauthorized(str(exc)) from exc
     scopes = claims.get("scopes", claims.get("scope", ""))
-    scopes = scopes.split() if isinstance(scopes, str) else list(scopes)
+    if isinstance(scopes, str):
+        scopes = scopes.split()
+    elif not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise Unauthorized("the token's scopes: a space-separated string (scope) or a list of strings (scopes)")
     return Principal(tenant, frozenset(scopes), f"jwt:{claims.get('sub', '?')}")
 
 

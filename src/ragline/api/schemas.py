@@ -155,10 +155,18 @@ class DeleteResponse(BaseModel):
     status: Literal["deleted", "accepted"] = "deleted"
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content (OpenAI's form); only text parts are read."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
 
 
 class ChatRequest(BaseModel):

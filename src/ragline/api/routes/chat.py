@@ -44,7 +44,7 @@ _REFERS_BACK = re.compile(
 def _text(message: ChatMessage) -> str:
     content = message.content
     if isinstance(content, list):
-        content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        content = " ".join(p.text or "" for p in content if p.type == "text")
     return (content or "").strip()
 
 
