@@ -358,6 +358,7 @@ class LiveServer:
                 log_level="warning",
                 timeout_graceful_shutdown=5,
                 http=protocol_with(header_timeout_s, parser, max_connections),
+                proxy_headers=False,  # as `ragline serve` without RAGLINE_TRUSTED_PROXIES
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)

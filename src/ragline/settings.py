@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     http_keepalive_s: int = Field(default=5, ge=1)
     http_max_connections: int = Field(default=512, ge=1)
     http_max_requests_per_tenant: int = Field(default=64, ge=1)
+    # Addresses of the proxies whose X-Forwarded-For / X-Forwarded-Proto are believed
+    # (comma-separated, as uvicorn's forwarded_allow_ips; "*" for any). Empty: none, so a
+    # client cannot choose the address its failed logins and limits are counted under.
+    trusted_proxies: str = ""
     http_parser: Literal["auto", "httptools", "h11"] = "auto"  # auto: httptools where installed
     metrics_require_key: bool = False  # /metrics only for callers with the admin scope
     # Failed authentications per client address before it is refused for a while.

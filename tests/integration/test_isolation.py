@@ -133,6 +133,12 @@ def test_repeated_failed_logins_are_rate_limited_per_client_without_locking_out_
     with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer rl_nope_nope"}) as bad:
         codes = [bad.post("/v1/search", json={"query": "x"}).status_code for _ in range(7)]
     assert codes[:5] == [401] * 5 and codes[5:] == [429, 429]
+    with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer rl_nope_nope"}) as spoofing:
+        forwarded = [
+            spoofing.post("/v1/search", json={"query": "x"}, headers={"X-Forwarded-For": f"10.9.{n}.1"}).status_code
+            for n in range(5)
+        ]
+    assert forwarded == [429] * 5  # a new X-Forwarded-For per try does not reset the count (no trusted proxy)
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query"])
     good = httpx.post(f"{server.url}/v1/search", json={"query": "x"}, headers={"Authorization": f"Bearer {key}"})
     assert good.status_code == 200  # same address, valid key
@@ -145,6 +151,10 @@ def test_no_auth_mode_accepts_only_loopback_host_and_origin(serve_app):
         assert client.post("/v1/search", json={"query": "bees"}, headers={"Host": "evil.example"}).status_code == 403
         cross = client.post("/v1/search", json={"query": "bees"}, headers={"Origin": "https://evil.example"})
         assert cross.status_code == 403
+        other_port = f"http://127.0.0.1:{server.port + 1}"  # another local server's page
+        assert client.post("/v1/search", json={"query": "b"}, headers={"Origin": other_port}).status_code == 403
+        own = client.post("/v1/search", json={"query": "b"}, headers={"Origin": f"http://127.0.0.1:{server.port}"})
+        assert own.status_code == 200  # the chat page served by this server
 
 
 def test_pages_carry_security_headers_and_docs_load_no_foreign_script(guarded):

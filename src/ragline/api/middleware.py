@@ -246,11 +246,18 @@ def _too_large(scope: Scope, limit: int) -> str:
 
 
 def _loopback_only(headers: Headers) -> bool:
+    """A loopback Host, and no Origin or this server's own (same host and port): a page of
+    another local server (another port) must not read or write an unauthenticated index."""
     host = headers.get("host", "")
     if _hostname(f"//{host}") not in _LOOPBACK:
         return False
     origin = headers.get("origin")
-    return origin is None or _hostname(origin) in _LOOPBACK
+    if origin is None:
+        return True
+    try:
+        return urlsplit(origin).netloc.lower() == host.lower() and _hostname(origin) in _LOOPBACK
+    except ValueError:
+        return False
 
 
 def _hostname(url: str) -> str | None:

@@ -214,6 +214,8 @@ def run(app: Any, settings: Any) -> None:
         loop=loop,
         http=protocol_with(settings.http_header_timeout_s, settings.http_parser, settings.http_max_connections),
         timeout_keep_alive=settings.http_keepalive_s,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         # no limit_concurrency: past it uvicorn answers every request 503; Admission sheds instead
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s * SERVER_SHARE)),
     )
