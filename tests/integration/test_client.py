@@ -197,3 +197,31 @@ def test_a_server_that_stops_mid_ingest_is_a_clear_message_and_a_rerun_finishes(
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+
+
+def test_documents_accepted_with_202_are_written_after_a_kill_9(tmp_path: Path):
+    port = free_port()
+    env = serve_env(tmp_path, port, RAGLINE_RATE_LIMIT_RPS="0")
+    url = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve"], env=env, stdout=subprocess.DEVNULL)
+        wait_until(lambda: _ready(url), timeout_s=60, interval_s=0.2)
+        return process
+
+    process = start()
+    key = (tmp_path / "first-admin-key").read_text().strip()
+    docs = [{"id": f"n{n}", "text": f"Note {n}: " + "the harbour's tide tables. " * 300} for n in range(60)]
+    with Client(url, key) as rag:
+        accepted = rag.add(docs)
+        process.send_signal(signal.SIGKILL)  # at once: the job has barely started, if at all
+        process.wait(timeout=10)
+        assert accepted.status == "accepted"
+        process = start()
+        try:
+            job = wait_until(lambda: _finished(rag.ingestion(accepted.job_id)), timeout_s=60)
+            assert job.status == "searchable"
+            assert len(rag.list_documents(limit=100).documents) == 60
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)

@@ -49,6 +49,17 @@ class Job:
     outcomes: dict[str, str] = field(default_factory=dict)  # document id -> searchable / failed
     chunks: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_KINDS, 0))
     chars_planned: int = 0  # characters of the documents handed to the writer so far
+    ids: list[str] = field(default_factory=list)  # kept when the texts are let go
+    chars_total: int = 0
+
+    def __post_init__(self) -> None:
+        self.ids = [d.id for d in self.documents]
+        self.chars_total = sum(len(d.text) for d in self.documents)
+
+    def let_go_of_texts(self) -> None:
+        """A finished job keeps its ids and outcomes, not its documents' texts (a server
+        remembers up to 10,000 jobs: their texts would be the whole uploads again)."""
+        self.documents = []
 
     def view(self) -> dict[str, Any]:
         default = {"searchable": "searchable", "published": "accepted", "failed": "failed"}.get(self.status, "pending")
@@ -56,7 +67,7 @@ class Job:
             "id": self.id,
             "status": self.status,
             "error": self.error,
-            "documents": [{"id": d.id, "status": self.outcomes.get(d.id, default)} for d in self.documents],
+            "documents": [{"id": i, "status": self.outcomes.get(i, default)} for i in self.ids],
             "rejected": self.rejected,
             "report": self.report.model_dump() if self.report else None,
             "progress": self.progress(),
@@ -73,14 +84,14 @@ class Job:
         (chunks per character so far times the characters not yet chunked)."""
         known = self.chunks["planned"] + self.chunks["unchanged"]
         done = self.chunks["written"] + self.chunks["unchanged"]
-        unplanned = sum(len(d.text) for d in self.documents) - self.chars_planned
+        unplanned = self.chars_total - self.chars_planned
         per_char = known / self.chars_planned if known and self.chars_planned else 1 / _CHARS_PER_CHUNK
         total = known + round(max(0, unplanned) * per_char)
         elapsed = ((self.finished or time.time()) - self.started) if self.started else 0.0
         rate = done / elapsed if elapsed > 0 else 0.0
         over = self.finished is not None
         return {
-            "documents_total": len(self.documents),
+            "documents_total": len(self.ids),
             "documents_done": len(self.outcomes),
             "chunks_estimated": max(total, done),
             "chunks_embedded": self.chunks["embedded"],
@@ -106,6 +117,19 @@ class Jobs:
         self._waiting: dict[str, int] = {}  # queued jobs per tenant
         self._tasks: list[asyncio.Task[None]] = []
 
+    async def accept(self, tenant: str, documents: list[Document], rejected: list[dict[str, Any]], write: Write) -> Job:
+        """Queue a job written to the spool first: the 202 that follows survives a crash
+        (kill -9, out of memory), not only a graceful shutdown; the next start resumes it."""
+        self._check_room(tenant)
+        job = Job(uuid.uuid4().hex, tenant, documents, rejected)
+        if self.spool_dir is not None:
+            await asyncio.to_thread(self._spool, job, "accepted")
+        try:
+            return self.start(tenant, documents, rejected, write, job=job)
+        except Overloaded:
+            self._unspool(job.id)
+            raise
+
     def start(
         self,
         tenant: str,
@@ -114,21 +138,26 @@ class Jobs:
         write: Write,
         job_id: str | None = None,
         force: bool = False,
+        job: Job | None = None,
     ) -> Job:
         """Queue a job (``force``: even past the bound, for jobs accepted before a restart)."""
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._tasks = [asyncio.create_task(self._runner(), name=f"ingest-runner-{n}") for n in range(self.runners)]
-        if not force and self._queue.qsize() >= self.max_queued:
-            raise Overloaded("ingestion job", self.max_queued)
-        per_tenant = max(1, self.max_queued // 4)  # one tenant cannot fill the queue for all
-        if not force and self._waiting.get(tenant, 0) >= per_tenant:
-            raise Overloaded("tenant's ingestion job", per_tenant)
+        if not force:
+            self._check_room(tenant)
         self._waiting[tenant] = self._waiting.get(tenant, 0) + 1
-        job = Job(job_id or uuid.uuid4().hex, tenant, documents, rejected)
+        job = job or Job(job_id or uuid.uuid4().hex, tenant, documents, rejected)
         self._remember(job)
         self._queue.put_nowait((job, write))
         return job
+
+    def _check_room(self, tenant: str) -> None:
+        if self._queue is not None and self._queue.qsize() >= self.max_queued:
+            raise Overloaded("ingestion job", self.max_queued)
+        per_tenant = max(1, self.max_queued // 4)  # one tenant cannot fill the queue for all
+        if self._waiting.get(tenant, 0) >= per_tenant:
+            raise Overloaded("tenant's ingestion job", per_tenant)
 
     async def _runner(self) -> None:
         assert self._queue is not None
@@ -151,6 +180,7 @@ class Jobs:
     ) -> Job:
         """A job that is already over (written while the caller waited, or published)."""
         job = Job(uuid.uuid4().hex, tenant, documents, rejected, status=status, report=report, finished=time.time())
+        job.let_go_of_texts()
         self._remember(job)
         return job
 
@@ -187,9 +217,10 @@ class Jobs:
         finally:
             job.finished = time.time()
             if job.status == "failed":
-                job.outcomes.update((d.id, "failed") for d in job.documents if d.id not in job.outcomes)
+                job.outcomes.update((i, "failed") for i in job.ids if i not in job.outcomes)
             if job.status != "interrupted":
                 self._unspool(job.id)
+                job.let_go_of_texts()
 
     def _remember(self, job: Job) -> None:
         self._jobs[job.id] = job
@@ -216,7 +247,7 @@ class Jobs:
             if job.status in ("interrupted", "queued", "running"):
                 await asyncio.to_thread(self._spool, job)
 
-    def _spool(self, job: Job) -> None:
+    def _spool(self, job: Job, why: str = "interrupted by shutdown") -> None:
         if self.spool_dir is None:
             log.error(
                 "ingestion job %s interrupted and no spool directory set: %d documents not written",
@@ -231,12 +262,14 @@ class Jobs:
         tmp.write_text(body)
         os.chmod(tmp, 0o600)
         tmp.replace(path)
-        log.warning(
-            "ingestion job %s interrupted by shutdown: %d documents spooled to %s, resumed at next start",
-            job.id,
-            len(job.documents),
-            path,
-        )
+        if why != "accepted":
+            log.warning(
+                "ingestion job %s %s: %d documents spooled to %s, resumed at next start",
+                job.id,
+                why,
+                len(job.documents),
+                path,
+            )
 
     def _unspool(self, job_id: str) -> None:
         if self.spool_dir is not None:

@@ -249,6 +249,6 @@ async def _accept(
             seconds=report.seconds if report else None,
         )
     else:
-        job = jobs.start(tenant, docs, rejected, svc.write)
+        job = await jobs.accept(tenant, docs, rejected, svc.write)
     body = DocumentsResponse(status="accepted", ids=ids, errors=errors, rejected=rejected, job_id=job.id)
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/ingestions/{job.id}"})
