@@ -7,6 +7,12 @@ uploads near the limits (tenant B), unauthenticated bodies of 24 MB, searches wi
 largest filters allowed and over the limits, and connections that send half a request
 and stall.
 
+Then a connection flood (``flood`` in the output): up to --flood-sockets unauthenticated
+sockets that send half their request headers and stall, re-opened as soon as the server
+closes them, and as many authenticated ones (tenant B's key) that send their headers
+and a trickle of body; tenant A's searches and /healthz measured meanwhile. Goal:
+search p99 <= 3x quiet, /healthz p99 <= 50 ms, no 503 to the tenant.
+
 Last line: {"quiet_search_p99_ms", "hostile_search_p99_ms", "ratio", "healthz_p99_ms",
 "hostile_requests", "errors_5xx", "hostile_refused_busy_503", ...}. errors_5xx counts every
 5xx except the attacker's uploads refused by admission control (503 "Busy" + Retry-After,
@@ -157,6 +163,61 @@ def hostile(port: int, key_b: str, seconds: float, counts) -> None:
         t.join()
 
 
+def flood(port: int, key_b: str, seconds: float, sockets: int, counts) -> None:
+    """Half-open headers (unauthenticated) and slow bodies (tenant B), re-opened when closed."""
+    import resource
+    import selectors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 2 * sockets + 256)), hard))
+    heads = {
+        "half_open": b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+        "slow_body": (
+            f"POST /v1/search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key_b}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+        ).encode(),
+    }
+    until = time.monotonic() + seconds
+    selector = selectors.DefaultSelector()
+    open_by_kind = dict.fromkeys(heads, 0)
+
+    def open_one(kind: str) -> None:
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=2)
+            conn.sendall(heads[kind])
+            conn.setblocking(False)
+            selector.register(conn, selectors.EVENT_READ, kind)
+            open_by_kind[kind] += 1
+            counts["flood_opened"] += 1
+        except OSError:
+            counts["flood_failed_opens"] += 1
+
+    while time.monotonic() < until:
+        for kind in heads:
+            for _ in range(min(200, sockets - open_by_kind[kind])):
+                open_one(kind)
+        for key, _ in selector.select(timeout=0.2):
+            conn, kind = key.fileobj, key.data
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                data = b""
+            if data.startswith(b"HTTP/1.1 "):
+                status = data[9:12].decode()
+                counts[f"flood_{kind}:{status}"] = counts.get(f"flood_{kind}:{status}", 0) + 1
+            selector.unregister(conn)
+            conn.close()
+            open_by_kind[kind] -= 1
+        for key in list(selector.get_map().values()):  # a trickle of body keeps slow bodies alive
+            if key.data == "slow_body":
+                try:
+                    key.fileobj.send(b" ")
+                except OSError:
+                    pass
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()
+
+
 def measure(port: int, key_a: str, seconds: float, interval_s: float = 0.0) -> dict:
     """Tenant A's searches (one every ``interval_s``, or back to back) and /healthz."""
     searches, health, errors, refused = [], [], 0, 0
@@ -209,6 +270,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--no-rate-limit", action="store_true", help="lift the per-tenant rate limit (20/s)")
+    parser.add_argument("--flood-sockets", type=int, default=2000, help="sockets of each flood kind (0: no flood)")
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -228,13 +290,25 @@ def main() -> None:
             # Under its rate limit (20/s) tenant A searches 18 times a second; without it, back to back.
             pace = 0.0 if args.no_rate_limit else 1 / 18
             quiet = measure(port, key_a, args.seconds, pace)
-            counts = multiprocessing.Manager().dict({"requests": 0, "5xx": 0, "busy_503": 0})
+            counts = multiprocessing.Manager().dict(
+                {"requests": 0, "5xx": 0, "busy_503": 0, "flood_opened": 0, "flood_failed_opens": 0}
+            )
             attacker = multiprocessing.Process(target=hostile, args=(port, key_b, args.seconds + 2, counts))
             attacker.start()
             time.sleep(2)  # let the attack build up
             print("hostile phase", file=sys.stderr, flush=True)
             loud = measure(port, key_a, args.seconds, pace)
             attacker.join()
+            flooded = None
+            if args.flood_sockets:
+                flooder = multiprocessing.Process(
+                    target=flood, args=(port, key_b, args.seconds + 4, args.flood_sockets, counts)
+                )
+                flooder.start()
+                time.sleep(4)  # let the sockets pile up
+                print("flood phase", file=sys.stderr, flush=True)
+                flooded = measure(port, key_a, args.seconds, pace)
+                flooder.join()
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -251,6 +325,14 @@ def main() -> None:
             "rate_limit": not args.no_rate_limit,
             "quiet": quiet,
             "hostile": loud,
+            "flood": flooded
+            and {
+                **flooded,
+                "ratio": flooded["search_p99_ms"] / quiet["search_p99_ms"],
+                "sockets_per_kind": args.flood_sockets,
+                "opened": counts.get("flood_opened", 0),
+                "outcomes": {k: v for k, v in sorted(counts.items()) if k.startswith("flood_") and ":" in k},
+            },
         }
     )
 

@@ -55,7 +55,7 @@ class Bulkhead:
                     self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     max_tasks_per_child=_TASKS_PER_CHILD,
-                    initializer=_lower_priority,
+                    initializer=_child_start,
                     initargs=(self.nice,),
                 )
             else:
@@ -109,6 +109,14 @@ class Bulkhead:
         pool.shutdown(wait=False, cancel_futures=True)
         for child in children:  # a parse in progress is abandoned, not waited for (shutdown deadline)
             child.terminate()
+
+
+def _child_start(nice: int) -> None:
+    """A child process: dies with its parent, runs at the bulkhead's priority."""
+    from .parse_lanes import die_with_parent
+
+    die_with_parent()
+    _lower_priority(nice)
 
 
 def _lower_priority(nice: int) -> None:

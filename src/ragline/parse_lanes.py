@@ -188,8 +188,22 @@ class ParseLanes:
             self._stop(slot)
 
 
+def die_with_parent() -> None:
+    """Linux: this child gets SIGKILL when its parent dies (a server killed with kill -9
+    left its idle parse children behind, waiting on their queue for ever)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call: nobody to serve
+            os._exit(0)
+
+
 def _child_limits(nice: int, memory_mb: int) -> None:
     """A parse child: lower CPU priority, and at most ``memory_mb`` of address space."""
+    die_with_parent()
     if nice > 0 and hasattr(os, "nice"):
         with contextlib.suppress(OSError):
             os.nice(nice)
