@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     shards: int = Field(default=1, ge=1, le=64)
     replicas: int = Field(default=1, ge=1)
     milvus_timeout_s: float = Field(default=10.0, gt=0)
+    milvus_load_timeout_s: float = Field(default=600.0, gt=0)  # loading the collection at start-up
     # Bulkheads (bulkhead.py): threads per dependency, and how many more calls may wait
     # for them before new ones are refused with 503 + Retry-After.
     milvus_workers: int = Field(default=4, ge=1)

@@ -164,6 +164,7 @@ class MilvusConfig:
     bm25_analyzer: str
     shards: int
     replicas: int
+    load_timeout_s: float = 600.0  # loading a large collection at start-up (not one RPC's 10 s)
 
     @property
     def is_server(self) -> bool:
@@ -176,6 +177,7 @@ class MilvusConfig:
             index=IndexSpec.from_settings(settings), timeout_s=settings.milvus_timeout_s,
             workers=settings.milvus_workers, queue=settings.milvus_queue, rrf_k=settings.rrf_k,
             bm25_analyzer=settings.bm25_analyzer, shards=settings.shards, replicas=settings.replicas,
+            load_timeout_s=settings.milvus_load_timeout_s,
         )  # fmt: skip
 
 
@@ -232,7 +234,10 @@ class MilvusStore:
             else:
                 self.full_text = self._server_supports_bm25()
                 self._create_collection()
-            self._client.load_collection(self.collection, timeout=self.rpc_timeout)
+            # A 100k-chunk collection took more than one RPC's 10 s to load (start-up failed).
+            self._client.load_collection(
+                self.collection, timeout=max(self.rpc_timeout, int(self.config.load_timeout_s))
+            )
 
     def _server_supports_bm25(self) -> bool:
         if not self.config.is_server:
