@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -97,6 +98,13 @@ def test_documents_search_and_answers(server, tmp_path: Path):
         assert invalid.value.status == 422 and "top_k" in str(invalid.value)  # type: ignore[attr-defined]
 
 
+def _serve(env: dict[str, str], url: str) -> subprocess.Popen:
+    """`ragline serve` in a child process, once it is ready (it can be killed and started again)."""
+    process = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve"], env=env, stdout=subprocess.DEVNULL)
+    wait_until(lambda: _ready(url), timeout_s=60, interval_s=0.2)
+    return process
+
+
 def _finished(job):
     return job if job.status not in ("queued", "running") else None
 
@@ -173,12 +181,7 @@ def test_a_server_that_stops_mid_ingest_is_a_clear_message_and_a_rerun_finishes(
     for n in range(40):  # two batches: the server is killed while it writes the first
         (folder / f"note-{n:02d}.txt").write_text(f"Note {n}: " + "the tide tables of the northern harbour. " * 400)
     url = f"http://127.0.0.1:{port}"
-
-    def start() -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve"], env=env, stdout=subprocess.DEVNULL)
-        wait_until(lambda: _ready(url), timeout_s=60, interval_s=0.2)
-        return process
-
+    start = functools.partial(_serve, env, url)
     process = start()
     key = (tmp_path / "first-admin-key").read_text().strip()
     with Client(url, key) as rag:
@@ -203,12 +206,7 @@ def test_documents_accepted_with_202_are_written_after_a_kill_9(tmp_path: Path):
     port = free_port()
     env = serve_env(tmp_path, port, RAGLINE_RATE_LIMIT_RPS="0")
     url = f"http://127.0.0.1:{port}"
-
-    def start() -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve"], env=env, stdout=subprocess.DEVNULL)
-        wait_until(lambda: _ready(url), timeout_s=60, interval_s=0.2)
-        return process
-
+    start = functools.partial(_serve, env, url)
     process = start()
     key = (tmp_path / "first-admin-key").read_text().strip()
     docs = [{"id": f"n{n}", "text": f"Note {n}: " + "the harbour's tide tables. " * 300} for n in range(60)]
