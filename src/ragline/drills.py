@@ -11,7 +11,9 @@ would (retrying a 503 after its Retry-After, never a 2xx), injects one fault wit
 - ``failed_requests``: responses other than 2xx and 503 (a 503 is a refusal the client
   retries, not a failure), with their statuses;
 - ``recovery_s``: the longest time without a successful answer from the fault on, less
-  the time the killed process took to be back (port open again).
+  the time the killed process took to be back (a new process answering its protocol:
+  Kafka metadata, Redis PING, HTTP /healthz; a port that accepts is not enough, since
+  right after kill -9 the dying process can still accept).
 
 The broker keeps its data in memory here (Tansu has no file storage in this build), so a
 broker crash loses what it had accepted and no consumer had taken yet; the drill
@@ -133,9 +135,27 @@ class Load:
         return missing, duplicated
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def _successor_answers(stack: Stack, program: str, killed_pid: int, port: int) -> bool:
+    return stack.pid(program) not in (None, killed_pid) and _answers(program, port)
+
+
+def _answers(program: str, port: int) -> bool:
+    """Whether the process on ``port`` answers its protocol, not just accepts a connection
+    (right after kill -9 the dying process's port can still accept): Kafka metadata for
+    the broker, PING for Redis, /healthz for an API replica."""
+    try:
+        if program == "broker":
+            from confluent_kafka.admin import AdminClient
+
+            admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 1000})
+            return bool(admin.list_topics(timeout=1).brokers)
+        if program == "redis":
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except Exception:
+        return False
 
 
 async def drill(
@@ -175,9 +195,11 @@ async def drill(
     else:
         send(signal.SIGKILL)
         back = killed
-    if port is not None and freeze_s is None:  # when the restarted process listens again
-        while not _port_open(port) and time.monotonic() - killed < 60:
-            await asyncio.sleep(0.05)
+    if port is not None and freeze_s is None:  # when its successor answers its protocol
+        while time.monotonic() - killed < 60:
+            if await asyncio.to_thread(_successor_answers, stack, program, pid, port):
+                break
+            await asyncio.sleep(0.1)
         back = time.monotonic()
     await asyncio.sleep(max(0.0, run_s - (time.monotonic() - killed)))
     stop.set()
