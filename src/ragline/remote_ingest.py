@@ -56,7 +56,7 @@ class RemoteIngest:
     on_file: Callable[[str], None] = lambda name: None
     progress: Callable[[str, int], None] = lambda kind, n: None
     total: IngestReport = field(default_factory=IngestReport)
-    poll_s: float = 0.2
+    poll_s: float = 0.5  # the longest wait between two looks at a job (the first ones are 20 ms)
     patience_s: float = 20.0  # how long a server may not answer before it is taken as stopped
     sleep: Callable[[float], None] = time.sleep
     current: _Following | None = None
@@ -118,6 +118,7 @@ class RemoteIngest:
 
     def _follow(self, job: _Following) -> None:
         self.current = job
+        wait = 0.02  # an unchanged batch is over in milliseconds: look soon, then less often
         while True:
             view = self._retrying(lambda: self.client.ingestion(job.job_id), what=f"following job {job.job_id}")
             if view.progress is not None:
@@ -125,7 +126,8 @@ class RemoteIngest:
                 self._advance(job, view.progress.chunks_written, view.progress.chunks_unchanged)
             if view.status in _ENDED:
                 break
-            self.sleep(self.poll_s)
+            self.sleep(wait)
+            wait = min(self.poll_s, wait * 2)
         self.current = None
         for document in view.documents:
             if document.status == "failed":
