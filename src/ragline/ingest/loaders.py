@@ -308,7 +308,9 @@ def _pdf_page(page: Any) -> str:
     try:
         text = page.extract_text(extraction_mode="layout") or ""
     except (ValueError, KeyError, TypeError, ZeroDivisionError):
-        text = page.extract_text() or ""  # layout mode fails on some fonts; plain text is better than none
+        text = ""
+    if not text.strip():  # layout mode fails on some fonts, or finds nothing: plain text is better than none
+        text = page.extract_text() or ""
     lines = []
     for line in text.splitlines():
         line = line.strip()
