@@ -18,11 +18,16 @@ def _allocate(mb: int) -> int:
 
 async def test_a_heavy_tenant_leaves_a_slot_so_another_tenant_is_served_at_once():
     lanes = ParseLanes(workers=2, queue=32, deadline_s=10, processes=False)
-    heavy = [asyncio.create_task(lanes.run("b", time.sleep, 0.3)) for _ in range(6)]
+    done: list[str] = []
+
+    async def call(tenant: str, seconds: float) -> None:
+        await lanes.run(tenant, time.sleep, seconds)
+        done.append(tenant)
+
+    heavy = [asyncio.create_task(call("b", 0.3)) for _ in range(6)]
     await asyncio.sleep(0.05)
-    started = time.perf_counter()
-    assert await lanes.run("a", abs, -3) == 3
-    assert time.perf_counter() - started < 0.2  # not behind b's queue of six
+    await call("a", 0)
+    assert done == ["a"]  # served while b's first file was still being parsed, not after b's six
     await asyncio.gather(*heavy)
     lanes.close()
 
@@ -50,7 +55,7 @@ async def test_a_file_past_its_deadline_is_its_own_error_and_its_child_is_stoppe
         started = time.perf_counter()
         with pytest.raises(ParseDeadline, match="longer than 1.5s"):
             await lanes.run("b", time.sleep, 60)
-        assert time.perf_counter() - started < 5 and lanes.killed == 1
+        assert lanes.killed == 1 and time.perf_counter() - started < 30  # not the 60 s the call wanted
         assert await lanes.run("b", abs, -7) == 7  # the slot has a new child
     finally:
         lanes.close()

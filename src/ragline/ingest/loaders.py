@@ -269,7 +269,7 @@ def _tidy(markdown: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", markdown).strip()
 
 
-_COLUMN_GAP = re.compile(r"(?<=\S)\s{3,}(?=\S)")
+_GAP = re.compile(r"(?<=\S)\s+(?=\S)")
 
 
 def _pdf_text(path: Path, data: bytes, max_chars: int) -> tuple[str, list[int]]:
@@ -304,6 +304,20 @@ def _pdf_text(path: Path, data: bytes, max_chars: int) -> tuple[str, list[int]]:
     return "\n\n".join(pages), starts
 
 
+def _columns(line: str) -> str:
+    """A layout-mode line with its column gaps as `` | `` and other spacing as one space.
+    A gap is a column gap when it is at least 3 spaces and either 2 wider than the line's
+    usual gap or every gap of the line is that wide: justified text (2 spaces between
+    words, 3 after a full stop in TeX) stays prose; a table row (one space inside cells,
+    many between them, or one word per cell) keeps its cells apart."""
+    gaps = [len(g) for g in _GAP.findall(line)]
+    if not gaps:
+        return line
+    usual = sorted(gaps)[len(gaps) // 2]
+    wide = 3 if min(gaps) >= 3 else max(3, usual + 2)
+    return _GAP.sub(lambda m: " | " if len(m.group()) >= wide else " ", line)
+
+
 def _pdf_page(page: Any) -> str:
     try:
         text = page.extract_text(extraction_mode="layout") or ""
@@ -311,8 +325,5 @@ def _pdf_page(page: Any) -> str:
         text = ""
     if not text.strip():  # layout mode fails on some fonts, or finds nothing: plain text is better than none
         text = page.extract_text() or ""
-    lines = []
-    for line in text.splitlines():
-        line = line.strip()
-        lines.append(_COLUMN_GAP.sub(" | ", line))
+    lines = [_columns(line.strip()) for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
