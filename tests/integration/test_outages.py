@@ -105,3 +105,20 @@ def _ok(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_killed_milvus_lite_process_is_started_again_and_searches_go_on(serve_app, tmp_path):
+    server = serve_app(milvus_timeout_s=5)
+    key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        written = client.post("/v1/documents", json={"documents": [{"id": "bees", "text": "Bees dance."}], "wait": True})
+        assert written.status_code == 200
+        store = server.app.state.answerer.engine.store
+        first = store.lite_process()
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        started = time.monotonic()
+        found = client.post("/v1/search", json={"query": "bees dance"})
+        assert found.status_code == 200 and found.json()["hits"][0]["document_id"] == "bees"
+        assert time.monotonic() - started < 30  # started again at once, not a timeout per request for ever
+        assert store.lite_process().pid != first.pid and store._revived == 1

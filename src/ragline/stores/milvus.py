@@ -198,6 +198,8 @@ class MilvusStore:
         )
         self._owner: DatabaseOwnership | None = None
         self._client = self._connect()
+        self._revived = 0  # Milvus Lite processes started again after they died
+        self._reviving: asyncio.Lock | None = None
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
         self.rrf_k = config.rrf_k
         self._ensure_collection()
@@ -210,16 +212,66 @@ class MilvusStore:
     # -- set-up ------------------------------------------------------------------
 
     def _connect(self) -> Any:
-        from pymilvus import MilvusClient
-
         if not self.config.is_server:
             self._lite_path = str(Path(self.uri).expanduser())
             Path(self.uri).expanduser().parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._owner = DatabaseOwnership(Path(self.uri).expanduser())
             self._owner.acquire()  # before Milvus Lite starts: a second process fails at once
+        return self._client_for_uri()
+
+    def _client_for_uri(self) -> Any:
+        from pymilvus import MilvusClient
+
         with _translated(self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # milvus-lite's import
             return MilvusClient(uri=self.uri, token=self.config.token, timeout=self.rpc_timeout)
+
+    # -- Milvus Lite's process -----------------------------------------------------
+
+    def lite_process(self) -> Any:
+        """The Milvus Lite child process serving this file (a Popen), or None."""
+        if self.config.is_server:
+            return None
+        from milvus_lite.server_manager import server_manager_instance
+
+        server = server_manager_instance._servers.get(str(Path(self._lite_path).absolute().resolve()))
+        return getattr(server, "_p", None)
+
+    def _lite_died(self) -> bool:
+        process = self.lite_process()
+        return process is not None and process.poll() is not None
+
+    async def _revive_lite(self) -> None:
+        """Milvus Lite's process died (killed, out of memory): start it again, once, for
+        every caller waiting; a call then goes on instead of timing out for ever."""
+        self._reviving = self._reviving or asyncio.Lock()
+        async with self._reviving:
+            if not self._lite_died():
+                return  # another caller did it
+            process = self.lite_process()
+            log.error(
+                "Milvus Lite's process for %s died (exit status %s): starting it again",
+                self._lite_path,
+                process.returncode if process is not None else "?",
+            )
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._restart_lite), self.config.load_timeout_s)
+            except Exception as exc:
+                raise DependencyUnavailable(
+                    f"Milvus Lite at {self._lite_path} died and did not start again: {exc}"
+                ) from exc
+            self._revived += 1
+
+    def _restart_lite(self) -> None:
+        from milvus_lite.server_manager import server_manager_instance
+
+        with contextlib.suppress(Exception):
+            self._client.close()
+        server_manager_instance.release_server(self._lite_path)
+        client = self._client_for_uri()
+        with _translated(self.uri):
+            client.load_collection(self.collection, timeout=max(self.rpc_timeout, int(self.config.load_timeout_s)))
+        self._client = client
 
     def _private(self) -> None:
         """Milvus Lite's file holds every tenant's text: readable by this user only."""
@@ -313,6 +365,8 @@ class MilvusStore:
         """
         timeout_s = timeout_s or self.timeout
         rpc_timeout = max(1, int(timeout_s))
+        if self._lite_died():
+            await self._revive_lite()
 
         call = getattr(self._client, method)
         if _takes_options(call):
