@@ -273,6 +273,8 @@ def _as_error(failure: Failure) -> RaglineError:
     """A stage's failure as the error the caller would have had in-process."""
     kind = getattr(errors, failure.error_type, None)
     message = f"the {failure.stage} stage failed: {failure.error}"
+    if kind is errors.DependencyTimeout:  # a store that timed out in the stage: unavailable, retry later
+        return DependencyUnavailable(message)
     if (
         isinstance(kind, type)
         and issubclass(kind, RaglineError)

@@ -111,7 +111,9 @@ def test_a_killed_milvus_lite_process_is_started_again_and_searches_go_on(serve_
     server = serve_app(milvus_timeout_s=5)
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query", "ingest"])
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
-        written = client.post("/v1/documents", json={"documents": [{"id": "bees", "text": "Bees dance."}], "wait": True})
+        written = client.post(
+            "/v1/documents", json={"documents": [{"id": "bees", "text": "Bees dance."}], "wait": True}
+        )
         assert written.status_code == 200
         store = server.app.state.answerer.engine.store
         first = store.lite_process()

@@ -119,6 +119,44 @@ async def test_a_retryable_failure_is_retried_then_dead_lettered_and_replay_deli
     assert seen == [b"payload-1"]
 
 
+async def test_a_query_whose_store_stays_down_is_given_up_within_its_budget_and_its_caller_told(bus, topics):
+    from ragline.errors import DependencyTimeout
+    from ragline.models import Failure
+    from ragline.workers import on_dead_for
+
+    async def frozen_store(delivery):
+        await asyncio.sleep(0.4)  # a call that runs into its deadline
+        raise DependencyTimeout("milvus did not answer within 0.4s")
+
+    query = Query(text="bees", tenant="t", reply_to=topics.answers)
+    await bus.publish(topics.queries, query.model_dump_json().encode(), reply_key(query))
+    worker = Worker(
+        bus,
+        "retrieve",
+        topics.queries,
+        "retrievers",
+        frozen_store,
+        topics.dlq,
+        max_attempts=5,
+        backoff_s=0.5,
+        on_dead=on_dead_for("retrieve", topics),
+        retry_budget_s=1.0,
+    )
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(worker.run(limit=1), 60)
+    [letter] = await dead_letters(bus, topics.dlq, "dlq-reader", idle_s=3)
+    assert letter.attempts == 2  # not five attempts of a call that times out: the caller waits
+    assert asyncio.get_running_loop().time() - started < 30
+
+    async def first_reply() -> Failure:
+        async for delivery in bus.consume([topics.answers], "answer-reader"):
+            return Failure.model_validate_json(delivery.value)
+        raise AssertionError("no reply")
+
+    failure = await asyncio.wait_for(first_reply(), 30)
+    assert failure.request_id == query.request_id and failure.error_type == "DependencyTimeout"
+
+
 async def test_a_worker_rides_out_failed_commits_and_their_messages_are_delivered_again():
     """A failed commit (a rebalance's ILLEGAL_GENERATION, a broker restart) does not stop
     the worker: it goes on, and what it could not acknowledge is handed out again."""

@@ -121,6 +121,9 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
     return handle
 
 
+QUERY_RETRY_BUDGET_S = 3.0  # a query's retries stop here: its caller is told (503), not left to time out
+
+
 def on_dead_for(stage: str, topics: Topics) -> OnDead | None:
     if stage == "retrieve":
         return _failure_to_caller(stage, topics, Query.model_validate_json)
@@ -162,4 +165,5 @@ def build_worker(
         concurrency=concurrency,
         on_dead=on_dead_for(stage, topics),
         metrics=metrics,
+        retry_budget_s=QUERY_RETRY_BUDGET_S if stage in ("retrieve", "generate") else None,
     )

@@ -110,6 +110,7 @@ class Worker:
         concurrency: int = 1,
         on_dead: OnDead | None = None,
         metrics=None,
+        retry_budget_s: float | None = None,
     ) -> None:
         self.bus = bus
         self.stage = stage
@@ -122,6 +123,10 @@ class Worker:
         self.concurrency = concurrency
         self.on_dead = on_dead
         self.metrics = metrics
+        # Queries: someone waits (the gateway, 30 s at most). Retrying a dead store for
+        # five attempts of 10 s each outlived that wait, so the caller got a 504 after
+        # 30 s; past this budget the query is given up and its caller told at once (503).
+        self.retry_budget_s = retry_budget_s
         self.processed = 0
         self.dead = 0
         self.running = False
@@ -264,10 +269,14 @@ class Worker:
                 return await self._dead(delivery, exc, "unparseable", attempt, first_failure)
             except RetryableError as exc:
                 first_failure = first_failure or _now()
-                if attempt == self.max_attempts:
+                pause = self.backoff_s * 2 ** (attempt - 1)
+                over_budget = (
+                    self.retry_budget_s is not None and time.perf_counter() - started + pause > self.retry_budget_s
+                )
+                if attempt == self.max_attempts or over_budget:
                     return await self._dead(delivery, exc, "retryable", attempt, first_failure)
                 log.info("%s: attempt %d failed (%s); retrying", self.stage, attempt, exc)
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(pause)
                 continue
             except Exception as exc:  # a permanent error, or a bug: dead-letter it, never crash-loop
                 return await self._dead(delivery, exc, "permanent", attempt, first_failure)
