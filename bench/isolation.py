@@ -10,7 +10,8 @@ and stall.
 Then a connection flood (``flood`` in the output): up to --flood-sockets unauthenticated
 sockets that send half their request headers and stall, re-opened as soon as the server
 closes them, and as many authenticated ones (tenant B's key) that send their headers
-and a trickle of body; tenant A's searches and /healthz measured meanwhile. Goal:
+(a body under the query limit) and a trickle of it; --flood-rate new sockets/s per kind
+(200; the outage the issue reported needed ~53/s); tenant A's searches and /healthz measured meanwhile. Goal:
 search p99 <= 3x quiet, /healthz p99 <= 50 ms, no 503 to the tenant.
 
 Last line: {"quiet_search_p99_ms", "hostile_search_p99_ms", "ratio", "healthz_p99_ms",
@@ -163,7 +164,7 @@ def hostile(port: int, key_b: str, seconds: float, counts) -> None:
         t.join()
 
 
-def flood(port: int, key_b: str, seconds: float, sockets: int, counts) -> None:
+def flood(port: int, key_b: str, seconds: float, sockets: int, rate: float, counts) -> None:
     """Half-open headers (unauthenticated) and slow bodies (tenant B), re-opened when closed."""
     import resource
     import selectors
@@ -174,12 +175,14 @@ def flood(port: int, key_b: str, seconds: float, sockets: int, counts) -> None:
         "half_open": b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
         "slow_body": (
             f"POST /v1/search HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key_b}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+            "Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{"
         ).encode(),
     }
     until = time.monotonic() + seconds
     selector = selectors.DefaultSelector()
     open_by_kind = dict.fromkeys(heads, 0)
+    made = dict.fromkeys(heads, 0)
+    started = time.monotonic()
 
     def open_one(kind: str) -> None:
         try:
@@ -194,9 +197,11 @@ def flood(port: int, key_b: str, seconds: float, sockets: int, counts) -> None:
 
     while time.monotonic() < until:
         for kind in heads:
-            for _ in range(min(200, sockets - open_by_kind[kind])):
+            allowed = sockets + int(rate * (time.monotonic() - started)) - made[kind]  # then `rate` new ones/s
+            for _ in range(max(0, min(allowed, 100, sockets - open_by_kind[kind]))):
                 open_one(kind)
-        for key, _ in selector.select(timeout=0.2):
+                made[kind] += 1
+        for key, _ in selector.select(timeout=0.05):
             conn, kind = key.fileobj, key.data
             try:
                 data = conn.recv(4096)
@@ -271,6 +276,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--no-rate-limit", action="store_true", help="lift the per-tenant rate limit (20/s)")
     parser.add_argument("--flood-sockets", type=int, default=2000, help="sockets of each flood kind (0: no flood)")
+    parser.add_argument(
+        "--flood-rate", type=float, default=200, help="new sockets per second of each kind, once the first are open"
+    )
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -302,7 +310,7 @@ def main() -> None:
             flooded = None
             if args.flood_sockets:
                 flooder = multiprocessing.Process(
-                    target=flood, args=(port, key_b, args.seconds + 4, args.flood_sockets, counts)
+                    target=flood, args=(port, key_b, args.seconds + 4, args.flood_sockets, args.flood_rate, counts)
                 )
                 flooder.start()
                 time.sleep(4)  # let the sockets pile up
@@ -330,6 +338,7 @@ def main() -> None:
                 **flooded,
                 "ratio": flooded["search_p99_ms"] / quiet["search_p99_ms"],
                 "sockets_per_kind": args.flood_sockets,
+                "new_sockets_per_s_per_kind": args.flood_rate,
                 "opened": counts.get("flood_opened", 0),
                 "outcomes": {k: v for k, v in sorted(counts.items()) if k.startswith("flood_") and ":" in k},
             },
