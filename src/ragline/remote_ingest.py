@@ -21,6 +21,7 @@ What happens when it stops:
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +60,21 @@ class RemoteIngest:
     poll_s: float = 0.5  # the longest wait between two looks at a job (the first ones are 20 ms)
     patience_s: float = 20.0  # how long a server may not answer before it is taken as stopped
     sleep: Callable[[float], None] = time.sleep
-    current: _Following | None = None
+    window: int = 4  # jobs submitted and not yet over: the next batch is read and sent meanwhile
+    pending: deque[_Following] = field(default_factory=deque)
+
+    @property
+    def current(self) -> _Following | None:
+        return self.pending[0] if self.pending else None
 
     def run(self, targets: list[Path], follow_symlinks: bool = False, id_prefix: str = "") -> IngestReport:
         started = time.perf_counter()
         for batch in self._batches(iter_files(targets, follow_symlinks, id_prefix)):
             self._send(batch)
+            while len(self.pending) >= self.window:
+                self._follow(self.pending[0])
+        while self.pending:
+            self._follow(self.pending[0])
         self.total.seconds = time.perf_counter() - started
         return self.total
 
@@ -74,13 +84,15 @@ class RemoteIngest:
             f"interrupted ({signal_name}): {self.total.documents} documents written "
             f"({self.total.chunks_written} chunks written, {self.total.chunks_unchanged} unchanged)"
         )
-        job = self.current
-        if job is None:
+        if not self.pending:
             return f"{written}; run the same command again to finish: what is written is skipped"
+        jobs = ", ".join(
+            f"{job.job_id} ({job.done} of {job.documents} documents done): {self.client.url}/v1/ingestions/{job.job_id}"
+            for job in self.pending
+        )
         return (
-            f"{written}; the server goes on with job {job.job_id} ({job.done} of {job.documents} documents done, "
-            f"not cancelled): follow it at {self.client.url}/v1/ingestions/{job.job_id}. Run the same command "
-            "again to finish the rest: what is written is skipped"
+            f"{written}; the server goes on with its jobs, not cancelled: {jobs}. Run the same command again to "
+            "finish the rest: what is written is skipped"
         )
 
     def _batches(self, items: Iterable[tuple[Path, str] | DocumentError]) -> Iterable[list[Document]]:
@@ -114,10 +126,10 @@ class RemoteIngest:
             else:
                 self.total.documents += len(response.ids)
             return
-        self._follow(_Following(response.job_id, len(response.ids)))
+        self.pending.append(_Following(response.job_id, len(response.ids)))
 
     def _follow(self, job: _Following) -> None:
-        self.current = job
+        """Follow ``job`` (the oldest pending one) until it is over."""
         wait = 0.02  # an unchanged batch is over in milliseconds: look soon, then less often
         while True:
             view = self._retrying(lambda: self.client.ingestion(job.job_id), what=f"following job {job.job_id}")
@@ -128,7 +140,7 @@ class RemoteIngest:
                 break
             self.sleep(wait)
             wait = min(self.poll_s, wait * 2)
-        self.current = None
+        self.pending.popleft()
         for document in view.documents:
             if document.status == "failed":
                 self.total.errors.append(f"{document.id}: failed on the server ({view.error or 'see the job'})")
