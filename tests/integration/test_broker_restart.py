@@ -136,3 +136,58 @@ async def test_a_consumer_past_the_end_of_a_log_that_restarted_at_once_reads_the
         broker.stop()
     assert len(accepted) == 3
     assert set(accepted) <= set(got), (accepted, got[40:])
+
+
+async def test_a_member_that_rejoined_a_restarted_broker_before_it_was_replaced_leaves_no_ghost_leader():
+    """The race behind the stuck groups of the broker drill: the worker is busy (it takes
+    no message) while the broker restarts empty, so librdkafka's old member rejoins the
+    new broker by itself and is made the leader of the new group; only then does the
+    worker notice the lost brokers and replace that consumer. Closing it (a LeaveGroup
+    while the group is forming) left Tansu naming the departed member leader for ever: no
+    member got partitions again. The replacement must form the group and read on."""
+    import os
+    import signal
+
+    from conftest import KafkaBroker, free_port
+
+    broker = KafkaBroker(free_port())
+    broker.start()
+    specs = [TopicSpec("work", 3)]
+    bus = KafkaBus(broker.bootstrap, session_timeout_ms=2000, publish_timeout_ms=2000, topic_specs=specs)
+    got: list[bytes] = []
+    busy = asyncio.Event()
+
+    async def consume() -> None:
+        async for delivery in bus.consume(["work"], "workers"):
+            got.append(delivery.value)
+            await bus.commit(delivery)
+            if delivery.value == b"hold":
+                await busy.wait()  # a worker whose slots are full: its stream is not read
+
+    try:
+        await bus.create_topics(specs)
+        consumer = asyncio.create_task(consume())
+        await bus.publish("work", b"hold")
+        deadline = time.monotonic() + 30
+        while b"hold" not in got and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert broker.proc is not None
+        os.killpg(broker.proc.pid, signal.SIGKILL)
+        broker.proc.wait()
+        await asyncio.to_thread(broker.start)  # empty
+        await bus.ensure_topics(force=True)
+        await asyncio.sleep(6)  # the old member reconnects, is told it is unknown, and rejoins by itself
+        busy.set()  # now the worker reads on: it sees the lost brokers and replaces its consumer
+        ready = time.monotonic()
+        accepted = await publish_until_accepted(bus, 3, ready)
+        deadline = time.monotonic() + 30
+        while not set(accepted) <= set(got) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        healed = time.monotonic() - ready
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    finally:
+        await bus.close()
+        broker.stop()
+    assert len(accepted) == 3 and set(accepted) <= set(got), (accepted, got)
+    assert healed <= 20
