@@ -164,15 +164,12 @@ def test_a_planted_owner_record_is_reported_and_nothing_is_sent_to_it(tmp_path: 
     record.write_text(json.dumps({"pid": 1, "command": "x", "url": f"http://127.0.0.1:{port}", "token": "t"}))
     record.chmod(0o644)
     os.chown(record, 4321, os.getgid())
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import fcntl,time; f=open({str(record)!r}); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(60)",
-        ]
-    )
+    hold = f"import fcntl, sys; f = open({str(record)!r}); fcntl.flock(f, fcntl.LOCK_EX); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE)  # holds it until killed
     try:
-        time.sleep(0.5)
+        from ragline.stores import ownership
+
+        wait_until(lambda: ownership.owner_of(tmp_path / "m.db") is not None, timeout_s=10)
         (tmp_path / "secret.md").write_text("Private notes that must stay here.")
         refused = _cli(env, "ingest", str(tmp_path / "secret.md"))
         assert refused.returncode == 2 and "belongs to another user" in " ".join(refused.stderr.split())

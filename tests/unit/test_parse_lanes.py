@@ -12,6 +12,13 @@ from ragline.errors import Overloaded
 from ragline.parse_lanes import ParseDeadline, ParseLanes
 
 
+async def until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
 def _allocate(mb: int) -> int:
     return len(bytearray(mb * 1024 * 1024))
 
@@ -25,7 +32,7 @@ async def test_a_heavy_tenant_leaves_a_slot_so_another_tenant_is_served_at_once(
         done.append(tenant)
 
     heavy = [asyncio.create_task(call("b", 0.3)) for _ in range(6)]
-    await asyncio.sleep(0.05)
+    await until(lambda: lanes.waiting >= 4)  # one of b's files parsing, the others waiting
     await call("a", 0)
     assert done == ["a"]  # served while b's first file was still being parsed, not after b's six
     await asyncio.gather(*heavy)
@@ -41,7 +48,7 @@ async def test_waiting_tenants_take_turns():
         order.append(tenant)
 
     tasks = [asyncio.create_task(call("b")) for _ in range(4)]
-    await asyncio.sleep(0.01)
+    await until(lambda: lanes.waiting >= 2)
     tasks += [asyncio.create_task(call("a")) for _ in range(2)]
     await asyncio.gather(*tasks)
     assert order[:4] in (["b", "b", "a", "b"], ["b", "a", "b", "a"])  # a is not served after all of b
@@ -74,7 +81,7 @@ async def test_a_child_past_its_memory_cap_fails_that_call_only():
 async def test_a_full_queue_refuses_at_once():
     lanes = ParseLanes(workers=1, queue=2, deadline_s=10, processes=False)
     running = [asyncio.create_task(lanes.run("b", time.sleep, 0.3)) for _ in range(3)]
-    await asyncio.sleep(0.05)
+    await until(lambda: lanes.waiting == 2)
     with pytest.raises(Overloaded):
         await lanes.run("c", abs, 1)
     await asyncio.gather(*running)
