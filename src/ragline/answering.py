@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import stages
-from .bulkhead import Bulkhead
 from .errors import NotImplementedInShape, RaglineError
 from .models import Answer, Context, Document, Hit, IngestReport, Query
 
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
 class Answerer(Protocol):
     """Answers, searches and document writes for the API, whatever the shape behind it."""
 
-    cpu: Bulkhead  # CPU work of the API process (parsing bodies and files), off the event loop
     writes_are_queued: bool  # True: write() hands documents to a durable queue (the bus)
 
     @property
@@ -64,7 +62,6 @@ class LocalAnswerer:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.cpu = engine.cpu
 
     @property
     def generator_name(self) -> str:
@@ -125,11 +122,10 @@ class BusAnswerer:
 
     writes_are_queued = True
 
-    def __init__(self, gateway: Gateway, bus_url: str, generator_name: str, cpu: Bulkhead) -> None:
+    def __init__(self, gateway: Gateway, bus_url: str, generator_name: str) -> None:
         self.gateway = gateway
         self.bus_url = bus_url
         self.generator_name = generator_name
-        self.cpu = cpu
 
     async def ask(self, query: Query) -> Answer:
         return await self.gateway.ask(query)
@@ -172,7 +168,7 @@ class BusAnswerer:
         return {"bus": {**check, "url": self.bus_url}}
 
     async def close(self) -> None:
-        self.cpu.close()
+        pass  # the gateway is closed by whoever started it
 
 
 async def _check(probe: Any, timeout_s: float, *, required: bool, degraded: str | None = None) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class Bulkhead:
                     self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     max_tasks_per_child=_TASKS_PER_CHILD,
-                    initializer=_child_start,
+                    initializer=child_start,
                     initargs=(self.nice,),
                 )
             else:
@@ -111,10 +111,21 @@ class Bulkhead:
             child.terminate()
 
 
-def _child_start(nice: int) -> None:
-    """A child process: dies with its parent, runs at the bulkhead's priority."""
-    from .parse_lanes import die_with_parent
+def die_with_parent() -> None:
+    """Linux: this child gets SIGKILL when its parent dies (a server killed with kill -9
+    left its idle parse children behind, waiting on their queue for ever)."""
+    import ctypes
+    import signal
 
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call: nobody to serve
+            os._exit(0)
+
+
+def child_start(nice: int) -> None:
+    """A child process: dies with its parent, runs at the given priority."""
     die_with_parent()
     _lower_priority(nice)
 

@@ -3,9 +3,9 @@
 ``ParseLanes`` runs parse calls (one file each) in child processes, one slot per child:
 
 - **Fair**: calls wait in one queue per tenant and are started round-robin across the
-  tenants waiting; one tenant holds at most ``workers - 1`` slots while another tenant
-  waits (all of them when nobody else does), so a heavy upload delays another tenant's
-  small one by at most one file's parse, never by a whole queue of files.
+  tenants waiting, and one tenant holds at most ``workers - 1`` slots (with two or more),
+  so a slot is always free for another tenant and a heavy upload never makes another
+  tenant's small one wait behind a queue of its files.
 - **A deadline per file**: a call past ``deadline_s`` is that file's error
   (``ParseDeadline``); its child is killed (the only way to stop a parser stuck in C or
   in a loop) and the slot gets a new child on its next call.
@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import multiprocessing
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -33,6 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .bulkhead import child_start
 from .errors import DependencyUnavailable, Overloaded, RaglineError
 
 T = TypeVar("T")
@@ -188,25 +188,9 @@ class ParseLanes:
             self._stop(slot)
 
 
-def die_with_parent() -> None:
-    """Linux: this child gets SIGKILL when its parent dies (a server killed with kill -9
-    left its idle parse children behind, waiting on their queue for ever)."""
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before the call: nobody to serve
-            os._exit(0)
-
-
 def _child_limits(nice: int, memory_mb: int) -> None:
-    """A parse child: lower CPU priority, and at most ``memory_mb`` of address space."""
-    die_with_parent()
-    if nice > 0 and hasattr(os, "nice"):
-        with contextlib.suppress(OSError):
-            os.nice(nice)
+    """A parse child: as a bulkhead's child, and at most ``memory_mb`` of address space."""
+    child_start(nice)
     if memory_mb > 0:
         import resource
 

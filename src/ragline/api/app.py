@@ -19,7 +19,6 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ..answering import Answerer, BusAnswerer, LocalAnswerer
-from ..bulkhead import Bulkhead
 from ..engine import Engine
 from ..limits import Limits
 from ..observability import Metrics
@@ -126,7 +125,7 @@ async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, sta
         backoff_s=settings.worker_backoff_s,
     ).start()
     stack.push_async_callback(pipeline.close, settings.shutdown_grace_s * SERVER_SHARE)
-    return BusAnswerer(pipeline.gateway, settings.bus_url, settings.generator, engine.cpu)
+    return BusAnswerer(pipeline.gateway, settings.bus_url, settings.generator)
 
 
 async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack) -> BusAnswerer:
@@ -147,15 +146,7 @@ async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack)
     app.state.metrics.watch_lag(bus.lag)
     await gateway.start()
     stack.push_async_callback(gateway.close)
-    cpu = Bulkhead(
-        "parser",
-        settings.parse_workers,
-        settings.parse_queue,
-        processes=settings.parse_in_processes,
-        nice=settings.background_nice,
-    )
-    stack.callback(cpu.close)
-    return BusAnswerer(gateway, settings.bus_url, settings.generator, cpu)
+    return BusAnswerer(gateway, settings.bus_url, settings.generator)
 
 
 def _guard_config(settings: Settings) -> GuardConfig:

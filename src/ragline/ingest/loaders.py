@@ -38,9 +38,8 @@ HTML_SUFFIXES = {".html", ".htm"}
 PDF_SUFFIXES = {".pdf"}
 OFFICE_SUFFIXES = {".docx", ".pptx", ".xlsx"}  # ZIP archives
 DATA_SUFFIXES = {".csv", ".json"}
-MARKITDOWN_SUFFIXES = HTML_SUFFIXES | OFFICE_SUFFIXES | DATA_SUFFIXES  # kept for callers: converted, not plain
 EMAIL_SUFFIXES = {".eml"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | PDF_SUFFIXES | MARKITDOWN_SUFFIXES | EMAIL_SUFFIXES
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | PDF_SUFFIXES | HTML_SUFFIXES | OFFICE_SUFFIXES | DATA_SUFFIXES | EMAIL_SUFFIXES
 MAX_EMAIL_PARTS = 200  # MIME parts of one message (a real one has a handful)
 
 _MD_TITLE = re.compile(r"^\s*#\s+(.+?)\s*#*\s*$", re.MULTILINE)

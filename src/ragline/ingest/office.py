@@ -116,22 +116,13 @@ def xlsx(path: Path, data: bytes, max_chars: int) -> str:
     except Exception as exc:
         raise DocumentError(str(path), f"not a readable .xlsx file ({type(exc).__name__}: {str(exc)[:200]})") from exc
     parts: list[str] = []
-    size = cells = 0
+    budget = _CellBudget(path, max_chars)
     try:
         for sheet in book.worksheets:
             rows: list[list[str]] = []
             for values in sheet.iter_rows(values_only=True):
                 row = [cell_text(v) for v in values]
-                filled = sum(1 for c in row if c)
-                cells += filled
-                size += sum(len(c) + 2 for c in row if c)
-                if cells > MAX_SHEET_CELLS:
-                    raise DocumentError(
-                        str(path), f"more than {MAX_SHEET_CELLS:,} filled cells: index a part of it (as CSV)"
-                    )
-                if size > max_chars:
-                    raise DocumentError(str(path), f"its text expands past the {max_chars / 1e6:.1f} MB document limit")
-                if filled:
+                if budget.spend(row):
                     rows.append(row)
             lines = render(rows)
             if lines:
@@ -154,17 +145,34 @@ def csv_text(path: Path, text: str, max_chars: int) -> str:
     except csv.Error:
         dialect = csv.excel
     rows: list[list[str]] = []
-    size = filled = 0
+    budget = _CellBudget(path, max_chars)
     try:
         for row in csv.reader(io.StringIO(text), dialect):
             cells = [cell_text(c) for c in row]
-            size += sum(len(c) + 2 for c in cells)
-            filled += sum(1 for c in cells if c)
-            if size > max_chars:
-                raise DocumentError(str(path), f"its text expands past the {max_chars / 1e6:.1f} MB document limit")
-            if filled > MAX_SHEET_CELLS:
-                raise DocumentError(str(path), f"more than {MAX_SHEET_CELLS:,} filled cells: index a part of it")
+            budget.spend(cells)
             rows.append(cells)
     except csv.Error as exc:
         raise DocumentError(str(path), f"not a readable CSV file ({exc})") from exc
     return "\n".join(render(rows))
+
+
+class _CellBudget:
+    """What a spreadsheet or CSV file may produce: ``MAX_SHEET_CELLS`` filled cells and
+    ``max_chars`` of text, counted row by row as the file is read (refused mid-read)."""
+
+    def __init__(self, path: Path, max_chars: int) -> None:
+        self.path, self.max_chars = path, max_chars
+        self.cells = self.chars = 0
+
+    def spend(self, row: list[str]) -> int:
+        """Count a row's filled cells (returned) against the budget, or raise DocumentError."""
+        filled = [c for c in row if c]
+        self.cells += len(filled)
+        self.chars += sum(len(c) + 2 for c in filled)
+        if self.cells > MAX_SHEET_CELLS:
+            raise DocumentError(str(self.path), f"more than {MAX_SHEET_CELLS:,} filled cells: index a part of it")
+        if self.chars > self.max_chars:
+            raise DocumentError(
+                str(self.path), f"its text expands past the {self.max_chars / 1e6:.1f} MB document limit"
+            )
+        return len(filled)
