@@ -242,9 +242,12 @@ class MilvusStore:
         return process is not None and process.poll() is not None
 
     async def _revive_lite(self) -> None:
-        """Milvus Lite's process died (killed, out of memory): start it again, once, for
-        every caller waiting; a call then goes on instead of timing out for ever."""
+        """Milvus Lite's process died (killed, out of memory): the first caller starts it
+        again and goes on; callers meanwhile get 503 at once (they would otherwise wait for
+        the restart beyond their own deadline)."""
         self._reviving = self._reviving or asyncio.Lock()
+        if self._reviving.locked():
+            raise DependencyUnavailable(f"Milvus Lite at {self._lite_path} is being started again; retry shortly")
         async with self._reviving:
             if not self._lite_died():
                 return  # another caller did it
