@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     topic_context: str = Field(default="rag-context", pattern=_TOPIC)
     topic_answers: str = Field(default="rag-answers", pattern=_TOPIC)
     topic_dlq: str = Field(default="rag-dlq", pattern=_TOPIC)
+    # which consumer group each stage uses after a group that never settled was moved
+    # (buses/group_directory.py); one partition, a few records per move
+    topic_groups: str = Field(default="rag-groups", pattern=_TOPIC)
     topic_partitions: int = Field(default=6, ge=1)  # the most workers per stage that can share the load
     topic_replication_factor: int = Field(default=1, ge=1)  # 3 in production
     topic_min_insync_replicas: int | None = Field(default=None, ge=1)  # 2 in production
@@ -216,6 +219,10 @@ class Settings(BaseSettings):
     # producer that stops delivering while the broker answers is replaced (buses/kafka.py).
     kafka_publish_timeout_ms: int = Field(default=5000, ge=100)
     kafka_client_id: str = "ragline"
+    # A stopping consumer leaves its group at once (its peers rebalance without waiting for
+    # its session). Off for Tansu, which keeps naming a leader that left a forming group as
+    # its leader for ever (the local stack and the tests turn it off; buses/membership.py).
+    kafka_leave_group: bool = True
     kafka_linger_ms: float = Field(default=5.0, ge=0)  # documents and dead letters: batch
     kafka_interactive_linger_ms: float = Field(default=0.0, ge=0)  # queries, context, answers: someone waits
     worker_concurrency: int = Field(default=32, ge=1)  # messages in hand per worker (LLM batches)

@@ -65,6 +65,7 @@ class Stack:
             "RAGLINE_GENERATOR": "openai" if self.llm else "extractive",
             "RAGLINE_LLM_URL": f"http://127.0.0.1:{self.port(12)}/v1",
             "RAGLINE_KAFKA_SESSION_TIMEOUT_MS": "3000",
+            "RAGLINE_KAFKA_LEAVE_GROUP": "false",  # Tansu (buses/membership.py)
             "RAGLINE_LOG_FORMAT": "json",
             "HF_HUB_OFFLINE": "1",
             **self.env,

@@ -47,6 +47,8 @@ def _kafka(settings: Settings) -> Bus:
         transactional_id=_transactional_id(settings) if settings.kafka_transactions else None,
         publish_timeout_ms=settings.kafka_publish_timeout_ms,
         topic_specs=topic_specs(settings),
+        groups_topic=settings.topic_groups,
+        leave_group=settings.kafka_leave_group,
     )
 
 
@@ -83,6 +85,15 @@ def topic_specs(settings: Settings) -> list[Any]:
         TopicSpec(
             settings.topic_dlq,
             settings.topic_partitions,
+            settings.topic_replication_factor,
+            config(settings.dlq_retention_days * 86_400_000),
+        )
+    )
+    # the group directory: one partition (read whole, in order), kept as long as the DLQ
+    specs.append(
+        TopicSpec(
+            settings.topic_groups,
+            1,
             settings.topic_replication_factor,
             config(settings.dlq_retention_days * 86_400_000),
         )

@@ -25,17 +25,18 @@ import functools
 import itertools
 import json
 import logging
-import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ConfigurationError, DependencyUnavailable
 from ..ports import Delivery, TopicSpec
 from ..settings import default
+from .group_directory import GroupDirectory
+from .membership import Action, Membership, State
 
 
 @contextlib.contextmanager
@@ -76,12 +77,13 @@ def _abandon(held: _Held) -> None:
 
 
 class _Rejoin(Exception):
-    """Replace the consumer: its brokers were lost (``brokers_lost``: wait until they
-    answer first), they answer again, or its group never settled."""
+    """Replace the consumer by one in directory generation ``generation``'s group;
+    ``cure``: because its group did not settle (not to follow a peer's move)."""
 
-    def __init__(self, why: str, brokers_lost: bool = False) -> None:
+    def __init__(self, why: str, generation: int, cure: bool) -> None:
         super().__init__(why)
-        self.brokers_lost = brokers_lost
+        self.generation = generation
+        self.cure = cure
 
 
 def _transient_or_raise(error, servers: str) -> None:
@@ -110,10 +112,16 @@ class KafkaBus:
         transactional_id: str | None = None,
         publish_timeout_ms: int = 5000,
         topic_specs: Sequence[TopicSpec] = (),
+        groups_topic: str = default("topic_groups"),
+        leave_group: bool = default("kafka_leave_group"),
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         """``interactive_topics`` (queries, context, answers: someone is waiting) get their
-        own producer with ``interactive_linger_ms``; everything else batches for ``linger_ms``."""
+        own producer with ``interactive_linger_ms``; everything else batches for ``linger_ms``.
+        ``groups_topic``: the group directory (buses/group_directory.py). ``leave_group``
+        off: a consumer that stops is dropped without a LeaveGroup (its peers wait for its
+        session to expire): the Tansu workaround, as Tansu keeps naming a leader that left
+        a forming group as the leader, for ever (buses/membership.py)."""
         from confluent_kafka import Producer
 
         self.servers = bootstrap_servers
@@ -134,6 +142,7 @@ class KafkaBus:
         self._last_heal = float("-inf")
         self._healing = asyncio.Lock()
         self.producers_replaced = 0
+        self.group_moves = 0  # consumers moved to another group (buses/membership.py)
 
         def producer(linger: float) -> Producer:
             return Producer(
@@ -178,6 +187,8 @@ class KafkaBus:
             with _translated(bootstrap_servers):
                 self._tx_producer.init_transactions(30)
             self._tx_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-tx")  # one transaction at a time
+        self.leave_group = leave_group
+        self._directory = GroupDirectory(bootstrap_servers, groups_topic, self.extra)
         self._closing = threading.Event()
         self._pollers = [
             threading.Thread(target=self._serve_delivery_reports, args=(role,), daemon=True, name="kafka-producer-poll")
@@ -336,48 +347,47 @@ class KafkaBus:
             await asyncio.get_running_loop().run_in_executor(self._tx_pool, transaction)
 
     async def consume(self, topics: Sequence[str], group: str) -> AsyncGenerator[Delivery, None]:
+        """Messages of ``topics`` for consumer group ``group`` (or the group it moved to, see
+        buses/membership.py); each consumer's group handling is a ``Membership``."""
         from confluent_kafka import Consumer, KafkaError
 
         me = next(self._consumer_ids)
         lag = self._lag.setdefault(me, {})
         with contextlib.suppress(Exception):  # at start: the topics a broker lost, from their specs
             await self.ensure_topics(force=True)
-
-        # When the group last settled (join_state "steady"): a member that stays between
-        # JoinGroup and SyncGroup longer than a rebalance can take is replaced (seen with
-        # Tansu after a restart: a new member cycling wait-join -> wait-sync for minutes).
-        settled = [time.monotonic()]
-        group_state = ["no statistics yet"]  # the last report's, for the log of a replacement
+        # Long enough for a dead member's expiry and a join (Tansu holds a JoinGroup for half
+        # a session), and for three statistics reports.
+        unsettled_limit_s = max(self.session_timeout_ms / 1000 + 4.0, 3 * self.stats_interval_ms / 1000)
+        membership = Membership(group, unsettled_limit_s, time.monotonic())
 
         def stats(raw: str) -> None:  # librdkafka's statistics: group state, consumer lag per partition
             report = json.loads(raw)
-            state = report.get("cgrp", {}).get("join_state")
-            group_state[0] = f"join state {state}, coordinator {report.get('cgrp', {}).get('state')}"
-            if state in ("steady", "init", None):
-                settled[0] = time.monotonic()
-            if state == "steady":
-                replaced[0] = 0  # it settled: the next stuck member gets the base limit again
-            brokers = report.get("brokers", {}).values()
-            if brokers and not any(b.get("state") == "UP" for b in brokers):
-                lost.set()  # error_cb does not always say so (measured: silent through a 5 s outage)
+            cgrp = report.get("cgrp", {})
+            brokers = [b for b in report.get("brokers", {}).values() if b.get("nodeid", 0) >= 0]
+            # error_cb does not always say the brokers are gone (measured: silent through a 5 s outage)
+            up = any(b.get("state") == "UP" for b in brokers) if brokers else None
+            membership.on_statistics(cgrp.get("join_state"), up, time.monotonic())
             lag.clear()
             for topic, info in report.get("topics", {}).items():
                 for number, part in info.get("partitions", {}).items():
                     if int(number) >= 0 and part.get("consumer_lag", -1) >= 0 and part.get("fetch_state") == "active":
                         lag[(group, topic, int(number))] = part["consumer_lag"]
 
-        lost = threading.Event()  # set when librdkafka reports the brokers gone
-
         def on_error(error) -> None:
             if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-                lost.set()
+                membership.on_brokers_down(time.monotonic())
+
+        epoch = [0]
+
+        def next_epoch(*_: Any) -> None:
+            epoch[0] += 1
 
         def new_consumer() -> Consumer:
             consumer = Consumer(
                 {
                     "bootstrap.servers": self.servers,
                     "client.id": self.client_id,
-                    "group.id": group,
+                    "group.id": membership.group,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "session.timeout.ms": self.session_timeout_ms,
@@ -396,77 +406,31 @@ class KafkaBus:
             consumer.subscribe(list(topics), on_assign=next_epoch, on_revoke=next_epoch, on_lost=next_epoch)
             return consumer
 
-        epoch = [0]
-
-        def next_epoch(*_: Any) -> None:
-            epoch[0] += 1
-
-        # A consumer that lost its brokers is replaced once they answer again: a broker
-        # that restarted without its state (Tansu in memory) accepts the old member id and
-        # then hands it no partitions, forever (measured); a new member joins cleanly.
-        # Messages it held uncommitted are delivered again (the stages are idempotent).
-        # a dead member's expiry and a join; and long enough for three statistics reports
-        # Each replacement for not settling doubles the limit (up to 8x) with jitter: a
-        # replacement makes the group rebalance again, and under load two members that
-        # replaced themselves on the same clock kept each other from ever settling
-        # (measured: an ingest group with no consumption for a whole resilience drill).
-        unsettled_limit_s = max(self.session_timeout_ms / 1000 + 4.0, 3 * self.stats_interval_ms / 1000)
-        replaced = [0]
-        limit_s = [unsettled_limit_s]
-
-        def stuck() -> bool:
-            return time.monotonic() - settled[0] > limit_s[0]
-
         try:
             while True:
-                lost.clear()
-                settled[0] = time.monotonic()
-                limit_s[0] = unsettled_limit_s * min(8, 2 ** replaced[0]) * random.uniform(1.0, 1.5)
                 # Its own threads (one polls, one commits): blocking polls in the shared default
                 # executor starved everything else that runs in threads (measured: p90 +100 ms).
                 polling = self._poll(
                     _Held(new_consumer()),
                     ThreadPoolExecutor(2, thread_name_prefix="kafka-consumer"),
                     committable=True,
-                    lost=lost,
-                    stuck=stuck,
                     epoch=epoch,
+                    membership=membership,
+                    topics=topics,
                 )
                 try:
                     async for delivery in polling:
                         yield delivery
                     return
-                except _Rejoin as why:
-                    if why.brokers_lost:
-                        await self._until_brokers_answer()
-                        _log.warning("Kafka at %s: %s; a new consumer for group %r", self.servers, why, group)
-                    else:
-                        replaced[0] += 1
-                        _log.warning(
-                            "Kafka at %s: %s (%s, replacement %d); a new consumer for group %r",
-                            self.servers,
-                            why,
-                            group_state[0],
-                            replaced[0],
-                            group,
-                        )
+                except _Rejoin as move:
+                    membership.moved(move.generation, time.monotonic(), cure=move.cure)
+                    self.group_moves += 1
+                    _log.warning("Kafka at %s: %s; a new consumer in group %r", self.servers, move, membership.group)
                 finally:
                     with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
                         await polling.aclose()
         finally:
             self._lag.pop(me, None)
-
-    async def _until_brokers_answer(self) -> None:
-        """Wait until a broker answers a metadata request, then replace the producers
-        (an idempotent producer whose broker lost its state stays wedged)."""
-        while True:
-            try:
-                await self.ping(timeout_s=1.0)
-            except DependencyUnavailable:
-                await asyncio.sleep(0.5)
-            else:
-                await self._heal("")
-                return
 
     async def ping(self, timeout_s: float = 2.0) -> None:
         """Raise DependencyUnavailable unless the broker answers a metadata request."""
@@ -552,29 +516,31 @@ class KafkaBus:
         pool: ThreadPoolExecutor,
         committable: bool,
         lost: threading.Event | None = None,
-        stuck: Callable[[], bool] | None = None,
         epoch: list[int] | None = None,
+        membership: Membership | None = None,
+        topics: Sequence[str] = (),
     ) -> AsyncGenerator[Delivery, None]:
         """The consumer's messages as Deliveries (with what ``commit`` needs, if
-        ``committable``); the consumer is closed when the iteration ends. With ``lost``:
-        once it is set and the broker answers again, _Rejoin is raised; with ``stuck``:
-        once it says the group never settles. A consumer given up for _Rejoin is dropped
-        without a LeaveGroup (``_Held``); one whose reading simply ends is closed (it leaves
-        its group at once, so the others rebalance without waiting for its session)."""
+        ``committable``). A tail (``lost``): once the brokers were lost and answer again,
+        the stream ends with _Rejoin (the caller tails anew). A group member
+        (``membership``): the producers are healed when its brokers answer again, and it
+        follows its ``Membership``'s decisions (_Rejoin to move to another group). The
+        consumer is closed when the iteration ends, or dropped without a LeaveGroup (see
+        _Held) when it moves or when ``leave_group`` is off."""
         from confluent_kafka import KafkaError
 
         ignorable = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
         loop = asyncio.get_running_loop()
-        checked = 0.0
-        abandon = False
+        checked = 0.0  # the last look at the brokers (lost) or at the directory
+        tried_move = float("-inf")
+        abandon = committable and not self.leave_group
         try:
             while True:
-                if lost is not None and lost.is_set() and committable:
-                    # A group member leaves at once: kept until the broker is back, it could
-                    # rejoin a restarted broker under its old member id, a ghost that kept
-                    # Tansu's group from settling for its next member (measured: 1 run in 8).
-                    raise _Rejoin("the brokers were lost", brokers_lost=True)
-                if lost is not None and lost.is_set() and loop.time() - checked > 1.0:
+                if lost is not None:
+                    lost_now = lost.is_set()
+                else:
+                    lost_now = membership is not None and membership.state is State.BROKERS_LOST
+                if lost_now and loop.time() - checked > 1.0:
                     checked = loop.time()
                     try:
                         await loop.run_in_executor(pool, functools.partial(held.consumer.list_topics, timeout=1))
@@ -584,9 +550,33 @@ class KafkaBus:
                         # the producers of a process whose brokers came back are wedged too
                         # (an idempotent producer whose broker lost its state): replace them now
                         await self._heal("")
-                        raise _Rejoin("the brokers were lost and answer again")
-                if stuck is not None and stuck():
-                    raise _Rejoin("the group did not settle")
+                        if membership is None:
+                            raise _Rejoin("the brokers were lost and answer again", 0, cure=False)
+                        membership.on_brokers_answer(time.monotonic())
+                        with contextlib.suppress(Exception):
+                            await self.ensure_topics(force=True)
+                elif membership is not None and not lost_now and loop.time() - checked > 1.0:
+                    checked = loop.time()
+                    directory = await loop.run_in_executor(pool, self._directory.generation, membership.base)
+                    decision = membership.decide(time.monotonic(), directory)
+                    if decision.action is Action.MOVE and directory is not None:
+                        if decision.generation == directory:  # a peer moved the stage: follow
+                            raise _Rejoin(decision.why, decision.generation, cure=False)
+                        # this group did not settle: move the stage (published first, so
+                        # that every member follows), at most every 5 s
+                        if loop.time() - tried_move > 5.0:
+                            tried_move = loop.time()
+                            moved = await loop.run_in_executor(
+                                pool,
+                                self._directory.move,
+                                membership.base,
+                                decision.generation,
+                                list(topics),
+                                held.consumer,
+                                decision.why,
+                            )
+                            if moved:
+                                raise _Rejoin(decision.why, decision.generation, cure=True)
                 message = await loop.run_in_executor(pool, held.consumer.poll, self.poll_s)
                 if message is None:
                     continue
@@ -607,7 +597,7 @@ class KafkaBus:
                     handle=(held, message, pool, epoch, epoch[0] if epoch else 0) if committable else None,
                 )
         except _Rejoin:
-            abandon = committable  # a group member: no LeaveGroup (see _Held)
+            abandon = committable  # a group member that moves: no LeaveGroup (see _Held)
             raise
         finally:
             if abandon:

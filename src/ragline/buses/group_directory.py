@@ -1,0 +1,160 @@
+"""The group directory: which consumer group each stage uses now, kept in a topic.
+
+A stage's group moves when it does not settle (buses/membership.py): the member that
+decides publishes ``{"group": BASE, "generation": N, ...}`` to the directory topic
+(``rag-groups``, one partition) after committing the old group's offsets to the new one,
+and every member of the stage follows once it reads it. The directory is read whole
+(it holds a few records per move) and cached for a second per bus.
+
+Moves agree without a vote: two members that decide at once both move generation N to
+N+1, whose name is fixed (``group_name``), and the highest generation wins. A broker that
+comes back empty has lost the directory with the groups: every stage goes back to its
+base group, which is as new there as any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .membership import group_name
+
+_log = logging.getLogger("ragline.kafka")
+
+
+class GroupDirectory:
+    def __init__(self, servers: str, topic: str, extra: Mapping[str, Any], cache_s: float = 1.0) -> None:
+        self.servers = servers
+        self.topic = topic
+        self.extra = dict(extra)
+        self.cache_s = cache_s
+        self._lock = threading.Lock()
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._read_at = float("-inf")
+        self._generations: dict[str, int] | None = None
+
+    def generation(self, base: str) -> int | None:
+        """The stage's current generation (0 when never moved); None when the directory
+        cannot be read (the caller keeps its group). Blocking: call it in a thread."""
+        with self._lock:
+            if time.monotonic() - self._read_at > self.cache_s:
+                self._generations = self._read()
+                self._read_at = time.monotonic()
+            return None if self._generations is None else self._generations.get(base, 0)
+
+    def _read(self) -> dict[str, int] | None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+        try:
+            if self._consumer is None:
+                self._consumer = Consumer(
+                    {
+                        "bootstrap.servers": self.servers,
+                        "group.id": f"ragline-directory-{uuid.uuid4().hex[:12]}",  # never joined or committed
+                        "enable.auto.commit": False,
+                        "enable.partition.eof": True,
+                        "fetch.wait.max.ms": 10,
+                        **self.extra,
+                    }
+                )
+            consumer = self._consumer
+            metadata = consumer.list_topics(self.topic, timeout=2)
+            info = metadata.topics.get(self.topic)
+            if info is None or info.error is not None:
+                # no directory: an empty broker (created again from its spec by ensure_topics)
+                # or one never moved; either way every stage is in its base group
+                return {}
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=2)
+            generations: dict[str, int] = {}
+            if high <= low:
+                return generations
+            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is None:
+                    continue
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:
+                        break
+                    continue
+                _apply(generations, message.value())
+                if message.offset() >= high - 1:
+                    break
+            else:
+                return None  # not read to its end: keep what each consumer has
+            return generations
+        except Exception as exc:  # the broker is down: nobody moves
+            _log.info("group directory %r unreadable (%s)", self.topic, exc)
+            self._drop_consumer()
+            return None
+
+    def _drop_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:  # closing a consumer whose broker is gone
+                pass
+
+    def move(self, base: str, generation: int, topics: Sequence[str], old_consumer: Any, why: str) -> bool:
+        """Move ``base``'s stage to ``generation``: copy the old group's committed offsets of
+        ``topics`` to the new group, then publish the record. Blocking. Returns whether the
+        record was published (False: try again later)."""
+        from confluent_kafka import Consumer, Producer, TopicPartition
+
+        new = group_name(base, generation)
+        committed: list[Any] = []
+        try:
+            partitions = []
+            for topic in topics:
+                info = old_consumer.list_topics(topic, timeout=2).topics.get(topic)
+                if info is not None and info.error is None:
+                    partitions += [TopicPartition(topic, p) for p in sorted(info.partitions)]
+            committed = [tp for tp in old_consumer.committed(partitions, timeout=5) if tp.offset >= 0]
+            if committed:
+                seeder = Consumer({"bootstrap.servers": self.servers, "group.id": new, **self.extra})
+                try:  # generation-less: accepted while the new group has no members
+                    seeder.commit(offsets=committed, asynchronous=False)
+                except Exception as exc:  # a peer's move got there first: its members commit
+                    _log.info("offsets for group %r not copied (%s)", new, exc)
+                finally:
+                    seeder.close()
+            record = {"group": base, "generation": generation, "name": new, "why": why, "offsets": len(committed)}
+            if self._producer is None:
+                self._producer = Producer(
+                    {"bootstrap.servers": self.servers, "acks": "all", "message.timeout.ms": 5000, **self.extra}
+                )
+            failed: list[Any] = []
+            self._producer.produce(
+                self.topic,
+                json.dumps(record).encode(),
+                key=base.encode(),
+                on_delivery=lambda error, _: failed.append(error) if error else None,
+            )
+            if self._producer.flush(6) != 0 or failed:
+                self._producer = None  # a producer whose broker came back empty: a new one next time
+                raise RuntimeError(f"not acknowledged: {failed or 'timeout'}")
+        except Exception as exc:
+            _log.warning("group %r not moved to %r (%s)", base, new, exc)
+            return False
+        with self._lock:
+            if self._generations is not None:
+                self._generations[base] = max(self._generations.get(base, 0), generation)
+        _log.warning("group %r moved to %r: %s (%d committed offsets carried)", base, new, why, len(committed))
+        return True
+
+
+def _apply(generations: dict[str, int], raw: bytes | None) -> None:
+    try:
+        record = json.loads(raw or b"")
+        base, generation = str(record["group"]), int(record["generation"])
+    except (ValueError, KeyError, TypeError):
+        return  # not a directory record: ignored
+    generations[base] = max(generations.get(base, 0), generation)
