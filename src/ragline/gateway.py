@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,11 +25,13 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from . import errors
+from .accepted import AcceptedSpool, Entry, new_token
 from .errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RaglineError
 from .models import Answer, Context, Delta, Document, DocumentRef, Failure, Query, new_query, reply_key
 from .observability import inject_headers, tracer
 from .ports import Bus, Delivery
 from .workers import DELETE, KIND, Topics
+from .workers.loop import RECEIPT, REPLY_TO
 
 log = logging.getLogger("ragline.gateway")
 
@@ -37,9 +40,23 @@ _REMEMBERED = 100_000  # answered request ids kept to recognise duplicates
 
 class Gateway:
     def __init__(
-        self, bus: Bus, topics: Topics, *, timeout_s: float = 30.0, reply_partition: int | None = None, metrics=None
+        self,
+        bus: Bus,
+        topics: Topics,
+        *,
+        timeout_s: float = 30.0,
+        reply_partition: int | None = None,
+        metrics=None,
+        spool: AcceptedSpool | None = None,
+        resend_after_s: float = 300.0,
     ) -> None:
+        """``spool``: accepted writes kept until the ingest side confirms them, and sent again
+        after a bus failure, at start, and once ``resend_after_s`` old (ragline/accepted.py)."""
         self.bus = bus
+        self.spool = spool
+        self.resend_after_s = resend_after_s
+        self._resender: asyncio.Task | None = None
+        self._resend_now: asyncio.Task | None = None
         self.topics = topics
         self.timeout_s = timeout_s
         self.reply_partition = reply_partition
@@ -57,7 +74,41 @@ class Gateway:
     async def start(self) -> Gateway:
         stream = await self.bus.tail(self.topics.answers, self.reply_partition)
         self._listener = asyncio.create_task(self._listen(stream), name="gateway-replies")
+        if self.spool is not None:
+            self._resender = asyncio.create_task(self._resend_forever(), name="gateway-resend")
         return self
+
+    async def resend(self, older_than_s: float = 0.0, why: str = "") -> int:
+        """Publish again the accepted writes not confirmed yet (at least ``older_than_s``
+        old); returns how many were sent. One that cannot be sent now stays for the next try."""
+        if self.spool is None:
+            return 0
+        entries = await asyncio.to_thread(self.spool.entries, older_than_s)
+        sent = 0
+        for entry in entries:
+            headers = {**entry.headers, REPLY_TO: self.reply_to.encode()}  # receipts to this gateway now
+            try:
+                await asyncio.wait_for(
+                    self.bus.publish(entry.topic, entry.value, entry.key.encode(), headers), self.timeout_s
+                )
+            except (RaglineError, TimeoutError) as exc:
+                log.warning("sending %d accepted writes again stopped after %d (%s)", len(entries), sent, exc)
+                break
+            sent += 1
+        if sent:
+            self.spool.resent += sent
+            log.warning("%d accepted writes not confirmed by the ingest workers sent again (%s)", sent, why)
+        return sent
+
+    async def _resend_forever(self) -> None:
+        """What a previous run left at once; then, every minute, what waited too long."""
+        await self.resend(0.0, "left by an earlier run")
+        while True:
+            await asyncio.sleep(min(60.0, self.resend_after_s))
+            try:
+                await self.resend(self.resend_after_s, f"older than {self.resend_after_s:g} s")
+            except Exception as exc:  # the next round tries again
+                log.error("sending accepted writes again failed: %s", exc)
 
     async def __aenter__(self) -> Gateway:
         return await self.start()
@@ -66,6 +117,11 @@ class Gateway:
         await self.close()
 
     async def close(self) -> None:
+        for task in (self._resender, self._resend_now):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                    await task
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
@@ -104,6 +160,9 @@ class Gateway:
                 try:
                     stream = await self.bus.tail(self.topics.answers, self.reply_partition, since=self._read_to)
                     self._healthy = True
+                    # the broker may have come back without what it had accepted
+                    if self.spool is not None and (self._resend_now is None or self._resend_now.done()):
+                        self._resend_now = asyncio.create_task(self.resend(0.0, "the bus came back"))
                     break
                 except Exception as exc:
                     log.error("cannot listen on %s yet: %s", self.topics.answers, exc)
@@ -124,6 +183,10 @@ class Gateway:
     def _route(self, delivery: Delivery) -> None:
         self._read_to[delivery.partition] = delivery.offset + 1
         request_id = (delivery.key or b"").decode("utf-8", "replace")  # "tenant/request id"
+        if delivery.headers.get(KIND) == b"receipt":  # "tenant/document id": a write was done
+            if self.spool is not None:
+                self.spool.confirm(request_id, delivery.headers.get(RECEIPT, b"").decode())
+            return
         waiting = self._waiting.get(request_id)
         if waiting is not None:
             waiting.put_nowait(delivery)
@@ -233,31 +296,31 @@ class Gateway:
     async def delete(self, tenant: str, document_id: str) -> None:
         """Publish a delete to the documents topic, keyed like the document's upserts."""
         ref = DocumentRef(tenant=tenant, id=document_id)
-        await asyncio.wait_for(
-            self.bus.publish(
-                self.topics.docs,
-                ref.model_dump_json().encode(),
-                f"{tenant}/{document_id}".encode(),
-                {**inject_headers(), KIND: DELETE},
-            ),
-            self.timeout_s,
-        )
+        await self._write([(f"{tenant}/{document_id}", ref.model_dump_json().encode(), {KIND: DELETE})])
 
     async def submit(self, documents: Sequence[Document]) -> None:
         """Publish documents to the ingestion topic; keyed by tenant and id, so one
         document's versions stay in order on one partition."""
+        await self._write([(f"{doc.tenant}/{doc.id}", doc.model_dump_json().encode(), {}) for doc in documents])
+
+    async def _write(self, writes: list[tuple[str, bytes, dict[str, bytes]]]) -> None:
+        """Publish (key, value, headers) writes to the documents topic; once the broker took
+        them, keep them in the spool until their receipts come (ragline/accepted.py)."""
         headers = inject_headers()
+        entries = [
+            Entry(key, new_token(), self.topics.docs, value, {**headers, **extra}, time.time())
+            for key, value, extra in writes
+        ]
+        if self.spool is not None:
+            self.spool.room_for(sum(len(e.value) for e in entries))
+            for entry in entries:
+                entry.headers.update({REPLY_TO: self.reply_to.encode(), RECEIPT: entry.token.encode()})
         await asyncio.wait_for(
-            asyncio.gather(
-                *(
-                    self.bus.publish(
-                        self.topics.docs, doc.model_dump_json().encode(), f"{doc.tenant}/{doc.id}".encode(), headers
-                    )
-                    for doc in documents
-                )
-            ),
+            asyncio.gather(*(self.bus.publish(e.topic, e.value, e.key.encode(), e.headers) for e in entries)),
             self.timeout_s,
         )
+        if self.spool is not None:
+            await asyncio.to_thread(self.spool.keep, entries)
 
 
 def _trace_headers(traced) -> dict[str, bytes]:

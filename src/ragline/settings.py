@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     # Background ingestion interrupted by a shutdown is written here and resumed at start.
     spool_dir: str = ".ragline/pending"
     ingest_queue_jobs: int = Field(default=64, ge=1)  # background ingestion jobs waiting; then 503
+    # Over a bus: writes the broker took, kept under spool_dir/accepted until the ingest
+    # workers confirm them, sent again after a bus failure or once this old (accepted.py)
+    accepted_spool_mb: int = Field(default=1024, ge=1)
+    accepted_resend_after_s: float = Field(default=300.0, gt=0)
     jwt_secret: str | None = None  # HS256
     jwt_public_key_file: str | None = None  # RS256, PEM
     jwt_audience: str | None = None

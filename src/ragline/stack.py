@@ -96,7 +96,9 @@ class Stack:
                 metrics = self.port(20 + 3 * n + ("ingest", "retrieve", "generate").index(stage))
                 add(f"{stage}-{n}", [*ragline, "worker", stage, "--metrics-port", str(metrics)])
         for n in range(self.api_replicas):
-            add(f"api-{n}", [*ragline, "serve", "--no-auth", "--port", str(self.port(1 + n)), "--bus", self.bus_url])
+            spool = {"RAGLINE_SPOOL_DIR": str(self.directory / "spool" / f"api-{n}")}
+            serve = [*ragline, "serve", "--no-auth", "--port", str(self.port(1 + n)), "--bus", self.bus_url]
+            add(f"api-{n}", serve, spool)
         backends = [a for n in range(self.api_replicas) for a in ("--backend", f"127.0.0.1:{self.port(1 + n)}")]
         add("lb", [*ragline, "lb", "--port", str(self.base_port), *backends])
         return progs

@@ -267,3 +267,74 @@ async def test_a_group_with_a_ghost_leader_is_left_for_a_new_one_with_its_offset
     assert moved_to is not None and moved_to >= 1
     assert healed <= 30
     assert len(got) == len(set(got)), "a message read twice after the move"
+
+
+async def test_documents_accepted_before_a_broker_came_back_empty_are_still_indexed(tmp_path):
+    """202 means it will be indexed: the gateway keeps what the broker took until the
+    ingest worker's receipt, and sends it again when the bus comes back; the one written
+    before the restart was confirmed and is not sent again."""
+    import os
+    import signal
+
+    from conftest import KafkaBroker, free_port
+
+    from ragline import Settings
+    from ragline.accepted import AcceptedSpool
+    from ragline.buses import topic_specs
+    from ragline.embedders.hashing import HashingEmbedder
+    from ragline.engine import Engine
+    from ragline.gateway import Gateway
+    from ragline.generators.extractive import ExtractiveGenerator
+    from ragline.models import Document
+    from ragline.stores.milvus import MilvusStore
+    from ragline.workers import Topics, build_worker
+
+    broker = KafkaBroker(free_port())
+    broker.start()
+    settings = Settings.load(
+        milvus_uri=str(tmp_path / "spool.db"), embedder="hashing", min_relevance=0.0, cache_url="none"
+    )
+    specs = topic_specs(settings)
+    bus = KafkaBus(broker.bootstrap, session_timeout_ms=2000, publish_timeout_ms=2000, topic_specs=specs)
+    spool = AcceptedSpool(tmp_path / "accepted")
+    embedder = HashingEmbedder()
+    engine = Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator())
+    topics = Topics.from_settings(settings)
+    gateway = Gateway(bus, topics, timeout_s=10, spool=spool)
+    workers: list[asyncio.Task] = []
+
+    def doc(n: int) -> Document:
+        return Document(id=f"doc-{n}", text=f"Spooled document number {n} about bees and flowers.")
+
+    async def ingest_worker() -> None:
+        worker = build_worker("ingest", engine, bus, topics)
+        workers.append(asyncio.create_task(worker.run()))
+
+    try:
+        await engine.__aenter__()
+        await bus.create_topics(specs)
+        await gateway.start()
+        await ingest_worker()
+        await gateway.submit([doc(0)])
+        assert await until(lambda: spool.pending == 0, 30), "no receipt for a written document"
+        workers.pop().cancel()  # no ingest worker now: what is accepted waits in the broker
+        await gateway.submit([doc(n) for n in range(1, 6)])
+        assert spool.pending == 5
+        assert broker.proc is not None
+        os.killpg(broker.proc.pid, signal.SIGKILL)  # the broker forgets all five
+        broker.proc.wait()
+        await asyncio.to_thread(broker.start)
+        assert await until(lambda: spool.resent >= 5, 40), "not sent again after the bus came back"
+        await ingest_worker()
+        assert await until(lambda: spool.pending == 0, 40), f"{spool.pending} never confirmed"
+        chunks = [await engine.store.document_chunks("default", f"doc-{n}") for n in range(6)]
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await gateway.close()
+        await bus.close()
+        await engine.__aexit__(None, None, None)
+        broker.stop()
+    assert all(chunks), [len(c) for c in chunks]
+    assert spool.resent == 5  # the confirmed one was not sent again

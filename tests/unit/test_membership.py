@@ -42,15 +42,19 @@ def test_ghost_leader_a_group_cycling_join_and_sync_is_moved_not_replaced_in_pla
     assert m.state is State.JOINING and m.decide(13.0, 1).action is Action.KEEP
 
 
-def test_brokers_lost_then_answering_keeps_the_consumer_and_restarts_the_clock():
+def test_brokers_lost_then_answering_replaces_the_consumer_in_the_same_group_once():
     m = member()
     m.on_statistics("steady", True, 1.0)
+    assert m.on_brokers_answer(1.5).action is Action.KEEP  # never lost: nothing to do
     m.on_brokers_down(2.0)
     assert m.state is State.BROKERS_LOST
     assert m.decide(60.0, None).action is Action.KEEP  # a long outage is not a stuck group
-    m.on_brokers_answer(61.0)
-    assert m.state is State.JOINING
-    assert m.decide(61.0 + LIMIT - 1, 0).action is Action.KEEP  # it has a whole limit to rejoin
+    decision = m.on_brokers_answer(61.0)
+    assert decision.action is Action.REPLACE and decision.generation == 0
+    m.replaced(61.0)
+    assert m.state is State.JOINING and m.group == "rag-ingest"
+    assert m.decide(61.0 + LIMIT - 1, 0).action is Action.KEEP  # it has a whole limit to join
+    assert m.on_brokers_answer(62.0).action is Action.KEEP  # handled: not replaced twice
 
 
 def test_statistics_without_a_live_broker_count_as_brokers_lost():
@@ -60,15 +64,15 @@ def test_statistics_without_a_live_broker_count_as_brokers_lost():
     assert m.state is State.BROKERS_LOST
 
 
-def test_old_consumer_already_rejoined_the_restarted_broker_is_kept():
-    # librdkafka rejoined by itself before the poll loop saw the brokers answer
+def test_old_consumer_already_rejoined_the_restarted_broker_is_still_replaced():
+    # librdkafka rejoined by itself before the poll loop saw the brokers answer; its fetch
+    # queue still holds the old log's messages, whose offsets the new log reuses
     m = member()
     m.on_statistics("steady", True, 1.0)
-    m.on_brokers_down(2.0)
+    m.on_statistics("steady", False, 2.0)  # statistics: no broker up (error_cb silent)
     m.on_statistics("steady", True, 5.0)
     assert m.state is State.STEADY
-    m.on_brokers_answer(5.1)  # late news: nothing to do
-    assert m.state is State.STEADY and m.decide(100.0, 0).action is Action.KEEP
+    assert m.on_brokers_answer(5.1).action is Action.REPLACE
 
 
 def test_a_peer_replacing_itself_starts_a_rebalance_clock_now_not_at_the_last_steady():

@@ -136,12 +136,19 @@ async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack)
 
     bus = build_bus(settings)
     stack.push_async_callback(bus.close)
+    spool = None
+    if settings.spool_dir:  # a 202 means it will be indexed, even if the broker forgets it
+        from ..accepted import AcceptedSpool
+
+        spool = AcceptedSpool(Path(settings.spool_dir) / "accepted", max_bytes=settings.accepted_spool_mb * 1_000_000)
     gateway = Gateway(
         bus,
         Topics.from_settings(settings),
         timeout_s=settings.reply_timeout_s,
         reply_partition=settings.reply_partition,
         metrics=app.state.metrics,
+        spool=spool,
+        resend_after_s=settings.accepted_resend_after_s,
     )
     app.state.metrics.watch_lag(bus.lag)
     await gateway.start()

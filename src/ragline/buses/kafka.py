@@ -36,7 +36,7 @@ from ..errors import ConfigurationError, DependencyUnavailable
 from ..ports import Delivery, TopicSpec
 from ..settings import default
 from .group_directory import GroupDirectory
-from .membership import Action, Membership, State
+from .membership import Action, Membership
 
 
 @contextlib.contextmanager
@@ -80,10 +80,11 @@ class _Rejoin(Exception):
     """Replace the consumer by one in directory generation ``generation``'s group;
     ``cure``: because its group did not settle (not to follow a peer's move)."""
 
-    def __init__(self, why: str, generation: int, cure: bool) -> None:
+    def __init__(self, why: str, generation: int, cure: bool, move: bool = True) -> None:
         super().__init__(why)
         self.generation = generation
         self.cure = cure
+        self.move = move  # False: a new consumer in the same group (the brokers came back)
 
 
 def _transient_or_raise(error, servers: str) -> None:
@@ -422,10 +423,13 @@ class KafkaBus:
                     async for delivery in polling:
                         yield delivery
                     return
-                except _Rejoin as move:
-                    membership.moved(move.generation, time.monotonic(), cure=move.cure)
-                    self.group_moves += 1
-                    _log.warning("Kafka at %s: %s; a new consumer in group %r", self.servers, move, membership.group)
+                except _Rejoin as rejoin:
+                    if rejoin.move:
+                        membership.moved(rejoin.generation, time.monotonic(), cure=rejoin.cure)
+                        self.group_moves += 1
+                    else:
+                        membership.replaced(time.monotonic())
+                    _log.warning("Kafka at %s: %s; a new consumer in group %r", self.servers, rejoin, membership.group)
                 finally:
                     with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
                         await polling.aclose()
@@ -524,7 +528,8 @@ class KafkaBus:
         ``committable``). A tail (``lost``): once the brokers were lost and answer again,
         the stream ends with _Rejoin (the caller tails anew). A group member
         (``membership``): the producers are healed when its brokers answer again, and it
-        follows its ``Membership``'s decisions (_Rejoin to move to another group). The
+        follows its ``Membership``'s decisions (_Rejoin: replaced, or moved to another
+        group). The
         consumer is closed when the iteration ends, or dropped without a LeaveGroup (see
         _Held) when it moves or when ``leave_group`` is off."""
         from confluent_kafka import KafkaError
@@ -539,7 +544,7 @@ class KafkaBus:
                 if lost is not None:
                     lost_now = lost.is_set()
                 else:
-                    lost_now = membership is not None and membership.state is State.BROKERS_LOST
+                    lost_now = membership is not None and membership.brokers_were_lost
                 if lost_now and loop.time() - checked > 1.0:
                     checked = loop.time()
                     try:
@@ -552,9 +557,11 @@ class KafkaBus:
                         await self._heal("")
                         if membership is None:
                             raise _Rejoin("the brokers were lost and answer again", 0, cure=False)
-                        membership.on_brokers_answer(time.monotonic())
                         with contextlib.suppress(Exception):
                             await self.ensure_topics(force=True)
+                        decision = membership.on_brokers_answer(time.monotonic())
+                        if decision.action is Action.REPLACE:
+                            raise _Rejoin(decision.why, membership.generation, cure=False, move=False)
                 elif membership is not None and not lost_now and loop.time() - checked > 1.0:
                     checked = loop.time()
                     directory = await loop.run_in_executor(pool, self._directory.generation, membership.base)

@@ -16,7 +16,7 @@ from .. import stages
 from ..errors import NotFound
 from ..models import Answer, Context, Delta, Document, DocumentRef, Failure, Query, reply_key
 from ..ports import Bus, Delivery
-from .loop import DELETE, KIND, Handler, OnDead, Output, Topics, Worker, _expired, _parse, route
+from .loop import DELETE, KIND, RECEIPT, REPLY_TO, Handler, OnDead, Output, Topics, Worker, _expired, _parse, route
 
 log = logging.getLogger("ragline.worker")
 
@@ -46,11 +46,21 @@ def ingest_handler(engine) -> Handler:
             ref = _parse(DocumentRef, delivery.value)
             with contextlib.suppress(NotFound):  # already gone: a redelivery, or never there
                 await engine.delete_document(ref.id, ref.tenant)
-            return []
+            return _receipt(delivery)
         await engine.ingest_documents([_parse(Document, delivery.value)])
-        return []
+        return _receipt(delivery)
 
     return handle
+
+
+def _receipt(delivery: Delivery, outcome: bytes = b"written") -> list[Output]:
+    """The receipt the accepting gateway waits for (ragline/accepted.py), if it asked."""
+    reply_to = delivery.headers.get(REPLY_TO)
+    if not reply_to or RECEIPT not in delivery.headers:
+        return []
+    topic, partition = route(reply_to.decode())
+    headers = {KIND: b"receipt", RECEIPT: delivery.headers[RECEIPT], "ragline-outcome": outcome}
+    return [Output(topic, b"", delivery.key, headers, partition)]
 
 
 def retrieve_handler(engine, topics: Topics) -> Handler:
@@ -129,6 +139,8 @@ def on_dead_for(stage: str, topics: Topics) -> OnDead | None:
         return _failure_to_caller(stage, topics, Query.model_validate_json)
     if stage == "generate":
         return _failure_to_caller(stage, topics, lambda raw: Context.model_validate_json(raw).query)
+    if stage == "ingest":  # dead-lettered: the gateway stops sending it again
+        return lambda delivery, exc: _receipt(delivery, b"dead-lettered")
     return None
 
 

@@ -45,6 +45,10 @@ log = logging.getLogger("ragline.worker")
 KIND = "ragline-kind"
 REPLAYED = b"replayed"
 DELETE = b"delete"  # on the documents topic: a DocumentRef to delete
+# On the documents topic: where the gateway that accepted the write wants its receipt, and
+# the write's receipt token (ragline/accepted.py); a receipt is KIND b"receipt".
+REPLY_TO = "ragline-reply-to"
+RECEIPT = "ragline-receipt"
 
 
 @dataclass(frozen=True)

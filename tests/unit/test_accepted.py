@@ -1,0 +1,56 @@
+"""The gateway's spool of accepted writes (ragline/accepted.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ragline import DependencyUnavailable
+from ragline.accepted import AcceptedSpool, Entry, new_token
+
+
+def entry(key: str, value: bytes = b"{}", age_s: float = 0.0) -> Entry:
+    return Entry(key, new_token(), "rag-docs", value, {"h": b"\x00\x01"}, time.time() - age_s)
+
+
+def test_a_kept_write_survives_a_new_spool_on_the_same_directory_byte_for_byte(tmp_path):
+    kept = entry("t/a", b"\xff binary \x00")
+    AcceptedSpool(tmp_path).keep([kept])
+    assert AcceptedSpool(tmp_path).entries() == [kept]
+
+
+def test_a_receipt_removes_its_write_but_not_a_newer_write_of_the_same_document(tmp_path):
+    spool = AcceptedSpool(tmp_path)
+    old, new = entry("t/a"), entry("t/a")
+    spool.keep([old])
+    spool.keep([new])  # the document written again before the first receipt came
+    assert spool.pending == 1
+    assert not spool.confirm("t/a", old.token)
+    assert spool.entries() == [new]
+    assert spool.confirm("t/a", new.token) and spool.pending == 0
+    assert not spool.confirm("t/a", new.token)  # a second receipt (a redelivery): nothing left
+
+
+def test_entries_come_oldest_first_and_only_those_old_enough(tmp_path):
+    spool = AcceptedSpool(tmp_path)
+    spool.keep([entry("t/new", age_s=1), entry("t/old", age_s=500), entry("t/mid", age_s=100)])
+    assert [e.key for e in spool.entries()] == ["t/old", "t/mid", "t/new"]
+    assert [e.key for e in spool.entries(older_than_s=60)] == ["t/old", "t/mid"]
+
+
+def test_past_its_bound_the_spool_refuses_more_with_a_retryable_error(tmp_path):
+    spool = AcceptedSpool(tmp_path, max_bytes=2000)
+    spool.keep([entry("t/a", b"x" * 1000)])
+    spool.room_for(10)
+    with pytest.raises(DependencyUnavailable, match="waiting for the ingest workers"):
+        spool.room_for(1000)
+
+
+def test_a_torn_file_is_moved_aside_not_sent(tmp_path):
+    spool = AcceptedSpool(tmp_path)
+    spool.keep([entry("t/a"), entry("t/b")])
+    torn = next(tmp_path.glob("*.json"))
+    torn.write_bytes(b'{"key": "t/')
+    assert len(spool.entries()) == 1
+    assert len(list(tmp_path.glob("*.bad"))) == 1
