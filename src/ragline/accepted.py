@@ -3,10 +3,11 @@
 A 202 for a document means it will be indexed, even when the broker loses its memory
 before an ingest worker took the message (Tansu keeps its log in memory; a Kafka broker
 with replication does not lose it, and then nothing is ever sent twice). The gateway
-writes each accepted write (a document or a delete) here once the broker acknowledged
-it, one file per document (tenant and id), so a later write of the same document
-replaces an earlier one; the ingest worker sends a receipt to the gateway's reply route
-once the write is done (or dead-lettered), and the entry goes. What is left is published
+writes each write it accepts (a document or a delete) here, one file per document
+(tenant and id), so a later write of the same document replaces an earlier one. It is
+kept before publishing (a receipt can come back before the publish returns) and put
+back as it was if the broker refused it. The ingest worker sends a receipt to the
+gateway's reply route once the write is done (or dead-lettered), and the entry goes. What is left is published
 again: after the bus came back from a failure, at start (what a previous run left), and
 every ``resend_after_s`` for entries that old (a receipt lost with a broker). Writes are
 upserts with content-derived ids and deletes are idempotent, so sending again is safe.
@@ -99,15 +100,27 @@ class AcceptedSpool:
                     f"({self.max_bytes // 1_000_000} MB spooled); try again later"
                 )
 
-    def keep(self, entries: list[Entry]) -> None:
+    def keep(self, entries: list[Entry]) -> list[Entry]:
+        """Write ``entries``; returns the entries they replaced (to put back with
+        ``restore`` if the broker refuses the new ones)."""
+        replaced = []
         for entry in entries:
             path = self._path(entry.key)
             raw = entry.encode()
             temporary = path.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
             temporary.write_bytes(raw)
             with self._lock:
+                with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+                    replaced.append(Entry.decode(path.read_bytes()))
                 os.replace(temporary, path)
                 self._sizes[path] = len(raw)
+        return replaced
+
+    def restore(self, refused: list[Entry], replaced: list[Entry]) -> None:
+        """The broker refused ``refused``: drop them and put back what they replaced."""
+        for entry in refused:
+            self.confirm(entry.key, entry.token)
+        self.keep([e for e in replaced if not self._path(e.key).exists()])
 
     def confirm(self, key: str, token: str) -> bool:
         """The ingest side wrote (or dead-lettered) the write ``token`` of ``key``: its entry

@@ -49,6 +49,7 @@ class Load:
     answers: list[float] = field(default_factory=list)  # when each successful answer came
     failures: dict[str, int] = field(default_factory=dict)
     refused: int = 0
+    refused_at: list[float] = field(default_factory=list)  # when each 503 came
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _failed(self, what: str) -> None:
@@ -65,6 +66,7 @@ class Load:
                 continue
             if response.status_code == 503:
                 self.refused += 1
+                self.refused_at.append(time.monotonic())
                 await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", "1"))))
                 continue
             return response
@@ -221,6 +223,8 @@ async def drill(
         "failed_requests": sum(load.failures.values()),
         "failures": load.failures,
         "refused_503": load.refused,
+        # how soon callers were told (503 + Retry-After) rather than left waiting
+        "first_503_s": min((round(t - killed, 2) for t in load.refused_at if t >= killed), default=None),
         "recovery_s": round(max(gaps), 2) if gaps else None,
         "back_after_s": round(back - killed, 2),
     }

@@ -315,12 +315,17 @@ class Gateway:
             self.spool.room_for(sum(len(e.value) for e in entries))
             for entry in entries:
                 entry.headers.update({REPLY_TO: self.reply_to.encode(), RECEIPT: entry.token.encode()})
-        await asyncio.wait_for(
-            asyncio.gather(*(self.bus.publish(e.topic, e.value, e.key.encode(), e.headers) for e in entries)),
-            self.timeout_s,
-        )
-        if self.spool is not None:
-            await asyncio.to_thread(self.spool.keep, entries)
+            # kept before publishing: a receipt can come back before the publish returns
+            replaced = await asyncio.to_thread(self.spool.keep, entries)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(self.bus.publish(e.topic, e.value, e.key.encode(), e.headers) for e in entries)),
+                self.timeout_s,
+            )
+        except BaseException:
+            if self.spool is not None:  # not accepted (503): not ours to send again
+                await asyncio.to_thread(self.spool.restore, entries, replaced)
+            raise
 
 
 def _trace_headers(traced) -> dict[str, bytes]:

@@ -250,7 +250,10 @@ async def test_a_group_with_a_ghost_leader_is_left_for_a_new_one_with_its_offset
         started = time.monotonic()
         assert await until(lambda: set(accepted) <= set(got), 45), got
         healed = time.monotonic() - started
-        moved_to = GroupDirectory(broker.bootstrap, "rag-groups", {}).generation("workers")
+        directory = GroupDirectory(broker.bootstrap, "rag-groups", {}, refresh_s=0.2)
+        assert await until(lambda: directory.generation("workers") is not None, 10)
+        moved_to = directory.generation("workers")
+        directory.close()
         # both members follow the move, and the new group carries on from the offsets
         assert await until(lambda: all(bus.group_moves >= 1 for bus in buses), 20)
         later = [b"later-%d" % n for n in range(10)]

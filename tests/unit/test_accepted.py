@@ -54,3 +54,13 @@ def test_a_torn_file_is_moved_aside_not_sent(tmp_path):
     torn.write_bytes(b'{"key": "t/')
     assert len(spool.entries()) == 1
     assert len(list(tmp_path.glob("*.bad"))) == 1
+
+
+def test_a_write_the_broker_refused_is_dropped_and_the_accepted_one_it_replaced_put_back(tmp_path):
+    spool = AcceptedSpool(tmp_path)
+    accepted = entry("t/a", b"v1")
+    spool.keep([accepted])
+    refused = entry("t/a", b"v2")
+    replaced = spool.keep([refused, entry("t/b")])
+    spool.restore([refused], replaced)
+    assert [e.value for e in spool.entries()] == [b"v1", b"{}"]

@@ -4,7 +4,10 @@ A stage's group moves when it does not settle (buses/membership.py): the member 
 decides publishes ``{"group": BASE, "generation": N, ...}`` to the directory topic
 (``rag-groups``, one partition) after committing the old group's offsets to the new one,
 and every member of the stage follows once it reads it. The directory is read whole
-(it holds a few records per move) and cached for a second per bus.
+(it holds a few records per move) by one thread per bus, every ``refresh_s``; the
+consumers' poll loops only look at what it read last, so a slow or dead broker never
+holds a poll (measured: reading it inline slowed recovery from a broker restart from
+~2.5 s to ~8 s).
 
 Moves agree without a vote: two members that decide at once both move generation N to
 N+1, whose name is fixed (``group_name``), and the highest generation wins. A broker that
@@ -28,25 +31,45 @@ _log = logging.getLogger("ragline.kafka")
 
 
 class GroupDirectory:
-    def __init__(self, servers: str, topic: str, extra: Mapping[str, Any], cache_s: float = 1.0) -> None:
+    def __init__(self, servers: str, topic: str, extra: Mapping[str, Any], refresh_s: float = 1.0) -> None:
         self.servers = servers
         self.topic = topic
         self.extra = dict(extra)
-        self.cache_s = cache_s
+        self.refresh_s = refresh_s
         self._lock = threading.Lock()
         self._consumer: Any = None
         self._producer: Any = None
-        self._read_at = float("-inf")
         self._generations: dict[str, int] | None = None
+        self._reader: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._published: dict[str, tuple[int, float]] = {}  # this process's moves: (generation, when)
 
     def generation(self, base: str) -> int | None:
-        """The stage's current generation (0 when never moved); None when the directory
-        cannot be read (the caller keeps its group). Blocking: call it in a thread."""
-        with self._lock:
-            if time.monotonic() - self._read_at > self.cache_s:
-                self._generations = self._read()
-                self._read_at = time.monotonic()
-            return None if self._generations is None else self._generations.get(base, 0)
+        """The stage's current generation (0 when never moved), as last read; None when the
+        last read failed or none finished yet (the caller keeps its group). Never blocks."""
+        if self._reader is None:
+            with self._lock:
+                if self._reader is None:
+                    self._reader = threading.Thread(target=self._read_forever, daemon=True, name="kafka-directory")
+                    self._reader.start()
+        generations = self._generations
+        return None if generations is None else generations.get(base, 0)
+
+    def _read_forever(self) -> None:
+        while not self._closing.is_set():
+            started = time.monotonic()
+            read = self._read()
+            with self._lock:
+                if read is not None:
+                    # a move this process published after the read began is newer than the read
+                    late = {b: g for b, (g, at) in self._published.items() if at >= started and g > read.get(b, 0)}
+                    read = {**read, **late}
+                self._generations = read
+            self._closing.wait(self.refresh_s)
+        self._drop_consumer()
+
+    def close(self) -> None:
+        self._closing.set()
 
     def _read(self) -> dict[str, int] | None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -145,8 +168,9 @@ class GroupDirectory:
             _log.warning("group %r not moved to %r (%s)", base, new, exc)
             return False
         with self._lock:
+            self._published[base] = (generation, time.monotonic())
             if self._generations is not None:
-                self._generations[base] = max(self._generations.get(base, 0), generation)
+                self._generations = {**self._generations, base: max(self._generations.get(base, 0), generation)}
         _log.warning("group %r moved to %r: %s (%d committed offsets carried)", base, new, why, len(committed))
         return True
 

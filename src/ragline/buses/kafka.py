@@ -564,7 +564,7 @@ class KafkaBus:
                             raise _Rejoin(decision.why, membership.generation, cure=False, move=False)
                 elif membership is not None and not lost_now and loop.time() - checked > 1.0:
                     checked = loop.time()
-                    directory = await loop.run_in_executor(pool, self._directory.generation, membership.base)
+                    directory = self._directory.generation(membership.base)
                     decision = membership.decide(time.monotonic(), directory)
                     if decision.action is Action.MOVE and directory is not None:
                         if decision.generation == directory:  # a peer moved the stage: follow
@@ -669,5 +669,6 @@ class KafkaBus:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(producer.flush, 10)
         self._closing.set()
+        self._directory.close()
         for thread in self._pollers:
             await asyncio.to_thread(thread.join, 2)
