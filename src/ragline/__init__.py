@@ -1,6 +1,7 @@
 """ragline: a production Retrieval-Augmented Generation service."""
 
-from .engine import Engine
+import typing as _typing
+
 from .errors import (
     ConfigurationError,
     DependencyTimeout,
@@ -14,10 +15,34 @@ from .errors import (
     RetryableError,
     Unauthorized,
 )
-from .models import Answer, Chunk, Citation, Context, DeadLetter, Document, Hit, IngestReport, Query
-from .settings import Settings
+
+if _typing.TYPE_CHECKING:
+    from .engine import Engine
+    from .models import Answer, Chunk, Citation, Context, DeadLetter, Document, Hit, IngestReport, Query
+    from .settings import Settings
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562): `import ragline` (and so the command line's --help)
+# does not load the engine, numpy or pydantic until one of these is asked for.
+_LAZY = {
+    "Engine": "engine",
+    "Settings": "settings",
+    **dict.fromkeys(
+        ["Answer", "Chunk", "Citation", "Context", "DeadLetter", "Document", "Hit", "IngestReport", "Query"], "models"
+    ),
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ragline' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Answer",

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,14 +18,27 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .client import Client
-from .engine import Engine
 from .errors import ConfigurationError, DocumentError, RaglineError, Unauthorized
 from .errors import NotFound as NotFoundError
-from .ingest.loaders import iter_files, load_file
-from .models import Answer, Document, IngestReport
-from .samples import SAMPLE_TENANT, sample_files
-from .settings import Settings
+from .samples import SAMPLE_TENANT
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .engine import Engine
+    from .ingest.loaders import iter_files, load_file
+    from .models import Answer, Document, IngestReport
+    from .samples import sample_files
+    from .settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
+    from .lazy import Lazy
+
+    Client = Lazy("ragline.client", "Client")
+    Engine = Lazy("ragline.engine", "Engine")
+    iter_files = Lazy("ragline.ingest.loaders", "iter_files")
+    load_file = Lazy("ragline.ingest.loaders", "load_file")
+    IngestReport = Lazy("ragline.models", "IngestReport")
+    sample_files = Lazy("ragline.samples", "sample_files")
+    Settings = Lazy("ragline.settings", "Settings")
 
 # Model files come from installed packages; never reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -12,9 +12,10 @@ def test_public_surface_is_exactly_all():
         name
         for name, value in vars(ragline).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType) and name != "annotations"
-    }
+    } | set(ragline._LAZY)  # imported on first use
     assert public == set(ragline.__all__) - {"__version__"}
     assert {"Engine", "Settings", "RaglineError", "Document", "Query", "Answer"} <= public
+    assert all(getattr(ragline, name) is not None for name in ragline.__all__)
 
 
 def test_chunk_ids_depend_on_tenant_document_and_position_only():
