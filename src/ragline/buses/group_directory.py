@@ -37,6 +37,7 @@ class GroupDirectory:
         self.extra = dict(extra)
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # one read at a time (one consumer object)
         self._consumer: Any = None
         self._producer: Any = None
         self._generations: dict[str, int] | None = None
@@ -57,6 +58,13 @@ class GroupDirectory:
 
     def _read_forever(self) -> None:
         while not self._closing.is_set():
+            self.refresh()
+            self._closing.wait(self.refresh_s)
+        self._drop_consumer()
+
+    def refresh(self) -> dict[str, int] | None:
+        """Read the directory now (blocking); what ``generation`` answers from then on."""
+        with self._reading:
             started = time.monotonic()
             read = self._read()
             with self._lock:
@@ -65,8 +73,7 @@ class GroupDirectory:
                     late = {b: g for b, (g, at) in self._published.items() if at >= started and g > read.get(b, 0)}
                     read = {**read, **late}
                 self._generations = read
-            self._closing.wait(self.refresh_s)
-        self._drop_consumer()
+            return read
 
     def close(self) -> None:
         self._closing.set()
@@ -126,16 +133,27 @@ class GroupDirectory:
             except Exception:  # closing a consumer whose broker is gone
                 pass
 
-    def move(self, base: str, generation: int, topics: Sequence[str], old_consumer: Any, why: str) -> bool:
+    def move(
+        self,
+        base: str,
+        generation: int,
+        topics: Sequence[str],
+        old_consumer: Any,
+        why: str,
+        copy_offsets: bool = True,
+    ) -> bool:
         """Move ``base``'s stage to ``generation``: copy the old group's committed offsets of
-        ``topics`` to the new group, then publish the record. Blocking. Returns whether the
-        record was published (False: try again later)."""
+        ``topics`` to the new group (unless not ``copy_offsets``: the record is only said
+        again), then publish the record. Blocking. Returns whether the record was published
+        (False: try again later)."""
         from confluent_kafka import Consumer, Producer, TopicPartition
 
         new = group_name(base, generation)
         committed: list[Any] = []
         try:
             partitions = []
+            if not copy_offsets:
+                topics = ()
             for topic in topics:
                 info = old_consumer.list_topics(topic, timeout=2).topics.get(topic)
                 if info is not None and info.error is None:

@@ -360,6 +360,11 @@ class KafkaBus:
         # a session), and for three statistics reports.
         unsettled_limit_s = max(self.session_timeout_ms / 1000 + 4.0, 3 * self.stats_interval_ms / 1000)
         membership = Membership(group, unsettled_limit_s, time.monotonic())
+        # a stage moved earlier: its new members join where the others are (not the base group)
+        with contextlib.suppress(Exception):
+            read = await asyncio.to_thread(self._directory.refresh)
+            if read and read.get(group, 0) > 0:
+                membership.moved(read[group], time.monotonic(), cure=False)
 
         def stats(raw: str) -> None:  # librdkafka's statistics: group state, consumer lag per partition
             report = json.loads(raw)
@@ -427,7 +432,8 @@ class KafkaBus:
                     if rejoin.move:
                         membership.moved(rejoin.generation, time.monotonic(), cure=rejoin.cure)
                         self.group_moves += 1
-                    else:
+                    else:  # the brokers were lost: a new consumer once they answer
+                        await self._until_brokers_answer()
                         membership.replaced(time.monotonic())
                     _log.warning("Kafka at %s: %s; a new consumer in group %r", self.servers, rejoin, membership.group)
                 finally:
@@ -435,6 +441,21 @@ class KafkaBus:
                         await polling.aclose()
         finally:
             self._lag.pop(me, None)
+
+    async def _until_brokers_answer(self) -> None:
+        """Wait until a broker answers a metadata request, then replace the producers (an
+        idempotent producer whose broker lost its state stays wedged) and re-create the
+        topics it lost."""
+        while True:
+            try:
+                await self.ping(timeout_s=1.0)
+            except DependencyUnavailable:
+                await asyncio.sleep(0.5)
+            else:
+                await self._heal("")
+                with contextlib.suppress(Exception):
+                    await self.ensure_topics(force=True)
+                return
 
     async def ping(self, timeout_s: float = 2.0) -> None:
         """Raise DependencyUnavailable unless the broker answers a metadata request."""
@@ -541,11 +562,33 @@ class KafkaBus:
         abandon = committable and not self.leave_group
         try:
             while True:
-                if lost is not None:
-                    lost_now = lost.is_set()
-                else:
-                    lost_now = membership is not None and membership.brokers_were_lost
-                if lost_now and loop.time() - checked > 1.0:
+                if membership is not None:
+                    decision = membership.decide(time.monotonic(), self._directory.generation(membership.base))
+                    if decision.action is Action.REPLACE:
+                        raise _Rejoin(decision.why, membership.generation, cure=False, move=False)
+                    if decision.action is Action.MOVE and decision.generation == self._directory.generation(
+                        membership.base
+                    ):
+                        raise _Rejoin(decision.why, decision.generation, cure=False)  # a peer moved the stage
+                    if decision.action is not Action.KEEP and loop.time() - tried_move > 5.0:
+                        # this group did not settle (published first, so that every member
+                        # follows), or the directory forgot it; at most every 5 s
+                        tried_move = loop.time()
+                        published = await loop.run_in_executor(
+                            pool,
+                            functools.partial(
+                                self._directory.move,
+                                membership.base,
+                                decision.generation,
+                                list(topics),
+                                held.consumer,
+                                decision.why,
+                                copy_offsets=decision.action is Action.MOVE,
+                            ),
+                        )
+                        if published and decision.action is Action.MOVE:
+                            raise _Rejoin(decision.why, decision.generation, cure=True)
+                elif lost is not None and lost.is_set() and loop.time() - checked > 1.0:
                     checked = loop.time()
                     try:
                         await loop.run_in_executor(pool, functools.partial(held.consumer.list_topics, timeout=1))
@@ -555,35 +598,7 @@ class KafkaBus:
                         # the producers of a process whose brokers came back are wedged too
                         # (an idempotent producer whose broker lost its state): replace them now
                         await self._heal("")
-                        if membership is None:
-                            raise _Rejoin("the brokers were lost and answer again", 0, cure=False)
-                        with contextlib.suppress(Exception):
-                            await self.ensure_topics(force=True)
-                        decision = membership.on_brokers_answer(time.monotonic())
-                        if decision.action is Action.REPLACE:
-                            raise _Rejoin(decision.why, membership.generation, cure=False, move=False)
-                elif membership is not None and not lost_now and loop.time() - checked > 1.0:
-                    checked = loop.time()
-                    directory = self._directory.generation(membership.base)
-                    decision = membership.decide(time.monotonic(), directory)
-                    if decision.action is Action.MOVE and directory is not None:
-                        if decision.generation == directory:  # a peer moved the stage: follow
-                            raise _Rejoin(decision.why, decision.generation, cure=False)
-                        # this group did not settle: move the stage (published first, so
-                        # that every member follows), at most every 5 s
-                        if loop.time() - tried_move > 5.0:
-                            tried_move = loop.time()
-                            moved = await loop.run_in_executor(
-                                pool,
-                                self._directory.move,
-                                membership.base,
-                                decision.generation,
-                                list(topics),
-                                held.consumer,
-                                decision.why,
-                            )
-                            if moved:
-                                raise _Rejoin(decision.why, decision.generation, cure=True)
+                        raise _Rejoin("the brokers were lost and answer again", 0, cure=False)
                 message = await loop.run_in_executor(pool, held.consumer.poll, self.poll_s)
                 if message is None:
                     continue

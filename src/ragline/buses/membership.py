@@ -15,24 +15,30 @@ States:
 What the consumer does (``Decision``):
 
 - ``KEEP``: go on polling.
-- ``REPLACE``: the brokers were lost and answer again: a new consumer in the same group,
-  the old one dropped without a LeaveGroup.
+- ``REPLACE``: the brokers were lost: the consumer is dropped at once without a
+  LeaveGroup, and a new one joins the same group once they answer again.
 - ``MOVE``: leave this group for the directory's newer one (a peer moved the stage), or
   move the stage to a new group because this one did not settle in time.
+- ``REPUBLISH``: the directory names an older group than this one (an empty broker lost
+  it): publish this one again, so that a member starting now joins it.
 
-Why replace after the brokers come back, even a consumer that already rejoined by
-itself: its fetch queue still holds messages of the old log, delivered after the new
-assignment, whose offsets the empty broker's new log reuses; committing one moves the
-new group past messages nobody read (measured: a kept consumer lost 11 and 58 accepted
-documents in two of two broker restarts on the stack; a replaced one, 0 in 20). Why
-drop it without a LeaveGroup: the old member has often already rejoined the restarted
-broker and been elected leader, and Tansu (0.6.0, commit 510f3e2), told that the leader
-of a forming group left, keeps naming it leader for ever: the ghost leader (its Forming
-state's leave does not reset the leader); a dropped member is evicted when its session
-expires, which does reset it. A group that still does not settle, whatever the
-coordinator's state, is cured by moving every member of the stage to a fresh group
-whose name the group directory holds (group_directory.py): a new group has no
-coordinator state to be stuck in, and the committed offsets go with the move.
+Why replace, rather than keep a consumer that librdkafka rejoins by itself: its fetch
+queue still holds messages of the old log, delivered after the new assignment, whose
+offsets the empty broker's new log reuses; committing one moves the new group past
+messages nobody read (our reading of what we measured: a kept consumer lost 11 and 58
+accepted documents in two of two broker restarts on the stack; a replaced one, 0 in 20).
+Why at once, while the brokers are still gone: a consumer kept until they answer
+rejoins the restarted broker first, and once dropped lingers in the new group until its
+session expires (measured: groups then took 8-10 s to settle, and were moved). Why
+without a LeaveGroup: the worker notices the loss only when it polls, so the old member
+may already have rejoined the restarted broker and been elected leader, and Tansu
+(0.6.0, commit 510f3e2), told that the leader of a forming group left, keeps naming it
+leader for ever: the ghost leader (its Forming state's leave does not reset the leader);
+a dropped member is evicted when its session expires, which does reset it. A group that
+still does not settle, whatever the coordinator's state, is cured by moving every member
+of the stage to a fresh group whose name the group directory holds (group_directory.py):
+a new group has no coordinator state to be stuck in, and the committed offsets go with
+the move.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class Action(enum.Enum):
     KEEP = "keep"
     REPLACE = "replace"
     MOVE = "move"
+    REPUBLISH = "republish"
 
 
 @dataclass(frozen=True)
@@ -128,18 +135,11 @@ class Membership:
         with self._lock:
             self._enter(State.BROKERS_LOST, now)
 
-    def on_brokers_answer(self, now: float) -> Decision:
-        """A broker answered a metadata request after the brokers were lost: REPLACE (see
-        the module doc), whatever librdkafka did meanwhile."""
-        with self._lock:
-            if not self.brokers_were_lost:
-                return KEEP
-            self.brokers_were_lost = False
-            return Decision(Action.REPLACE, self.generation, "the brokers were lost and answer again")
-
     def replaced(self, now: float) -> None:
-        """A new consumer in the same group: it has a whole limit to join."""
+        """A new consumer in the same group, once the brokers answered: it has a whole
+        limit to join."""
         with self._lock:
+            self.brokers_were_lost = False
             self._enter(State.JOINING, now, force=True)
 
     # the poll loop's question
@@ -148,11 +148,16 @@ class Membership:
         """What the consumer does now. ``directory_generation``: the stage's generation in
         the group directory (None: the directory could not be read)."""
         with self._lock:
-            if directory_generation is not None and directory_generation != self.generation:
-                # a peer moved the stage (higher), or the directory was lost with an empty
-                # broker (lower: back to the base group, whose old state went with it)
+            if self.brokers_were_lost:
+                return Decision(Action.REPLACE, self.generation, "the brokers were lost")
+            if directory_generation is not None and directory_generation > self.generation:
                 why = f"the stage's group is now generation {directory_generation}"
-                return Decision(Action.MOVE, directory_generation, why)
+                return Decision(Action.MOVE, directory_generation, why)  # a peer moved the stage: follow
+            if directory_generation is not None and directory_generation < self.generation:
+                # the directory went with an empty broker: say it again, so that members
+                # starting now join this group rather than the base one
+                why = f"the directory says generation {directory_generation}, the stage is in {self.generation}"
+                return Decision(Action.REPUBLISH, self.generation, why)
             if self.state is State.JOINING and now - self.since > self.limit_s():
                 return Decision(
                     Action.MOVE,
