@@ -172,6 +172,8 @@ async def drill(
     """Load the stack, ``kill -9`` ``program`` after ``warm_s`` (or, with ``freeze_s``,
     stop it with SIGSTOP for that long: a hung process, not a dead one), keep the load
     ``run_s`` from the fault."""
+    if freeze_s is not None:  # some load after the thaw too, to see answers come back
+        run_s = max(run_s, freeze_s + 10)
     load = Load(stack.url)
     stop = asyncio.Event()
     runner = asyncio.create_task(load.run_until(stop))
@@ -240,6 +242,9 @@ SCENARIOS: dict[str, tuple[str, int | None, float | None]] = {
     "redis_restart": ("redis", 11, None),
     "redis_frozen": ("redis", None, 5.0),
     "milvus_frozen": ("milvus", None, 5.0),
+    # longer than RAGLINE_MILVUS_TIMEOUT_S (10 s): requests in flight must end in a 503 at
+    # that deadline (first_503_s), not hang for the whole freeze
+    "milvus_frozen_15s": ("milvus", None, 15.0),
     # No Milvus kill: the local Milvus 2.3.5 server (package milvus) does not start again
     # after a kill -9 ("Wait for milvus server started timeout"); see docs/operations.md.
 }
