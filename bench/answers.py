@@ -35,9 +35,9 @@ from _common import ROOT, median, report
 
 from ragline import Settings
 from ragline.engine import Engine
-from ragline.generators.prompts import says_it_does_not_know
 from ragline.grounding import ground
 from ragline.models import Answer, Document, Passage
+from ragline.prompting import says_it_does_not_know
 
 BENCH = json.loads((ROOT / "bench" / "data" / "answer_bench.json").read_text())
 

@@ -21,8 +21,9 @@ from _common import ROOT, median, report
 
 from ragline.generators.local import LocalGenerator
 from ragline.generators.openai import OpenAIGenerator
-from ragline.generators.prompts import build_prompt, render
+from ragline.generators.templates import render
 from ragline.models import Hit
+from ragline.prompting import build_prompt
 
 PASSAGES = [
     p.strip()

@@ -115,7 +115,7 @@ class VectorStore(Protocol):
 
 @runtime_checkable
 class Generator(Protocol):
-    """A grounded prompt -> text, whole or streamed (generators/prompts.py: Prompt)."""
+    """A grounded prompt -> text, whole or streamed (prompting.py builds the Prompt)."""
 
     @property
     def name(self) -> str: ...

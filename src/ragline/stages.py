@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import RaglineError
-from .generators.prompts import NOT_IN_SOURCES, Prompt, build_prompt, citations_for, says_it_does_not_know
 from .grounding import citations_from, ground
 from .ids import chunk_id, content_hash
 from .ingest.chunking import Chunker
 from .models import Answer, Chunk, Citation, Context, Document, Hit, IngestReport, Query, Support
 from .ports import AnswerMemo, Embedder, Fallback, Generator, VectorStore
+from .prompting import NOT_IN_SOURCES, Prompt, build_prompt, citations_for, says_it_does_not_know
 from .text import content_words
 
 _log = logging.getLogger("ragline.stages")

@@ -14,8 +14,8 @@ from ragline.breaker import CircuitBreaker
 from ragline.engine import Engine
 from ragline.generators.extractive import ExtractiveGenerator
 from ragline.generators.openai import OpenAIGenerator
-from ragline.generators.prompts import NOT_IN_SOURCES, build_prompt
 from ragline.models import Hit
+from ragline.prompting import NOT_IN_SOURCES, build_prompt
 from ragline.samples import sample_files
 from ragline.stores.milvus import MilvusStore
 

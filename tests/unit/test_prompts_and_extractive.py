@@ -1,13 +1,13 @@
 from ragline.generators.extractive import ExtractiveGenerator
-from ragline.generators.prompts import (
+from ragline.generators.templates import render
+from ragline.models import Hit
+from ragline.prompting import (
     NOT_IN_SOURCES,
     build_prompt,
     citations_for,
     cited_numbers,
-    render,
     says_it_does_not_know,
 )
-from ragline.models import Hit
 
 
 def hit(n: int, text: str, doc: str | None = None) -> Hit:

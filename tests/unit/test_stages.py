@@ -7,9 +7,9 @@ import pytest
 from ragline import stages
 from ragline.embedders.hashing import HashingEmbedder
 from ragline.generators.extractive import ExtractiveGenerator
-from ragline.generators.prompts import NOT_IN_SOURCES
 from ragline.ingest.chunking import Chunker, regex_token_spans
 from ragline.models import Document, new_query
+from ragline.prompting import NOT_IN_SOURCES
 from ragline.stores.memory import MemoryStore
 
 BEES = "Honeybees perform the waggle dance. The dance tells nest mates how far away the flowers are."

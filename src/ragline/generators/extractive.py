@@ -15,8 +15,8 @@ import numpy as np
 
 from ..models import Prompt
 from ..ports import Embedder
+from ..prompting import NOT_IN_SOURCES
 from ..text import content_words, split_sentences
-from .prompts import NOT_IN_SOURCES
 
 # Questions whose answer is a quantity, a time or a date: the chosen sentence must
 # state one, or the passages do not answer them ("How many parking spaces..." vs a

@@ -22,9 +22,10 @@ import httpx
 
 from ..breaker import CircuitBreaker
 from ..errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RetryableError
+from ..models import Prompt
 from .admission import AdaptiveLimit, LLMBusy
 from .batching import MicroBatcher
-from .prompts import STOP_SEQUENCES, Prompt, render
+from .templates import STOP_SEQUENCES, render
 
 T = TypeVar("T")
 

@@ -1,9 +1,9 @@
-"""Grounded prompting: numbered passages in, citations like [1] out.
+"""Grounded prompting, a domain rule: numbered passages in, citations like [1] out.
 
 The prompt asks the model to answer only from the passages, to cite them, and to
 say it does not know when they lack the answer. Passages are fitted to the model's
 window by a token budget; citations in the answer are mapped back to chunk and
-document ids.
+document ids. The adapters render a ``Prompt`` for their API (generators/templates.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..models import SYSTEM, Citation, Hit, Passage, Prompt
+from .models import SYSTEM, Citation, Hit, Passage, Prompt
 
 NOT_IN_SOURCES = "I don't know: the sources do not contain the answer to this question."
 
@@ -43,22 +43,6 @@ def _clip(hit: Hit, tokens_left: int) -> Hit:
     """The first passage always goes in, cut to what fits."""
     max_chars = max(200, int(tokens_left * _CHARS_PER_TOKEN))
     return hit if len(hit.text) <= max_chars else hit.model_copy(update={"text": hit.text[:max_chars]})
-
-
-def render(prompt: Prompt, template: str) -> str:
-    """A chat prompt as plain text, for /v1/completions (which applies no template)."""
-    if template == "chatml":
-        parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in prompt.messages()]
-        return "".join(parts) + "<|im_start|>assistant\n"
-    if template == "llama3":
-        parts = [
-            f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in prompt.messages()
-        ]
-        return "<|begin_of_text|>" + "".join(parts) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
-    return f"{prompt.system}\n\n{prompt.user_message()} "
-
-
-STOP_SEQUENCES = {"chatml": ["<|im_end|>"], "llama3": ["<|eot_id|>"], "raw": ["\nQuestion:"]}
 
 
 def cited_numbers(text: str) -> list[int]:
