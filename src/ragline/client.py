@@ -33,6 +33,7 @@ import httpx
 
 from .api.schemas import DeleteResponse, DocumentList, DocumentOut, DocumentsResponse, IngestionJob, SearchResponse
 from .errors import (
+    ConfigurationError,
     DependencyTimeout,
     DependencyUnavailable,
     Forbidden,
@@ -63,6 +64,18 @@ _ERRORS: dict[int, type[RaglineError]] = {
 _UPLOAD_BATCH = 32  # files per multipart request
 
 
+def base_url(url: str) -> str:
+    """The server's base URL: ``http://host:8080``, also given as ``http://host:8080/``
+    or ``http://host:8080/v1`` (the paths the client calls start with /v1)."""
+    base = url.strip().rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    parsed = httpx.URL(base) if "://" in base else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(f"{url!r} is not a server URL: pass its base, e.g. http://127.0.0.1:8080")
+    return base
+
+
 @dataclass
 class _Call:
     """One request and how to read its answer: the part both clients share."""
@@ -75,7 +88,7 @@ class _Call:
 
 class _Api:
     def __init__(self, url: str | None, api_key: str | None, tenant: str | None, timeout: float) -> None:
-        self.url = (url or os.environ.get("RAGLINE_URL") or "http://127.0.0.1:8080").rstrip("/")
+        self.url = base_url(url or os.environ.get("RAGLINE_URL") or "http://127.0.0.1:8080")
         key = api_key if api_key is not None else os.environ.get("RAGLINE_API_KEY")
         self.api_key, self.tenant = key, tenant
         self.headers = {"Accept": "application/json"}
