@@ -551,9 +551,11 @@ def ask(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Answer a question from the documents, streaming, then list its sources."""
+    streamed: list[str] = []
 
     def show(item: str | Answer, final: Answer | None) -> Answer | None:
         if isinstance(item, str):
+            streamed.append(item)
             if not as_json:
                 out.print(item, end="", soft_wrap=True, highlight=False, markup=False)
             return final
@@ -585,6 +587,11 @@ def ask(
         _print_json(answer.model_dump_json())
         return
     out.print()
+    if " ".join("".join(streamed).split()) != " ".join(answer.text.split()):
+        # what streamed was not the answer (an LLM answer replaced as ungrounded): never
+        # leave it on screen as if it were
+        err.print("[yellow]replaced:[/] the text above was not supported by the sources; the answer is:")
+        out.print(answer.text, soft_wrap=True, highlight=False, markup=False)
     if answer.degraded:
         err.print(f"[yellow]degraded:[/] {answer.degraded_reason}")
     for citation in answer.citations:
