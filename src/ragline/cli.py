@@ -46,8 +46,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 app = typer.Typer(
     help="ragline: retrieval-augmented generation over your documents.", no_args_is_help=True, add_completion=False
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # piped output is never wrapped at 80 columns (lines stay whole for grep and cut)
+err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 

@@ -1,4 +1,4 @@
-"""`ragline ask` never leaves a streamed text on screen that was not the answer."""
+"""What the command line prints: a replaced answer is said, piped lines stay whole."""
 
 from __future__ import annotations
 
@@ -40,3 +40,14 @@ def test_an_answer_that_streamed_whole_is_printed_once(monkeypatch):
     result = ask_with(monkeypatch, StreamingEngine(["Bees ", "dance."], "Bees dance."))
     assert result.exit_code == 0, result.output
     assert "replaced:" not in result.output and result.output.count("Bees dance.") == 1
+
+
+def test_piped_listings_keep_each_document_on_one_line(monkeypatch):
+    meta = {"source": "handbooks/engineering/onboarding/" + "very-long-file-name-" * 4 + ".md", "team": "platform"}
+    docs = [{"id": "doc-1", "chunks": 3, "content_hash": "ab" * 32, "updated_at": None, "metadata": meta}]
+    monkeypatch.setattr(cli, "_remote", lambda *args: None)
+    monkeypatch.setattr(cli, "_run", lambda config, work, **kw: docs)
+    result = CliRunner().invoke(cli.app, ["ls"])  # not a terminal: 80 columns
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if line.startswith("doc-1"))
+    assert line.endswith('"team": "platform"}') and len(line) > 80
