@@ -43,6 +43,29 @@ else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
 # Model files come from installed packages; never reach for a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+def _quiet_types() -> None:
+    """Help without type noise: typer 0.29 shows every parameter's type, ``<bool>`` beside
+    a flag (nothing is typed after it) and ``<list[Path]>`` beside ``paths...`` (the dots
+    already say several); those two go, the value types stay."""
+    import typer.core
+
+    for kind in (typer.core.TyperArgument, typer.core.TyperOption):
+        original = kind.display_type_rich
+
+        def display_type_rich(self: Any, ctx: Any, original: Any = original) -> str | None:
+            shown: str | None = original(self, ctx)
+            if shown is None or shown == "<bool>":  # a flag: nothing to type after it
+                return None
+            if shown.startswith("<list[") and shown.endswith("]>"):
+                return f"<{shown[len('<list[') : -len(']>')].lower()}>"  # "paths..." already says several
+            return shown
+
+        kind.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_quiet_types()
+
 app = typer.Typer(
     help="ragline: retrieval-augmented generation over your documents.", no_args_is_help=True, add_completion=False
 )

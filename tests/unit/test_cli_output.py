@@ -51,3 +51,13 @@ def test_piped_listings_keep_each_document_on_one_line(monkeypatch):
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("doc-1"))
     assert line.endswith('"team": "platform"}') and len(line) > 80
+
+
+def test_help_shows_value_types_but_no_bool_beside_flags_and_no_list_beside_paths():
+    import re
+
+    result = CliRunner().invoke(cli.app, ["ingest", "--help"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", result.output)
+    assert "<bool>" not in plain and "<list[" not in plain
+    assert re.search(r"--tenant\s+-t\s+<str>", plain) and re.search(r"paths\.\.\.\s+<path>", plain)
