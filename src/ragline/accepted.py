@@ -83,6 +83,7 @@ class AcceptedSpool:
         self._sizes: dict[Path, int] = {p: p.stat().st_size for p in self.directory.glob("*.json")}
         self.confirmed = 0
         self.resent = 0
+        self.confirmed_up_to = 0.0  # the latest accepted_at among confirmed entries (wall clock)
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
@@ -128,14 +129,24 @@ class AcceptedSpool:
         path = self._path(key)
         with self._lock:
             try:
-                if Entry.decode(path.read_bytes()).token != token:
+                entry = Entry.decode(path.read_bytes())
+                if entry.token != token:
                     return False
                 path.unlink()
             except (FileNotFoundError, ValueError, KeyError):
                 return False
             self._sizes.pop(path, None)
             self.confirmed += 1
+            self.confirmed_up_to = max(self.confirmed_up_to, entry.accepted_at)
             return True
+
+    def overtaken(self, by_s: float) -> list[Entry]:
+        """Entries accepted more than ``by_s`` before an entry that was confirmed: the ingest
+        side went past them (a consumer group that skipped them, a broker that forgot
+        them), so they are sent again without waiting for ``resend_after_s``."""
+        if self.confirmed_up_to <= 0:
+            return []
+        return [e for e in self.entries() if e.accepted_at < self.confirmed_up_to - by_s]
 
     def entries(self, older_than_s: float = 0.0) -> list[Entry]:
         """Entries accepted at least ``older_than_s`` ago, oldest first."""

@@ -64,3 +64,12 @@ def test_a_write_the_broker_refused_is_dropped_and_the_accepted_one_it_replaced_
     replaced = spool.keep([refused, entry("t/b")])
     spool.restore([refused], replaced)
     assert [e.value for e in spool.entries()] == [b"v1", b"{}"]
+
+
+def test_a_write_overtaken_by_a_confirmed_later_one_is_due_again_at_once(tmp_path):
+    spool = AcceptedSpool(tmp_path)
+    skipped, slow, later = entry("t/skipped", age_s=30), entry("t/slow", age_s=5), entry("t/later", age_s=2)
+    spool.keep([skipped, slow, later])
+    assert spool.overtaken(10) == []  # nothing confirmed yet: nothing to compare with
+    spool.confirm("t/later", later.token)
+    assert [e.key for e in spool.overtaken(10)] == ["t/skipped"]  # "slow" is within the margin
