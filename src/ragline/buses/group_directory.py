@@ -150,6 +150,7 @@ class GroupDirectory:
 
         new = group_name(base, generation)
         committed: list[Any] = []
+        carried = ""
         try:
             partitions = []
             if not copy_offsets:
@@ -159,6 +160,18 @@ class GroupDirectory:
                 if info is not None and info.error is None:
                     partitions += [TopicPartition(topic, p) for p in sorted(info.partitions)]
             committed = [tp for tp in old_consumer.committed(partitions, timeout=5) if tp.offset >= 0]
+            # each carried offset with where its log ends: an offset past the end would skip
+            # what is written up to it (said in the log, and not carried)
+            ends = {(tp.topic, tp.partition): old_consumer.get_watermark_offsets(tp, timeout=2)[1] for tp in committed}
+            past = [tp for tp in committed if tp.offset > ends[(tp.topic, tp.partition)]]
+            if past:
+                _log.error(
+                    "group %r: committed offsets past the end of their logs, not carried: %s",
+                    base,
+                    ", ".join(f"{_at(tp)} (end {ends[tp.topic, tp.partition]})" for tp in past),
+                )
+                committed = [tp for tp in committed if tp not in past]
+            carried = ", ".join(f"{_at(tp)}/{ends[tp.topic, tp.partition]}" for tp in committed)
             if committed:
                 seeder = Consumer({"bootstrap.servers": self.servers, "group.id": new, **self.extra})
                 try:  # generation-less: accepted while the new group has no members
@@ -189,7 +202,7 @@ class GroupDirectory:
             self._published[base] = (generation, time.monotonic())
             if self._generations is not None:
                 self._generations = {**self._generations, base: max(self._generations.get(base, 0), generation)}
-        _log.warning("group %r moved to %r: %s (%d committed offsets carried)", base, new, why, len(committed))
+        _log.warning("group %r moved to %r: %s (offsets carried, offset/end: %s)", base, new, why, carried or "none")
         return True
 
 
@@ -200,3 +213,7 @@ def _apply(generations: dict[str, int], raw: bytes | None) -> None:
     except (ValueError, KeyError, TypeError):
         return  # not a directory record: ignored
     generations[base] = max(generations.get(base, 0), generation)
+
+
+def _at(tp: Any) -> str:
+    return f"{tp.topic}[{tp.partition}]@{tp.offset}"
