@@ -93,12 +93,23 @@ def test_a_peer_that_moved_the_stage_is_followed_at_once():
     assert m.group == "rag-ingest.moved3" and m.failed_moves == 0
 
 
-def test_a_directory_lost_with_an_empty_broker_is_told_the_stage_s_group_again():
-    # going back to the base group would split the stage: every member moves at its own time
+def test_a_directory_lost_with_an_empty_broker_moves_nobody_until_the_replacement():
+    # members following it down one by one would split the stage between two groups; each
+    # is replaced after the brokers were lost anyway, and joins the directory's group then
     m = member()
     m.moved(2, 0.0, cure=False)
-    decision = m.decide(1.0, 0)
-    assert decision.action is Action.REPUBLISH and decision.generation == 2
+    assert m.decide(1.0, 0).action is Action.KEEP
+    m.on_brokers_down(2.0)
+    assert m.decide(2.1, None).action is Action.REPLACE
+    m.replaced(5.0, 0)  # the directory went with the broker: the base group, for all alike
+    assert m.group == "rag-ingest" and m.state is State.JOINING
+
+
+def test_a_replacement_with_an_unreadable_directory_keeps_its_group():
+    m = member()
+    m.moved(2, 0.0, cure=False)
+    m.on_brokers_down(1.0)
+    m.replaced(3.0, None)
     assert m.group == "rag-ingest.moved2"
 
 

@@ -138,23 +138,22 @@ class GroupDirectory:
         base: str,
         generation: int,
         topics: Sequence[str],
-        old_consumer: Any,
+        old_group: str,
         why: str,
-        copy_offsets: bool = True,
     ) -> bool:
-        """Move ``base``'s stage to ``generation``: copy the old group's committed offsets of
-        ``topics`` to the new group (unless not ``copy_offsets``: the record is only said
-        again), then publish the record. Blocking. Returns whether the record was published
-        (False: try again later)."""
+        """Move ``base``'s stage to ``generation``: copy ``old_group``'s committed offsets of
+        ``topics`` to the new group, then publish the record. Blocking, with clients of its
+        own (never the moving consumer's, which goes on polling meanwhile: a poll loop held
+        here kept its group from forming). Returns whether the record was published (False:
+        try again later)."""
         from confluent_kafka import Consumer, Producer, TopicPartition
 
         new = group_name(base, generation)
         committed: list[Any] = []
+        old_consumer = Consumer({"bootstrap.servers": self.servers, "group.id": old_group, **self.extra})
         carried = ""
         try:
             partitions = []
-            if not copy_offsets:
-                topics = ()
             for topic in topics:
                 info = old_consumer.list_topics(topic, timeout=2).topics.get(topic)
                 if info is not None and info.error is None:
@@ -198,6 +197,8 @@ class GroupDirectory:
         except Exception as exc:
             _log.warning("group %r not moved to %r (%s)", base, new, exc)
             return False
+        finally:
+            old_consumer.close()  # never subscribed: no group to leave
         with self._lock:
             self._published[base] = (generation, time.monotonic())
             if self._generations is not None:

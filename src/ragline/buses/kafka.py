@@ -434,7 +434,10 @@ class KafkaBus:
                         self.group_moves += 1
                     else:  # the brokers were lost: a new consumer once they answer
                         await self._until_brokers_answer()
-                        membership.replaced(time.monotonic())
+                        # in the group the directory names now: after an empty restart it is
+                        # gone, and every member goes back to the base group at this point
+                        read = await asyncio.to_thread(self._directory.refresh)
+                        membership.replaced(time.monotonic(), None if read is None else read.get(group, 0))
                     _log.warning("Kafka at %s: %s; a new consumer in group %r", self.servers, rejoin, membership.group)
                 finally:
                     with contextlib.suppress(RuntimeError):  # a cancelled read already closed it
@@ -559,35 +562,36 @@ class KafkaBus:
         loop = asyncio.get_running_loop()
         checked = 0.0  # the last look at the brokers (lost) or at the directory
         tried_move = float("-inf")
+        moving: asyncio.Future[bool] | None = None  # a group move being published
+        moving_why = ""
         abandon = committable and not self.leave_group
         try:
             while True:
                 if membership is not None:
-                    decision = membership.decide(time.monotonic(), self._directory.generation(membership.base))
+                    if moving is not None and moving.done():
+                        if not moving.cancelled() and moving.result() is True:
+                            raise _Rejoin(moving_why, membership.generation + 1, cure=True)
+                        moving = None  # not published: the next decision tries again
+                    directory = self._directory.generation(membership.base)
+                    decision = membership.decide(time.monotonic(), directory)
                     if decision.action is Action.REPLACE:
                         raise _Rejoin(decision.why, membership.generation, cure=False, move=False)
-                    if decision.action is Action.MOVE and decision.generation == self._directory.generation(
-                        membership.base
-                    ):
+                    if decision.action is Action.MOVE and decision.generation == directory:
                         raise _Rejoin(decision.why, decision.generation, cure=False)  # a peer moved the stage
-                    if decision.action is not Action.KEEP and loop.time() - tried_move > 5.0:
-                        # this group did not settle (published first, so that every member
-                        # follows), or the directory forgot it; at most every 5 s
-                        tried_move = loop.time()
-                        published = await loop.run_in_executor(
-                            pool,
-                            functools.partial(
+                    if decision.action is Action.MOVE and moving is None and loop.time() - tried_move > 5.0:
+                        # this group did not settle: move the stage (published first, so that
+                        # every member follows), in the background: this loop polls on
+                        tried_move, moving_why = loop.time(), decision.why
+                        moving = asyncio.ensure_future(
+                            asyncio.to_thread(
                                 self._directory.move,
                                 membership.base,
                                 decision.generation,
                                 list(topics),
-                                held.consumer,
+                                membership.group,
                                 decision.why,
-                                copy_offsets=decision.action is Action.MOVE,
-                            ),
+                            )
                         )
-                        if published and decision.action is Action.MOVE:
-                            raise _Rejoin(decision.why, decision.generation, cure=True)
                 elif lost is not None and lost.is_set() and loop.time() - checked > 1.0:
                     checked = loop.time()
                     try:
@@ -622,6 +626,8 @@ class KafkaBus:
             abandon = committable  # a group member that moves: no LeaveGroup (see _Held)
             raise
         finally:
+            if moving is not None and not moving.done():
+                moving.cancel()
             if abandon:
                 await loop.run_in_executor(pool, _abandon, held)
             elif held.consumer is not None:

@@ -19,8 +19,10 @@ What the consumer does (``Decision``):
   LeaveGroup, and a new one joins the same group once they answer again.
 - ``MOVE``: leave this group for the directory's newer one (a peer moved the stage), or
   move the stage to a new group because this one did not settle in time.
-- ``REPUBLISH``: the directory names an older group than this one (an empty broker lost
-  it): publish this one again, so that a member starting now joins it.
+
+A directory lower than the consumer's generation (an empty broker lost it) moves nobody
+by itself: every member is replaced after the brokers were lost, and the replacement
+joins the group the directory names then (the base group), all members alike.
 
 Why replace, rather than keep a consumer that librdkafka rejoins by itself: its fetch
 queue still holds messages of the old log, delivered after the new assignment, whose
@@ -59,7 +61,6 @@ class Action(enum.Enum):
     KEEP = "keep"
     REPLACE = "replace"
     MOVE = "move"
-    REPUBLISH = "republish"
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,14 @@ class Membership:
         with self._lock:
             self._enter(State.BROKERS_LOST, now)
 
-    def replaced(self, now: float) -> None:
-        """A new consumer in the same group, once the brokers answered: it has a whole
-        limit to join."""
+    def replaced(self, now: float, directory_generation: int | None = None) -> None:
+        """A new consumer once the brokers answered, in the group the directory names now
+        (``directory_generation``; None: unreadable, the same group): it has a whole limit
+        to join."""
         with self._lock:
             self.brokers_were_lost = False
+            if directory_generation is not None:
+                self.generation = directory_generation
             self._enter(State.JOINING, now, force=True)
 
     # the poll loop's question
@@ -153,11 +157,6 @@ class Membership:
             if directory_generation is not None and directory_generation > self.generation:
                 why = f"the stage's group is now generation {directory_generation}"
                 return Decision(Action.MOVE, directory_generation, why)  # a peer moved the stage: follow
-            if directory_generation is not None and directory_generation < self.generation:
-                # the directory went with an empty broker: say it again, so that members
-                # starting now join this group rather than the base one
-                why = f"the directory says generation {directory_generation}, the stage is in {self.generation}"
-                return Decision(Action.REPUBLISH, self.generation, why)
             if self.state is State.JOINING and now - self.since > self.limit_s():
                 return Decision(
                     Action.MOVE,
