@@ -80,17 +80,27 @@ class Gateway:
         stream = await self.bus.tail(self.topics.answers, self.reply_partition)
         self._listener = asyncio.create_task(self._listen(stream), name="gateway-replies")
         if self.spool is not None:
-            self._resender = asyncio.create_task(self._resend_forever(), name="gateway-resend")
+            # what an earlier run left, taken now: not the writes accepted from here on
+            leftovers = await asyncio.to_thread(self.spool.entries)
+            self._resender = asyncio.create_task(self._resend_forever(leftovers), name="gateway-resend")
         return self
 
-    async def resend(self, older_than_s: float = 0.0, why: str = "", overtaken_by_s: float | None = None) -> int:
+    async def resend(
+        self,
+        older_than_s: float = 0.0,
+        why: str = "",
+        overtaken_by_s: float | None = None,
+        entries: list[Entry] | None = None,
+    ) -> int:
         """Publish again the accepted writes not confirmed yet: at least ``older_than_s``
         old, or with ``overtaken_by_s`` those overtaken by a confirmed write (and not sent
         again in the last ``resend_after_s``); returns how many were sent. One that cannot
         be sent now stays for the next try."""
         if self.spool is None:
             return 0
-        if overtaken_by_s is None:
+        if entries is not None:
+            pass  # these, as given
+        elif overtaken_by_s is None:
             entries = await asyncio.to_thread(self.spool.entries, older_than_s)
         else:
             now = time.monotonic()
@@ -116,12 +126,12 @@ class Gateway:
             log.warning("%d accepted writes not confirmed by the ingest workers sent again (%s)", sent, why)
         return sent
 
-    async def _resend_forever(self) -> None:
+    async def _resend_forever(self, leftovers: list[Entry]) -> None:
         """What a previous run left at once; then, every 5 s, what the ingest side went past
         (a write accepted 10 s or more after it was confirmed: measured, a consumer group
         moved after a broker restart skipped 50 accepted documents, found only at the next
         restart), and what waited longer than ``resend_after_s``."""
-        await self.resend(0.0, "left by an earlier run")
+        await self.resend(why="left by an earlier run", entries=leftovers)
         rounds = 0
         while True:
             await asyncio.sleep(5.0)

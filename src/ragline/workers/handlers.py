@@ -6,6 +6,7 @@ to publish; queries that fail reach their caller as a ``Failure`` on the reply r
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -37,20 +38,39 @@ def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Q
 # -- the three stages as handlers ------------------------------------------------------
 
 
-def ingest_handler(engine) -> Handler:
+def ingest_handler(engine, bus: Bus | None = None) -> Handler:
     """Documents become searchable (the engine records their freshness, received ->
-    searchable); deletes travel the same topic, keyed alike, so they keep their order."""
+    searchable); deletes travel the same topic, keyed alike, so they keep their order.
+    With ``bus``, the accepting gateway gets a receipt once the write is done."""
+    sending: set[asyncio.Task] = set()
 
     async def handle(delivery: Delivery) -> list[Output]:
         if delivery.headers.get(KIND) == DELETE:
             ref = _parse(DocumentRef, delivery.value)
             with contextlib.suppress(NotFound):  # already gone: a redelivery, or never there
                 await engine.delete_document(ref.id, ref.tenant)
-            return _receipt(delivery)
-        await engine.ingest_documents([_parse(Document, delivery.value)])
-        return _receipt(delivery)
+        else:
+            await engine.ingest_documents([_parse(Document, delivery.value)])
+        if bus is not None:
+            for receipt in _receipt(delivery):
+                # A courtesy, sent beside the commit, never before it: a receipt that cannot
+                # be published now (a broker just back, its producer being replaced) must not
+                # hold the documents behind it (measured: ingestion stalled past the drill's
+                # 60 s while receipts were retried); the gateway sends an unconfirmed write
+                # again, and writing it again is a no-op.
+                task = asyncio.create_task(_send(bus, receipt))
+                sending.add(task)
+                task.add_done_callback(sending.discard)
+        return []
 
     return handle
+
+
+async def _send(bus: Bus, out: Output) -> None:
+    try:
+        await asyncio.wait_for(bus.publish(out.topic, out.value, out.key, out.headers, out.partition), 10)
+    except Exception as exc:  # the gateway sends the write again; see ingest_handler
+        log.info("receipt for %s not sent (%s)", (out.key or b"").decode("utf-8", "replace"), exc)
 
 
 def _receipt(delivery: Delivery, outcome: bytes = b"written") -> list[Output]:
@@ -158,7 +178,7 @@ def build_worker(
 ) -> Worker:
     """One stage's worker, wired the same way in a worker process and in the embedded pipeline."""
     handlers = {
-        "ingest": (topics.docs, lambda: ingest_handler(engine)),
+        "ingest": (topics.docs, lambda: ingest_handler(engine, bus)),
         "retrieve": (topics.queries, lambda: retrieve_handler(engine, topics)),
         "generate": (topics.context, lambda: generate_handler(engine, topics, bus)),
     }
