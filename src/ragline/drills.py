@@ -209,6 +209,10 @@ async def drill(
     stop.set()
     await runner
     missing, duplicated = await load.check_documents()
+    late: int | None = None
+    if missing:  # late or gone? looked for once more, a minute later
+        still = Load(stack.url, accepted_docs=sorted(missing), accepted_at=load.accepted_at)
+        late = len(missing) - len((await still.check_documents(grace_s=60))[0])
     # accepted before the fault: a broker that keeps its log in memory loses what no
     # consumer had taken yet; accepted after the faulty process was back: must all be there
     lost_after = sum(1 for d in missing if load.accepted_at[d] >= back)
@@ -219,6 +223,8 @@ async def drill(
         "accepted_documents": len(load.accepted_docs),
         "answers": len(load.answers),
         "lost": len(missing),
+        "missing_sample": sorted(missing)[:5],
+        "found_a_minute_later": late,  # of the lost: written, only late
         "lost_accepted_before_fault": len(missing) - lost_after,
         "lost_accepted_after_recovery": lost_after,
         "duplicated": duplicated,
