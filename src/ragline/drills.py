@@ -117,6 +117,9 @@ class Load:
             async with slots:
                 try:
                     response = await client.get(f"/v1/documents/{doc_id}")
+                    if response.status_code == 429:  # the reader's own rate limit: wait as told, once
+                        await asyncio.sleep(min(5.0, float(response.headers.get("Retry-After", "1"))))
+                        response = await client.get(f"/v1/documents/{doc_id}")
                 except httpx.HTTPError:
                     return
             if response.status_code == 200:
