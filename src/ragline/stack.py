@@ -96,7 +96,11 @@ class Stack:
                 metrics = self.port(20 + 3 * n + ("ingest", "retrieve", "generate").index(stage))
                 add(f"{stage}-{n}", [*ragline, "worker", stage, "--metrics-port", str(metrics)])
         for n in range(self.api_replicas):
-            spool = {"RAGLINE_SPOOL_DIR": str(self.directory / "spool" / f"api-{n}")}
+            spool = {
+                "RAGLINE_SPOOL_DIR": str(self.directory / "spool" / f"api-{n}"),
+                # the stack's broker keeps its log in memory and forgets: send again soon
+                "RAGLINE_ACCEPTED_RESEND_AFTER_S": "30",
+            }
             serve = [*ragline, "serve", "--no-auth", "--port", str(self.port(1 + n)), "--bus", self.bus_url]
             add(f"api-{n}", serve, spool)
         backends = [a for n in range(self.api_replicas) for a in ("--backend", f"127.0.0.1:{self.port(1 + n)}")]
