@@ -120,13 +120,22 @@ async def test_a_query_through_the_pipeline_is_one_trace_with_a_span_from_each_s
     span_exporter.clear()
     answer = await pipeline.gateway.ask(Query(text="What does the waggle dance tell?"))
     assert answer.citations
-    spans = [
-        s
-        for s in span_exporter.get_finished_spans()
-        if s.attributes.get("request_id") == answer.request_id or s.name in ("retrieve", "generate")
-    ]
-    by_name = {s.name: s for s in spans}
     expected = {"gateway query", f"{topics.queries} process", "retrieve", f"{topics.context} process", "generate"}
+
+    def finished() -> dict:
+        spans = [
+            s
+            for s in span_exporter.get_finished_spans()
+            if s.attributes.get("request_id") == answer.request_id or s.name in ("retrieve", "generate")
+        ]
+        return {s.name: s for s in spans}
+
+    # a worker's "process" span ends after its output is published and its offset
+    # committed, so it may finish just after the answer reached the gateway
+    deadline = asyncio.get_running_loop().time() + 10
+    while not expected <= set(finished()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    by_name = finished()
     assert expected <= set(by_name), sorted(by_name)
     trace_ids = {by_name[name].context.trace_id for name in expected}
     assert len(trace_ids) == 1  # one trace across the gateway and the workers (over Kafka: via headers)

@@ -554,10 +554,11 @@ async def _read_all(bus, topic: str, count: int) -> list:
 async def test_topics_create_sets_partitions_replication_and_retention_and_is_idempotent(kafka_broker, topics):
     from confluent_kafka.admin import AdminClient, ConfigResource
 
-    env = {**worker_env(topics, kafka_broker), "RAGLINE_TOPIC_PARTITIONS": "3"}
+    groups = f"{topics.dlq}-groups"  # the group directory: one partition, whatever the setting
+    env = {**worker_env(topics, kafka_broker), "RAGLINE_TOPIC_PARTITIONS": "3", "RAGLINE_TOPIC_GROUPS": groups}
     first = _cli(["topics", "create"], env)
-    assert first.count(": created") == 5
-    assert _cli(["topics", "create"], env).count(": exists") == 5
+    assert first.count(": created") == 6 and f"{groups}: created (partitions 1," in first
+    assert _cli(["topics", "create"], env).count(": exists") == 6
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
     metadata = await asyncio.to_thread(admin.list_topics, timeout=10)
     assert all(len(metadata.topics[name].partitions) == 3 for name in vars(topics).values())
