@@ -81,6 +81,7 @@ class AcceptedSpool:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._sizes: dict[Path, int] = {p: p.stat().st_size for p in self.directory.glob("*.json")}
+        self._bytes = sum(self._sizes.values())  # kept with _sizes: the bound is checked per write
         self.confirmed = 0
         self.resent = 0
         self.confirmed_up_to = 0.0  # the latest accepted_at among confirmed entries (wall clock)
@@ -92,10 +93,16 @@ class AcceptedSpool:
     def pending(self) -> int:
         return len(self._sizes)
 
+    def _set(self, path: Path, size: int | None) -> None:
+        """Record ``path``'s size (None: gone); the caller holds the lock."""
+        self._bytes += (size or 0) - self._sizes.pop(path, 0)
+        if size is not None:
+            self._sizes[path] = size
+
     def room_for(self, size: int) -> None:
         """Raise DependencyUnavailable (503) when ``size`` more bytes would pass the bound."""
         with self._lock:
-            if sum(self._sizes.values()) + size > self.max_bytes:
+            if self._bytes + size > self.max_bytes:
                 raise DependencyUnavailable(
                     f"{len(self._sizes)} accepted documents are waiting for the ingest workers "
                     f"({self.max_bytes // 1_000_000} MB spooled); try again later"
@@ -114,7 +121,7 @@ class AcceptedSpool:
                 with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
                     replaced.append(Entry.decode(path.read_bytes()))
                 os.replace(temporary, path)
-                self._sizes[path] = len(raw)
+                self._set(path, len(raw))
         return replaced
 
     def restore(self, refused: list[Entry], replaced: list[Entry]) -> None:
@@ -135,7 +142,7 @@ class AcceptedSpool:
                 path.unlink()
             except (FileNotFoundError, ValueError, KeyError):
                 return False
-            self._sizes.pop(path, None)
+            self._set(path, None)
             self.confirmed += 1
             self.confirmed_up_to = max(self.confirmed_up_to, entry.accepted_at)
             return True
@@ -157,13 +164,13 @@ class AcceptedSpool:
                 entry = Entry.decode(path.read_bytes())
             except FileNotFoundError:  # confirmed meanwhile (by another replica sharing the directory)
                 with self._lock:
-                    self._sizes.pop(path, None)
+                    self._set(path, None)
                 continue
             except (ValueError, KeyError) as exc:  # a torn file: nothing to send
                 log.error("spooled write %s unreadable (%s); moved aside", path.name, exc)
                 with self._lock, contextlib.suppress(OSError):
                     path.rename(path.with_suffix(".bad"))
-                    self._sizes.pop(path, None)
+                    self._set(path, None)
                 continue
             if now - entry.accepted_at >= older_than_s:
                 found.append(entry)
