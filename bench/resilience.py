@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18080)
     parser.add_argument("--run-s", type=float, default=15.0, help="seconds of load per scenario")
     parser.add_argument("--broker-restarts", type=int, default=0, help="restart the broker this many times instead")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the stack's logs even after a clean run")
     args = parser.parse_args()
     if args.broker_restarts:
         broker_restarts(args)
@@ -60,7 +61,7 @@ def main() -> None:
             for name, r in result["scenarios"].items()
             if r["lost"] or r["duplicated"] or any(" 5" in kind for kind in r["failures"])
         ]
-        if bad or not result["scenarios"]:
+        if bad or not result["scenarios"] or args.keep_logs:
             print(f"resilience: logs of this run kept in {tmp}/logs ({', '.join(bad) or 'no result'})", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -91,7 +92,7 @@ def broker_restarts(args: argparse.Namespace) -> None:
         for r in runs
         if r["recovery_s"] is not None and r["recovery_s"] <= 10 and not r["lost_accepted_after_recovery"]
     ]
-    if len(healed) < len(runs) or any(r["duplicated"] for r in runs):
+    if len(healed) < len(runs) or any(r["duplicated"] or r["failed_requests"] for r in runs) or args.keep_logs:
         print(f"resilience: logs of this run kept in {tmp}/logs", file=sys.stderr)
     else:
         shutil.rmtree(tmp, ignore_errors=True)

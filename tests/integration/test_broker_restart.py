@@ -204,6 +204,47 @@ async def test_a_member_that_rejoined_a_restarted_broker_before_it_was_replaced_
     assert healed <= 20
 
 
+async def test_a_committed_offset_past_the_end_of_a_log_does_not_stall_its_partition():
+    """Tansu never answers OFFSET_OUT_OF_RANGE, so a group whose committed offset is past
+    the end of the log (a late commit from before a broker came back empty) waited,
+    silently, until the log grew that far (the four lost questions of the broker drill).
+    The member given that partition reads the log from its start instead."""
+    from confluent_kafka import Consumer, TopicPartition
+    from conftest import KafkaBroker, free_port
+
+    broker = KafkaBroker(free_port())
+    broker.start()
+    specs = [TopicSpec("work", 2)]
+    bus = KafkaBus(broker.bootstrap, session_timeout_ms=2000, publish_timeout_ms=2000, topic_specs=specs)
+    got: list[bytes] = []
+
+    async def consume() -> None:
+        async for delivery in bus.consume(["work"], "workers"):
+            got.append(delivery.value)
+            await bus.commit(delivery)
+
+    try:
+        await bus.create_topics(specs)
+        for partition in range(2):
+            await bus.publish("work", b"first-%d" % partition, partition=partition)
+        late = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "workers"})
+        late.commit(offsets=[TopicPartition("work", 0, 50)], asynchronous=False)  # the log ends at 1
+        late.close()
+        consumer = asyncio.create_task(consume())
+        accepted = [b"new-%d" % n for n in range(6)]
+        for n, value in enumerate(accepted):
+            await bus.publish("work", value, partition=n % 2)
+        await until(lambda: set(accepted) <= set(got), 20)
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    finally:
+        await bus.close()
+        broker.stop()
+    assert set(accepted) <= set(got), got
+    assert b"first-0" in got  # the log read from its start
+    assert b"first-1" in got  # no offset committed there: from the start (auto.offset.reset)
+
+
 def _ghost_leader(bootstrap: str, group: str) -> None:
     """Tansu's ghost leader, made on purpose: the group's first member leaves (LeaveGroup)
     while its JoinGroup is held and the group is forming; Tansu removes the member but

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -85,6 +86,77 @@ class _Rejoin(Exception):
         self.generation = generation
         self.cure = cure
         self.move = move  # False: a new consumer in the same group (the brokers came back)
+
+
+def _within_logs(consumer: Any, partitions: list, timeout_s: float = 2.0) -> list | None:
+    """The assignment ``partitions`` with every committed offset past its log's end moved
+    to the log's start; None when every committed offset is within its log (or they
+    cannot be read: librdkafka's own positions then stand).
+
+    Tansu workaround: Tansu (510f3e2; upstream the same) never answers a fetch with
+    OFFSET_OUT_OF_RANGE, so ``auto.offset.reset`` never applies and a consumer positioned
+    past the end of a log waits, silently, until the log grows that far. A committed
+    offset can be past the end when a broker came back empty and a commit for a message
+    of the old log still reached it (measured on the stack: four questions in a row lost
+    to one stalled partition of rag-queries after a broker restart). Past the end of a
+    log that restarted, everything in it is new: read it from its start (a message read
+    twice is an idempotent upsert or a duplicate answer the gateway drops)."""
+    from confluent_kafka import TopicPartition
+
+    try:
+        committed = consumer.committed(partitions, timeout=timeout_s)
+    except Exception:  # cannot tell: leave the assignment to librdkafka
+        return None
+    fixed, moved = [], []
+    for tp in committed:
+        start = TopicPartition(tp.topic, tp.partition)  # default: the committed offset, or the reset
+        if tp.offset >= 0:
+            try:
+                low, high = consumer.get_watermark_offsets(start, timeout=timeout_s)
+            except Exception:
+                low = high = None
+            if high is not None and tp.offset > high:
+                start = TopicPartition(tp.topic, tp.partition, low)
+                moved.append(f"{tp.topic}[{tp.partition}] committed {tp.offset}, log ends at {high}")
+        fixed.append(start)
+    if not moved:
+        return None
+    _log.warning("committed offsets past the end of their logs, read from the start instead: %s", "; ".join(moved))
+    return fixed
+
+
+class _PastEnd:
+    """Tansu workaround (see _within_logs), for positions held in memory: the partitions
+    whose fetch position stood past the end of their log in two statistics reports in a
+    row (Kafka would have answered OFFSET_OUT_OF_RANGE and reset it). A tail that kept
+    its positions through a broker restart nobody reported, or any consumer that got
+    there some other way, would otherwise wait for ever."""
+
+    def __init__(self) -> None:
+        self._before: set[tuple[str, int, int]] = set()
+
+    def observe(self, report: Mapping[str, Any]) -> list[tuple[str, int, int, int]]:
+        """(topic, partition, position, log start) for each partition stuck past its end."""
+        now: set[tuple[str, int, int]] = set()
+        stuck = []
+        for topic, info in report.get("topics", {}).items():
+            for number, part in info.get("partitions", {}).items():
+                partition, position = int(number), part.get("next_offset", -1)
+                if partition < 0 or part.get("fetch_state") != "active":
+                    continue
+                if 0 <= part.get("hi_offset", -1) < position:
+                    now.add((topic, partition, position))
+                    if (topic, partition, position) in self._before:
+                        stuck.append((topic, partition, position, max(0, part.get("lo_offset", 0))))
+        self._before = now
+        return stuck
+
+
+def _member_id(consumer: Any) -> str | None:
+    try:
+        return consumer.memberid()
+    except Exception:  # closed, or not in a group yet
+        return None
 
 
 def _transient_or_raise(error, servers: str) -> None:
@@ -366,6 +438,9 @@ class KafkaBus:
             if read and read.get(group, 0) > 0:
                 membership.moved(read[group], time.monotonic(), cure=False)
 
+        past_end = _PastEnd()
+        seeks: deque[tuple[str, int, int]] = deque()  # done by the poll loop, in its thread
+
         def stats(raw: str) -> None:  # librdkafka's statistics: group state, consumer lag per partition
             report = json.loads(raw)
             cgrp = report.get("cgrp", {})
@@ -378,6 +453,16 @@ class KafkaBus:
                 for number, part in info.get("partitions", {}).items():
                     if int(number) >= 0 and part.get("consumer_lag", -1) >= 0 and part.get("fetch_state") == "active":
                         lag[(group, topic, int(number))] = part["consumer_lag"]
+            for topic, partition, position, low in past_end.observe(report):
+                _log.warning(
+                    "%s[%d] in group %s: position %d stays past the end of the log; read from its start (%d)",
+                    topic,
+                    partition,
+                    membership.group,
+                    position,
+                    low,
+                )
+                seeks.append((topic, partition, low))
 
         def on_error(error) -> None:
             if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
@@ -387,6 +472,18 @@ class KafkaBus:
 
         def next_epoch(*_: Any) -> None:
             epoch[0] += 1
+
+        def on_assign(consumer: Any, partitions: list) -> None:
+            next_epoch()
+            _log.info(
+                "group %s assigned %s (member %s)",
+                membership.group,
+                ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
+                _member_id(consumer),
+            )
+            within = _within_logs(consumer, partitions)
+            if within is not None:
+                consumer.assign(within)  # in the callback: replaces librdkafka's own assign
 
         def new_consumer() -> Consumer:
             consumer = Consumer(
@@ -409,7 +506,7 @@ class KafkaBus:
             )
             # Each assignment (or revocation, or loss) starts a new epoch: a message taken
             # in an earlier one is not committed (see commit()).
-            consumer.subscribe(list(topics), on_assign=next_epoch, on_revoke=next_epoch, on_lost=next_epoch)
+            consumer.subscribe(list(topics), on_assign=on_assign, on_revoke=next_epoch, on_lost=next_epoch)
             return consumer
 
         try:
@@ -423,6 +520,7 @@ class KafkaBus:
                     epoch=epoch,
                     membership=membership,
                     topics=topics,
+                    seeks=seeks,
                 )
                 try:
                     async for delivery in polling:
@@ -482,9 +580,18 @@ class KafkaBus:
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
         lost = threading.Event()  # brokers gone: once they answer, the stream ends (_Rejoin)
+        past_end = _PastEnd()
 
         def on_error(error) -> None:
             if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+                lost.set()
+
+        def stats(raw: str) -> None:
+            # a broker restart that error_cb did not report (it can be silent through a
+            # short outage) leaves this tail's positions past the end of the new logs
+            stuck = past_end.observe(json.loads(raw))
+            if stuck:
+                _log.warning("tail of %s: positions past the end of the log (%s); tailing anew", topic, stuck)
                 lost.set()
 
         consumer = Consumer(
@@ -492,6 +599,8 @@ class KafkaBus:
                 "bootstrap.servers": self.servers,
                 "client.id": self.client_id,
                 "error_cb": on_error,
+                "statistics.interval.ms": self.stats_interval_ms,
+                "stats_cb": stats,
                 "group.id": f"{self.client_id}-tail-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 # a topic re-created empty (its offsets restart at 0): read it from its start
@@ -547,6 +656,7 @@ class KafkaBus:
         epoch: list[int] | None = None,
         membership: Membership | None = None,
         topics: Sequence[str] = (),
+        seeks: deque[tuple[str, int, int]] | None = None,
     ) -> AsyncGenerator[Delivery, None]:
         """The consumer's messages as Deliveries (with what ``commit`` needs, if
         ``committable``). A tail (``lost``): once the brokers were lost and answer again,
@@ -556,7 +666,7 @@ class KafkaBus:
         group). The
         consumer is closed when the iteration ends, or dropped without a LeaveGroup (see
         _Held) when it moves or when ``leave_group`` is off."""
-        from confluent_kafka import KafkaError
+        from confluent_kafka import KafkaError, TopicPartition
 
         ignorable = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
         loop = asyncio.get_running_loop()
@@ -603,6 +713,12 @@ class KafkaBus:
                         # (an idempotent producer whose broker lost its state): replace them now
                         await self._heal("")
                         raise _Rejoin("the brokers were lost and answer again", 0, cure=False)
+                while seeks:  # positions stuck past the end of their logs (see _PastEnd)
+                    topic, partition, low = seeks.popleft()
+                    try:
+                        await loop.run_in_executor(pool, held.consumer.seek, TopicPartition(topic, partition, low))
+                    except Exception as exc:  # no longer assigned here: its new owner starts anew
+                        _log.info("%s[%d]: not moved to %d (%s)", topic, partition, low, exc)
                 message = await loop.run_in_executor(pool, held.consumer.poll, self.poll_s)
                 if message is None:
                     continue
@@ -620,7 +736,11 @@ class KafkaBus:
                     {k: v or b"" for k, v in (message.headers() or [])},
                     message.partition(),
                     message.offset(),
-                    handle=(held, message, pool, epoch, epoch[0] if epoch else 0) if committable else None,
+                    handle=(
+                        (held, message, pool, epoch, epoch[0] if epoch else 0, _member_id(held.consumer))
+                        if committable
+                        else None
+                    ),
                 )
         except _Rejoin:
             abandon = committable  # a group member that moves: no LeaveGroup (see _Held)
@@ -635,7 +755,20 @@ class KafkaBus:
             pool.shutdown(wait=False)
 
     async def commit(self, delivery: Delivery) -> None:
-        held, message, pool, epoch, taken_in = delivery.handle
+        held, message, pool, epoch, taken_in, taken_as = delivery.handle
+        if held.consumer is not None and _member_id(held.consumer) != taken_as:
+            # The consumer left the group it took the message in and joined again: after a
+            # broker restart librdkafka rejoins by itself ("Unknown member") before the
+            # rebalance callbacks run (so before a new epoch). A commit now would land in
+            # the group on the new, empty log, at an old log's offset: past the end of
+            # a partition, which then stalls (see _within_logs).
+            _log.info(
+                "%s[%d]@%d not committed: its consumer rejoined its group since",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+            )
+            return
         if epoch is not None and epoch[0] != taken_in:
             # Its partition was revoked or reassigned since it was taken: whoever holds the
             # partition now reads it again from the last commit. Committing it here could
