@@ -158,6 +158,15 @@ def _answers(program: str, port: int) -> bool:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
+        if program == "milvus":
+            from pymilvus import MilvusClient
+
+            client = MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2)
+            try:
+                client.list_collections(timeout=2)
+                return True
+            finally:
+                client.close()
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
     except Exception:
         return False
@@ -208,7 +217,8 @@ async def drill(
                 break
             await asyncio.sleep(0.1)
         back = time.monotonic()
-    await asyncio.sleep(max(0.0, run_s - (time.monotonic() - killed)))
+    # load for run_s from the fault, and at least 10 s past the process's return
+    await asyncio.sleep(max(0.0, run_s - (time.monotonic() - killed), back + 10 - time.monotonic()))
     stop.set()
     await runner
     missing, duplicated = await load.check_documents()
@@ -254,8 +264,8 @@ SCENARIOS: dict[str, tuple[str, int | None, float | None]] = {
     # longer than RAGLINE_MILVUS_TIMEOUT_S (10 s): requests in flight must end in a 503 at
     # that deadline (first_503_s), not hang for the whole freeze
     "milvus_frozen_15s": ("milvus", None, 15.0),
-    # No Milvus kill: the local Milvus 2.3.5 server (package milvus) does not start again
-    # after a kill -9 ("Wait for milvus server started timeout"); see docs/operations.md.
+    # its whole process group (the milvus-server wrapper and the Milvus binary)
+    "milvus_killed": ("milvus", 30, None),
 }
 
 

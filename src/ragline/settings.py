@@ -231,6 +231,10 @@ class Settings(BaseSettings):
     kafka_interactive_linger_ms: float = Field(default=0.0, ge=0)  # queries, context, answers: someone waits
     worker_concurrency: int = Field(default=32, ge=1)  # messages in hand per worker (LLM batches)
     worker_max_attempts: int = Field(default=5, ge=1)
+    # Ingestion (nobody waits on it): a store or embedder that is down or overloaded is
+    # waited out this long, retrying, before a document goes to the dead-letter topic
+    # (a 202 means it will be indexed; a dead letter needs someone to replay it).
+    worker_outage_patience_s: float = Field(default=600.0, ge=0)
     worker_backoff_s: float = Field(default=0.2, ge=0)
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     # Kafka transactions: each worker's outputs and its offset commit in one transaction

@@ -90,7 +90,8 @@ class Stack:
             names = ["proxy", "etcd", "root-coord", "proxy-internal", "query-coord", "query-node"]
             names += ["index-coord", "index-node", "data-coord", "data-node"]
             ports = [a for i, n in enumerate(names) for a in (f"--{n}-port", str(self.port(30 + i)))]
-            add("milvus", [_milvus_server(), "--data", str(self.directory / "milvus"), *ports])
+            _milvus_server()  # installed, or a clear error now
+            add("milvus", [python, "-m", "ragline.stack_milvus", "--data", str(self.directory / "milvus"), *ports])
         for stage in ("ingest", "retrieve", "generate"):
             for n in range(self.workers_per_stage):
                 metrics = self.port(20 + 3 * n + ("ingest", "retrieve", "generate").index(stage))

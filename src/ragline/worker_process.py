@@ -74,6 +74,7 @@ async def run_workers(
             max_attempts=settings.worker_max_attempts,
             backoff_s=settings.worker_backoff_s,
             metrics=engine.metrics,
+            outage_patience_s=settings.worker_outage_patience_s,
         )
         for stage in stages
     ]

@@ -175,6 +175,7 @@ def build_worker(
     max_attempts: int = 5,
     backoff_s: float = 0.2,
     metrics=None,
+    outage_patience_s: float | None = None,
 ) -> Worker:
     """One stage's worker, wired the same way in a worker process and in the embedded pipeline."""
     handlers = {
@@ -198,4 +199,5 @@ def build_worker(
         on_dead=on_dead_for(stage, topics),
         metrics=metrics,
         retry_budget_s=QUERY_RETRY_BUDGET_S if stage in ("retrieve", "generate") else None,
+        outage_patience_s=outage_patience_s if stage == "ingest" else None,
     )

@@ -4,8 +4,10 @@ For each message: parse it, run the stage, publish its output, and only then com
 Up to ``concurrency`` messages are in hand at once (so an LLM can batch them), and
 offsets are committed in order per partition: a message is acknowledged only when it
 and every message before it are done. Retryable errors are retried with exponential
-backoff; after ``max_attempts``, and at once for permanent errors and messages that do
-not parse, the message goes to the dead-letter topic with the error, the stage, the
+backoff; after ``max_attempts`` (a stage nobody waits on, ingestion: after its
+``outage_patience_s``, since a dependency that is down is waited out, not blamed on the
+message), and at once for permanent errors and messages that do not parse, the message
+goes to the dead-letter topic with the error, the stage, the
 attempt count and timestamps: a poison message never blocks its partition. When the
 message was a query, the caller also gets a ``Failure`` on its reply route at once.
 
@@ -40,6 +42,7 @@ from ..observability import extract_context, inject_headers, log_context, span
 from ..ports import Bus, Delivery
 
 log = logging.getLogger("ragline.worker")
+_MAX_PAUSE_S = 5.0  # between two attempts at one message
 
 # Headers on reply routes: what the value is.
 KIND = "ragline-kind"
@@ -115,6 +118,7 @@ class Worker:
         on_dead: OnDead | None = None,
         metrics=None,
         retry_budget_s: float | None = None,
+        outage_patience_s: float | None = None,
     ) -> None:
         self.bus = bus
         self.stage = stage
@@ -131,6 +135,10 @@ class Worker:
         # five attempts of 10 s each outlived that wait, so the caller got a 504 after
         # 30 s; past this budget the query is given up and its caller told at once (503).
         self.retry_budget_s = retry_budget_s
+        # Nobody waits (ingestion): a retryable failure is a dependency that is down or
+        # overloaded, not a poison message; it is retried (pauses up to 5 s) until this
+        # long has passed, and only then dead-lettered. None: max_attempts decides.
+        self.outage_patience_s = outage_patience_s
         self.processed = 0
         self.dead = 0
         self.running = False
@@ -266,21 +274,38 @@ class Worker:
     async def _handle(self, delivery: Delivery) -> bool:
         first_failure = None
         started = time.perf_counter()
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 outputs = await self.handler(delivery)
             except Unparseable as exc:  # the message itself is malformed: no retry can help
                 return await self._dead(delivery, exc, "unparseable", attempt, first_failure)
             except RetryableError as exc:
                 first_failure = first_failure or _now()
-                pause = self.backoff_s * 2 ** (attempt - 1)
-                over_budget = (
-                    self.retry_budget_s is not None and time.perf_counter() - started + pause > self.retry_budget_s
-                )
-                if attempt == self.max_attempts or over_budget:
+                pause = min(_MAX_PAUSE_S, self.backoff_s * 2 ** (attempt - 1))
+                elapsed = time.perf_counter() - started
+                if self.outage_patience_s is not None:
+                    if self._stop.is_set():
+                        raise  # handed back uncommitted: the next worker waits it out
+                    give_up = elapsed + pause > self.outage_patience_s
+                else:
+                    over_budget = self.retry_budget_s is not None and elapsed + pause > self.retry_budget_s
+                    give_up = attempt >= self.max_attempts or over_budget
+                if give_up:
                     return await self._dead(delivery, exc, "retryable", attempt, first_failure)
-                log.info("%s: attempt %d failed (%s); retrying", self.stage, attempt, exc)
-                await asyncio.sleep(pause)
+                log.log(
+                    logging.WARNING if attempt in (self.max_attempts, 20) else logging.INFO,
+                    "%s: attempt %d failed (%s); retrying in %.1f s",
+                    self.stage,
+                    attempt,
+                    exc,
+                    pause,
+                )
+                if self.outage_patience_s is not None:
+                    await _sleep_unless(self._stop, pause)
+                else:
+                    await asyncio.sleep(pause)
                 continue
             except Exception as exc:  # a permanent error, or a bug: dead-letter it, never crash-loop
                 return await self._dead(delivery, exc, "permanent", attempt, first_failure)
@@ -289,7 +314,6 @@ class Worker:
             if self.metrics is not None:
                 self.metrics.stage_done(self.stage, time.perf_counter() - started, "ok")
             return True
-        return False
 
     async def _emit_patiently(self, outputs: list[Output], delivery: Delivery) -> None:
         """_emit, retried while the bus is unavailable (backoff up to 5 s); gives up only
@@ -346,6 +370,11 @@ class Worker:
             self.metrics.dead_letter(delivery.topic, kind)
             self.metrics.stage_done(self.stage, 0.0, "dead")
         return False
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class Unparseable(InvalidInput):
