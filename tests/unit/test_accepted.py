@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -73,3 +74,25 @@ def test_a_write_overtaken_by_a_confirmed_later_one_is_due_again_at_once(tmp_pat
     assert spool.overtaken(10) == []  # nothing confirmed yet: nothing to compare with
     spool.confirm("t/later", later.token)
     assert [e.key for e in spool.overtaken(10)] == ["t/skipped"]  # "slow" is within the margin
+
+
+async def test_a_write_still_unconfirmed_is_sent_again_ever_less_often_until_the_bus_comes_back(tmp_path):
+    """Unconfirmed can mean behind: sending every waiting write again each round fed on
+    itself (a 70 s Milvus outage left ingestion thousands of copies behind). A write
+    sent again n times waits resend_after_s x 2^n; a bus that came back resets it."""
+    from ragline.buses.memory import MemoryBus
+    from ragline.gateway import Gateway
+    from ragline.workers.loop import Topics
+
+    bus = MemoryBus()
+    spool = AcceptedSpool(tmp_path)
+    spool.keep([entry("t/waiting", age_s=60)])
+    gateway = Gateway(bus, Topics(), spool=spool, resend_after_s=0.2)
+    sent = []
+    for _ in range(24):  # 2.4 s of rounds every 0.1 s: due at 0, then 0.2, 0.4, 0.8 s after each
+        sent.append(await gateway.resend(0.0, "test"))
+        await asyncio.sleep(0.1)
+    assert 3 <= sum(sent) <= 5, sent  # every 0.2 s it would be 8 or more
+    assert sent[0] == 1 and sent[1] == 0
+    assert await gateway.resend(0.0, "the bus came back", everything=True) == 1
+    assert await gateway.resend(0.0, "test") == 0  # just sent: the count starts again
