@@ -85,6 +85,7 @@ class AcceptedSpool:
         self.confirmed = 0
         self.resent = 0
         self.confirmed_up_to = 0.0  # the latest accepted_at among confirmed entries (wall clock)
+        self.last_confirmed_at = time.monotonic()  # when a receipt last removed an entry (or start)
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
@@ -145,6 +146,7 @@ class AcceptedSpool:
             self._set(path, None)
             self.confirmed += 1
             self.confirmed_up_to = max(self.confirmed_up_to, entry.accepted_at)
+            self.last_confirmed_at = time.monotonic()
             return True
 
     def overtaken(self, by_s: float) -> list[Entry]:

@@ -155,8 +155,11 @@ class Gateway:
                 await self.resend(why="overtaken by later writes already written", overtaken_by_s=OVERTAKEN_S)
                 # receipts are a courtesy (a lost one only costs a write done again), so
                 # time alone also decides: measured, 40 skipped documents whose later
-                # neighbours' receipts were lost too waited for the next restart
-                await self.resend(self.resend_after_s, f"older than {self.resend_after_s:g} s")
+                # neighbours' receipts were lost too waited for the next restart. But only
+                # while no receipt comes: receipts coming mean the ingest side is working,
+                # and behind (a store outage), not lost; then the rule above is the one
+                if time.monotonic() - self.spool.last_confirmed_at > self.resend_after_s / 2:
+                    await self.resend(self.resend_after_s, f"older than {self.resend_after_s:g} s")
             except Exception as exc:  # the next round tries again
                 log.error("sending accepted writes again failed: %s", exc)
 
