@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,18 @@ class Stack:
 
     def port(self, offset: int) -> int:
         return self.base_port + offset
+
+    def listens(self) -> list[tuple[int, str]]:
+        """The ports the stack's processes listen on, with what listens there."""
+        ports = [(self.port(0), "balancer"), (self.port(10), "broker"), (self.port(11), "redis")]
+        ports += [(self.port(1 + n), f"api-{n}") for n in range(self.api_replicas)]
+        ports += [(self.port(20 + n), "worker metrics") for n in range(3 * self.workers_per_stage)]
+        if self.llm:
+            ports.append((self.port(12), "llm"))
+        if self.milvus_uri is None:
+            ports += [(self.port(30 + n), "milvus") for n in range(10)]
+            ports += [(2379, "milvus's etcd"), (2380, "milvus's etcd peers")]  # fixed by the milvus package
+        return ports
 
     @property
     def bus_url(self) -> str:
@@ -159,6 +172,15 @@ class Stack:
         the balancer (the API ready, and the pipeline's workers consuming)."""
         if self.running():
             raise ConfigurationError(f"a stack already runs from {self.directory}; `ragline stack down` first")
+        taken = [f"{port} ({what})" for port, what in self.listens() if not _free(port)]
+        if taken:
+            # Measured: a broker left by an earlier stack kept the port, the new stack's
+            # processes all used that old broker and its backlog, and every drill on it
+            # "lost" thousands of documents.
+            raise ConfigurationError(
+                f"ports the stack needs are taken: {', '.join(taken)}; a stack or drill left running? "
+                "stop it (`ragline stack down` in its directory) or choose another --port"
+            )
         self.write_conf()
         subprocess.run([_supervisor_bin("supervisord"), "-c", str(self.conf)], check=True)
         deadline = time.monotonic() + timeout_s
@@ -233,6 +255,16 @@ class Stack:
             if argv and argv[0].decode(errors="replace").startswith(mine + os.sep):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry.name), signal.SIGKILL)
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _quote(arg: str) -> str:
