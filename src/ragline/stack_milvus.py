@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     server = MilvusServer(MilvusServerConfig(), wait_for_started=False)
     parser = argparse.ArgumentParser(prog="python -m ragline.stack_milvus")
     parser.add_argument("--data", required=True, help="Milvus's data directory (kept across restarts)")
+    parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds to become healthy, or exit")
     for key in server.config_keys:
         value = server.config.get(key)
         if value is not None:
@@ -44,11 +47,33 @@ def main(argv: list[str] | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, forward)
+    if not _healthy_within(child, server.webservice_port, args.start_timeout):
+        # measured: a first start that logged "etcdserver: leader changed" never became
+        # healthy (and never exited) in 4 minutes; a new start is what it needs
+        print(f"milvus not healthy within {args.start_timeout:g} s: stopping it", file=sys.stderr, flush=True)
+        child.kill()
     code = child.wait()
     # Milvus's own logs are rewritten at each start: the last words go to supervisord's
     last = _last_words(Path(args.data) / "logs" / "milvus-stdout.log")
     print(f"milvus exited with {code}; its log ended with:\n{last}", file=sys.stderr, flush=True)
     return code if code > 0 else 1  # whatever the reason, not a clean stop to supervisord
+
+
+def _healthy_within(child, port: int, timeout_s: float) -> bool:
+    """Whether Milvus answers /healthz on ``port`` within ``timeout_s`` (False at once if
+    it exited)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            return True  # exited: its exit code says the rest
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                if b"OK" in response.read():
+                    return True
+        except OSError:
+            pass
+        time.sleep(1.0)
+    return False
 
 
 def _last_words(log: Path, lines: int = 5) -> str:
