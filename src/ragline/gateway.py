@@ -145,6 +145,8 @@ class Gateway:
         (a write accepted 10 s or more after it was confirmed: measured, a consumer group
         moved after a broker restart skipped 50 accepted documents, found only at the next
         restart), and what waited longer than ``resend_after_s``."""
+        spool = self.spool
+        assert spool is not None, "the resender runs only with a spool"
         await self.resend(why="left by an earlier run", entries=leftovers)
         while True:
             await asyncio.sleep(5.0)
@@ -158,7 +160,7 @@ class Gateway:
                 # neighbours' receipts were lost too waited for the next restart. But only
                 # while no receipt comes: receipts coming mean the ingest side is working,
                 # and behind (a store outage), not lost; then the rule above is the one
-                if time.monotonic() - self.spool.last_confirmed_at > self.resend_after_s / 2:
+                if time.monotonic() - spool.last_confirmed_at > self.resend_after_s / 2:
                     await self.resend(self.resend_after_s, f"older than {self.resend_after_s:g} s")
             except Exception as exc:  # the next round tries again
                 log.error("sending accepted writes again failed: %s", exc)
