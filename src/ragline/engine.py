@@ -80,6 +80,8 @@ class Engine:
         self._generator = generator
         # The extractive answerer picks sentences by meaning with the same embedder.
         self.fallback = ExtractiveGenerator(embedder=embedder if embedder.semantic else None)
+        if settings.min_answer_confidence is not None:
+            self.fallback.min_confidence = settings.min_answer_confidence
 
     @property
     def generator(self) -> Generator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -167,11 +167,34 @@ class Support(Message):
     document_id: str | None = None
 
 
+class Evidence(Message):
+    """A sentence of a passage that the answer rests on, whole and as the source says it."""
+
+    sentence: str
+    number: int  # the passage's number in the prompt (its citation)
+    chunk_id: str
+    document_id: str
+
+
 class Answer(Message):
     request_id: str
     tenant: str
+    # The answer: the evidence sentences, each cited [n] (extractive), or the LLM's text.
     text: str
     citations: list[Citation] = Field(default_factory=list)
+    # The answer itself when the question asks for a name, a place, a time or a quantity
+    # ("Guy de Lusignan", "1191"), taken from the evidence; None for other questions.
+    short_answer: str | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+    # Whether the evidence answers this question (not just "is in a source", which is
+    # ``grounded``): a calibrated probability, and the decision at the deployment's
+    # threshold (``min_answer_confidence``). None when nothing was read.
+    confidence: float | None = None
+    answers_question: bool | None = None
+    # Why there is no answer: nothing in the sources is about the question, or related
+    # passages were found (``related``, to read on) that do not answer it.
+    refusal: Literal["nothing_relevant", "not_answered"] | None = None
+    related: list[Citation] = Field(default_factory=list)
     model: str
     cached: bool = False
     degraded: bool = False
@@ -275,3 +298,28 @@ class Prompt:
 
     def messages(self) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system}, {"role": "user", "content": self.user_message()}]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A sentence of the passages, scored for a question."""
+
+    score: float
+    position: int  # its place among the passages' sentences
+    number: int  # the passage's number in the prompt
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the passages say about a question (the answerer's one reading of a prompt):
+    the evidence sentences (best first), the short answer when the question asks for a
+    name, place, time or quantity, the calibrated confidence that the evidence answers
+    the question, and the decision at the deployment's threshold."""
+
+    evidence: tuple[Scored, ...] = ()
+    confidence: float = 0.0
+    answers: bool = False
+    short: str | None = None
+    kind: str | None = None
+    features: dict[str, float] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .models import Answer, Chunk, FilterValue, Hit, Prompt
+from .models import Answer, Chunk, FilterValue, Hit, Prompt, Reading
 
 
 @runtime_checkable
@@ -139,8 +139,9 @@ class Fallback(Protocol):
     """Answers without an LLM, from the passages themselves (the extractive answerer):
     the default answerer, and the stand-in when the LLM fails or is not grounded."""
 
-    async def supported(self, prompt: Prompt) -> bool:
-        """Whether the passages hold enough of the question to answer it at all."""
+    async def read(self, prompt: Prompt) -> Reading:
+        """What the passages say about the question: evidence, short answer, confidence
+        and the decision whether they answer it (once per prompt; every path uses it)."""
         ...
 
     async def answer(self, prompt: Prompt) -> str: ...

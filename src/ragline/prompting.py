@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from .models import SYSTEM, Citation, Hit, Passage, Prompt
 
 NOT_IN_SOURCES = "I don't know: the sources do not contain the answer to this question."
+# The two refusals ragline gives itself (stages.generate decides, in one place):
+NOTHING_RELEVANT = "I don't know: nothing in the sources is about this question."
+NOT_ANSWERED = "I don't know: the sources have related passages (see related), but none of them answers this question."
 
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _IDK = re.compile(

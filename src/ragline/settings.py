@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # Below this similarity of the best passage, the answer is "not in the sources"
     # without asking the LLM (MiniLM cosine; calibrated on the sample corpus, see README).
     min_relevance: float = Field(default=0.22, ge=-1, le=1)
+    # An answer is given when the calibrated confidence that its evidence answers the
+    # question is at least this (0..1); None: the default chosen on CLAP NQ's tune part
+    # (generators/extractive.py, bench/calibrate.py). Lower answers more, refuses less.
+    min_answer_confidence: float | None = Field(default=None, ge=0, le=1)
     # A chat follow-up ("and which port does it use?") is rewritten by the LLM into a
     # standalone question when an LLM is configured (checked, else the rule in
     # api/routes/chat.py applies); at most this long, so the answer is not held up.

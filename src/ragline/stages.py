@@ -22,9 +22,9 @@ from .errors import RaglineError
 from .grounding import citations_from, ground
 from .ids import chunk_id, content_hash
 from .ingest.chunking import Chunker
-from .models import Answer, Chunk, Citation, Context, Document, Hit, IngestReport, Query, Support
+from .models import Answer, Chunk, Citation, Context, Document, Evidence, Hit, IngestReport, Query, Reading
 from .ports import AnswerMemo, Embedder, Fallback, Generator, VectorStore
-from .prompting import NOT_IN_SOURCES, Prompt, build_prompt, citations_for, says_it_does_not_know
+from .prompting import NOT_ANSWERED, NOTHING_RELEVANT, Prompt, build_prompt, says_it_does_not_know
 from .text import content_words
 
 _log = logging.getLogger("ragline.stages")
@@ -300,16 +300,18 @@ class Answering:
         return self.generator.name == "extractive"
 
 
-async def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
-    """The grounded prompt, or None when the context cannot answer the question.
+async def _prompt_for(context: Context, answering: Answering) -> tuple[Prompt | None, Reading | None]:
+    """The grounded prompt and the answerer's reading of it (None, None: nothing relevant).
 
-    Two gates, both cheap: the best passage must be similar enough to the question,
-    and some sentence must hold enough of its words. Below them the answer is "not in
-    the sources" without asking the LLM, which small models would answer by invention.
+    Two gates, both cheap: some passage must be similar enough to the question (else
+    nothing relevant was found), and the reading's calibrated confidence that its best
+    sentence answers the question must reach the threshold (else related passages were
+    found that do not answer it). Below them the answer is a refusal saying which,
+    without asking the LLM, which small models would answer by invention.
     """
     relevant = [h for h in context.hits if _similarity(h) >= answering.min_relevance]
     if not relevant:
-        return None
+        return None, None
     prompt = dataclasses.replace(
         build_prompt(context.query.text, relevant, answering.budget_tokens),
         tenant=context.query.tenant,
@@ -317,7 +319,7 @@ async def _prompt_for(context: Context, answering: Answering) -> Prompt | None:
     )
     if context.query.instructions:
         prompt = dataclasses.replace(prompt, system=f"{prompt.system}\n\n{_INSTRUCTIONS}{context.query.instructions}")
-    return prompt if await answering.fallback.supported(prompt) else None
+    return prompt, await answering.fallback.read(prompt)
 
 
 _INSTRUCTIONS = "The user's own instructions follow; the rules above come first:\n"
@@ -359,10 +361,11 @@ async def generate_stream(
             _observe(answering, answer)
             yield answer
             return
-    prompt = await _prompt_for(context, answering)
-    if prompt is None:
-        yield NOT_IN_SOURCES
-        answer = _answer(context, NOT_IN_SOURCES, None, "none", started)
+    prompt, reading = await _prompt_for(context, answering)
+    if prompt is None or reading is None or not reading.answers:  # the one place a refusal is decided
+        text = NOT_ANSWERED if reading is not None and reading.evidence else NOTHING_RELEVANT
+        yield text
+        answer = _refusal(context, text, prompt, reading, started)
         _observe(answering, answer)
         yield answer
         return
@@ -388,9 +391,9 @@ async def generate_stream(
             pieces = [await answering.fallback.answer(prompt)]
             yield pieces[0]
     text = "".join(pieces).strip()
-    answer = _answer(context, text, prompt, model, started, reason)
+    answer = _answer(context, text, prompt, model, started, reason, reading)
     if answer.grounded is False and answering.replace_ungrounded and model != "extractive":
-        answer = await _replace_ungrounded(context, answer, prompt, answering, started)
+        answer = await _replace_ungrounded(context, answer, prompt, reading, answering, started)
     if cache_key is not None and answering.answers is not None:
         await answering.answers.put(cache_key, answer, context.hits)
     _observe(answering, answer)
@@ -398,7 +401,7 @@ async def generate_stream(
 
 
 async def _replace_ungrounded(
-    context: Context, answer: Answer, prompt: Prompt, answering: Answering, started: float
+    context: Context, answer: Answer, prompt: Prompt, reading: Reading, answering: Answering, started: float
 ) -> Answer:
     """The extractive answer instead of an LLM answer the passages do not support."""
     unsupported = [s for s in answer.grounding if not s.supported]
@@ -406,7 +409,7 @@ async def _replace_ungrounded(
         f"LLM answer not grounded: {len(unsupported)} of {len(answer.grounding)} sentences are not supported "
         f"by the passages (first: {unsupported[0].sentence[:100]!r}); extractive answer given"
     )
-    return _answer(context, await answering.fallback.answer(prompt), prompt, "extractive", started, reason)
+    return _answer(context, await answering.fallback.answer(prompt), prompt, "extractive", started, reason, reading)
 
 
 def describe(exc: BaseException, timeout_s: float | None = None) -> str:
@@ -459,32 +462,79 @@ async def _bounded(stream: AsyncIterator[str], timeout_s: float) -> AsyncIterato
 def _answer(
     context: Context,
     text: str,
-    prompt: Prompt | None,
+    prompt: Prompt,
     model: str,
     started: float,
-    degraded_reason: str | None = None,
+    degraded_reason: str | None,
+    reading: Reading,
 ) -> Answer:
+    """The answer with its evidence, short answer, confidence, grounding and citations.
+
+    Citations follow one rule: the passages that support the answer's sentences
+    (grounding.py), whatever [n] markers a model wrote. An LLM that says it does not
+    know gives a refusal (not_answered), with the passages it read as related."""
+    if says_it_does_not_know(text):
+        return _refusal(context, text, prompt, reading, started, model, degraded_reason)
     timings = dict(context.timings_ms, generate=(time.perf_counter() - started) * 1000)
-    citations: list[Citation] = []
-    supports: list[Support] = []
-    grounded = None
-    if prompt is not None and not says_it_does_not_know(text):
-        supports = ground(text, prompt.passages)
-        grounded = all(s.supported for s in supports) if supports else None
-        # Citations name the passages that hold what the sentences say, whatever [n] the model wrote.
-        citations = citations_from(supports) or citations_for(text, prompt) or attribute(text, prompt)
-        citations = [_with_passage(c, prompt) for c in citations]
+    supports = ground(text, prompt.passages)
+    by_number = {p.number: p.hit for p in prompt.passages}
     return Answer(
         request_id=context.query.request_id,
         tenant=context.query.tenant,
         text=text,
-        citations=citations,
+        citations=[_with_passage(c, prompt) for c in citations_from(supports)],
+        short_answer=reading.short,
+        evidence=[
+            Evidence(
+                sentence=s.sentence,
+                number=s.number,
+                chunk_id=by_number[s.number].chunk_id,
+                document_id=by_number[s.number].document_id,
+            )
+            for s in sorted(reading.evidence, key=lambda s: s.position)
+        ],
+        confidence=round(reading.confidence, 3),
+        answers_question=reading.answers,
         model=model,
         degraded=degraded_reason is not None,
         degraded_reason=degraded_reason,
         timings_ms=timings,
-        grounded=grounded,
+        grounded=all(s.supported for s in supports) if supports else None,
         grounding=supports,
+    )
+
+
+def _refusal(
+    context: Context,
+    text: str,
+    prompt: Prompt | None,
+    reading: Reading | None,
+    started: float,
+    model: str = "none",
+    degraded_reason: str | None = None,
+) -> Answer:
+    """No answer, and why: nothing relevant found, or related passages (listed) that do not answer it."""
+    timings = dict(context.timings_ms, generate=(time.perf_counter() - started) * 1000)
+    related: dict[int, Citation] = {}
+    if prompt is not None and reading is not None:
+        by_number = {p.number: p.hit for p in prompt.passages}
+        for s in reading.evidence:  # the passages of its best sentences, best first
+            hit = by_number[s.number]
+            if s.number not in related:
+                citation = Citation(number=s.number, chunk_id=hit.chunk_id, document_id=hit.document_id)
+                related[s.number] = _with_passage(citation, prompt)
+    return Answer(
+        request_id=context.query.request_id,
+        tenant=context.query.tenant,
+        text=text,
+        model=model,
+        confidence=round(reading.confidence, 3) if reading is not None and reading.evidence else None,
+        answers_question=False,
+        refusal="not_answered" if related or model != "none" else "nothing_relevant",
+        related=list(related.values()),
+        degraded=degraded_reason is not None,
+        degraded_reason=degraded_reason,
+        timings_ms=timings,
     )
 
 
@@ -497,19 +547,3 @@ def _with_passage(citation: Citation, prompt: Prompt) -> Citation:
                 update={"text": passage.hit.text, "page": page if isinstance(page, int) else None}
             )
     return citation
-
-
-def attribute(text: str, prompt: Prompt, min_share: float = 0.5) -> list[Citation]:
-    """For an answer without [n] markers: the passage holding most of its words, if most are there."""
-    if says_it_does_not_know(text):
-        return []
-    words = set(content_words(text))
-    if not words:
-        return []
-    share, passage = max(
-        ((len(words & set(content_words(p.hit.text))) / len(words), p) for p in prompt.passages),
-        key=lambda pair: pair[0],
-    )
-    if share < min_share:
-        return []
-    return [Citation(number=passage.number, chunk_id=passage.hit.chunk_id, document_id=passage.hit.document_id)]

@@ -2,6 +2,7 @@ from ragline.generators.extractive import ExtractiveGenerator
 from ragline.generators.templates import render
 from ragline.models import Hit
 from ragline.prompting import (
+    NOT_ANSWERED,
     NOT_IN_SOURCES,
     build_prompt,
     citations_for,
@@ -57,7 +58,7 @@ async def test_extractive_answers_with_the_best_sentence_and_cites_it():
 
 async def test_extractive_says_not_in_sources_when_no_sentence_matches():
     prompt = build_prompt("Who won the 2018 FIFA World Cup?", [BEES, TEA], 1000)
-    assert await ExtractiveGenerator().answer(prompt) == NOT_IN_SOURCES
+    assert await ExtractiveGenerator().answer(prompt) == NOT_ANSWERED  # read, but nothing answers it
     assert not await ExtractiveGenerator().supported(prompt)
 
 
@@ -67,4 +68,4 @@ async def test_with_an_embedder_a_paraphrase_finds_its_sentence_and_a_missing_qu
     answerer = ExtractiveGenerator(embedder=minilm)
     assert "north entrance" in await answerer.answer(build_prompt("Where should I leave my bike?", [parking], 1000))
     spaces = build_prompt("How many parking spaces does the garage have?", [parking], 1000)
-    assert await answerer.answer(spaces) == NOT_IN_SOURCES  # the garage sentence states no number
+    assert await answerer.answer(spaces) == NOT_ANSWERED  # the garage sentence states no number
