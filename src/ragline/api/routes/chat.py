@@ -83,10 +83,18 @@ def sources(answer: Answer) -> list[dict[str, Any]]:
 
 
 def extras(answer: Answer) -> dict[str, Any]:
-    """ragline's fields beside OpenAI's: sources (with passage text and page), grounding
-    sentence by sentence, and what answered (the LLM or the extractive answerer) and why."""
+    """ragline's fields beside OpenAI's: sources (with passage text and page), the short
+    answer and its evidence, whether the evidence answers the question (and how sure),
+    why there is no answer (with the related passages), grounding sentence by sentence,
+    and what answered (the LLM or the extractive answerer) and why."""
     return {
         "sources": sources(answer),
+        "short_answer": answer.short_answer,
+        "evidence": [e.model_dump(exclude_none=True) for e in answer.evidence],
+        "confidence": answer.confidence,
+        "answers_question": answer.answers_question,
+        "refusal": answer.refusal,
+        "related": [c.model_dump(exclude_none=True) for c in answer.related],
         "grounded": answer.grounded,
         "grounding": [g.model_dump() for g in answer.grounding],
         "degraded": answer.degraded,
