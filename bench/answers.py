@@ -24,7 +24,7 @@ each, half of them unanswerable near misses. For each part:
 - answer_f1: SQuAD token F1 of the answer (citation markers removed) against the
   annotators' written answer, a refusal scoring 0;
 - answer_words_mean: words per answer given; answerable_refused, unanswerable_refused;
-- cited_right_doc: answerable ones citing the passage the question came with.
+- cited_right_doc: answerable ones answered and citing the passage the question came with.
 
 Last line: {"generator", "own": {...}, "heldout": {...test...}, "tune": {...},
 "ttft_ms_p50", "answer_ms_p50", "answer_ms_p50_c4", "answer_ms_p50_longest"}.
@@ -118,7 +118,9 @@ def _heldout_figures(items: list[heldout.Question], answers: dict[str, Answer]) 
         "answer_words_mean": sum(len(t.split()) for t in given) / max(len(given), 1),
         "answerable_refused": sum(refused(q) for q in answerable) / len(answerable),
         "unanswerable_refused": sum(refused(q) for q in unanswerable) / len(unanswerable),
-        "cited_right_doc": sum(any(c.document_id == q.document_id for c in answers[q.id].citations) for q in answerable)
+        "cited_right_doc": sum(
+            not refused(q) and any(c.document_id == q.document_id for c in answers[q.id].citations) for q in answerable
+        )
         / len(answerable),
         "n_answerable": len(answerable),
         "n_unanswerable": len(unanswerable),
@@ -195,6 +197,13 @@ async def run_own(settings: Settings) -> dict:
         "answer_ms_p50": median(total),
         "answer_ms_p50_c4": median(concurrent),
         "correct_by_kind": {k: sum(v) / len(v) for k, v in by_kind.items()},
+        # short answers: how many answerable questions got one, and how many of those hold the fact
+        "short_answers": sum(answers[q["question"]].short_answer is not None for q in answerable),
+        "short_answers_right": sum(
+            (s := answers[q["question"]].short_answer) is not None
+            and any(f.lower() in s.lower() or s.lower() in f.lower() for f in q.get("facts_all") or q["facts"])
+            for q in answerable
+        ),
         # with an LLM: how many answers it gave, and why the others are extractive
         "answered_by": dict(Counter(a.model if a.model in ("extractive", "none") else "llm" for a in answers.values())),
         "degraded_reasons": dict(Counter((a.degraded_reason or "")[:40] for a in answers.values() if a.degraded)),

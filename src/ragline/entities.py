@@ -24,7 +24,8 @@ KINDS: dict[str, frozenset[str]] = {
     "person": frozenset({"PERSON", "ORG", "NORP", "GPE"}),  # who: a person, a group, a people
     "place": frozenset({"GPE", "LOC", "FAC", "ORG"}),
     "time": frozenset({"DATE", "TIME", "EVENT"}),  # when: a date, or an event or period
-    "quantity": frozenset({"CARDINAL", "QUANTITY", "MONEY", "PERCENT"}),
+    # how many / how much: a count, an amount, a sum; "how many days" is answered by a DATE
+    "quantity": frozenset({"CARDINAL", "QUANTITY", "MONEY", "PERCENT", "DATE", "TIME"}),
     "duration": frozenset({"DATE", "TIME", "QUANTITY", "CARDINAL"}),  # how long, how old, how often
 }
 _ASKS = [
