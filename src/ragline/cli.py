@@ -617,7 +617,13 @@ def ask(
         out.print(answer.text, soft_wrap=True, highlight=False, markup=False)
     if answer.degraded:
         err.print(f"[yellow]degraded:[/] {answer.degraded_reason}")
-    for citation in answer.citations:
+    if answer.short_answer:
+        out.print(f"answer: {answer.short_answer}", markup=False, highlight=False)
+    if answer.confidence is not None:
+        err.print(f"[dim]confidence that the evidence answers the question: {answer.confidence:.2f}[/]")
+    if answer.related:
+        out.print("related passages that do not answer it:", markup=False, highlight=False)
+    for citation in answer.citations or answer.related:
         page = f" (page {citation.page})" if citation.page is not None else ""
         out.print(f"  [{citation.number}] {citation.document_id}{page}", markup=False, highlight=False)
     timings = ", ".join(f"{k} {v:.0f} ms" for k, v in answer.timings_ms.items())
