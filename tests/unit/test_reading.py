@@ -12,7 +12,8 @@ from ragline.prompting import NOT_ANSWERED, NOTHING_RELEVANT, build_prompt
 
 NORMANS = (
     "The Normans were descended from Norse raiders. In 911 their leader Rollo swore fealty to King Charles III "
-    "of West Francia. Guy de Lusignan ruled Cyprus from 1192 until his death in 1194."
+    "of West Francia. Guy de Lusignan ruled Cyprus from 1192 until his death in 1194. "
+    "The Byzantine governors held Bari until the empire fell."
 )
 
 
@@ -48,6 +49,7 @@ def test_the_tagger_finds_single_names_and_groups_that_capital_letter_rules_miss
     [
         ("Who did Rollo swear fealty to?", "Charles III"),  # not Rollo: the question names him
         ("When did Guy de Lusignan start to rule Cyprus?", "1192"),
+        ("When did the Byzantine governors hold Bari?", "until the empire fell"),  # a period, no date
     ],
 )
 async def test_a_typed_question_gets_its_short_answer_with_the_sentence_as_evidence(minilm, question, short):
