@@ -75,6 +75,7 @@ class Named:
 
 
 _lock = threading.Lock()
+_running = threading.Lock()
 _nlp: Any = None
 
 
@@ -92,7 +93,10 @@ def named(texts: Sequence[str]) -> list[list[Named]]:
     """For each text, its entities and its untagged proper-noun runs (CPU work: call it
     off the event loop)."""
     found: list[list[Named]] = []
-    for doc in _pipeline().pipe(list(texts)):
+    nlp = _pipeline()
+    with _running:  # one pipeline, one caller at a time (spaCy does not promise thread safety)
+        docs = list(nlp.pipe(list(texts)))
+    for doc in docs:
         items = [Named(e.text, e.label_, e.start_char, e.end_char) for e in doc.ents]
         covered = {i for e in doc.ents for i in range(e.start, e.end)}
         run: list[Any] = []

@@ -9,6 +9,7 @@ bus, by the pipeline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -107,6 +108,10 @@ async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, sta
         engine = Engine.from_settings(settings)
         app.state.metrics = engine.metrics
         stack.push_async_callback(engine.close)
+        # The answerer's tagger loads now (0.4-2 s), not on the first question.
+        from .. import entities
+
+        await asyncio.to_thread(entities.warm)
     if not settings.bus_url:
         return LocalAnswerer(engine)
     from ..buses import build_bus
