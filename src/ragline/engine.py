@@ -153,6 +153,7 @@ class Engine:
                 offload=(self.small_chunking if small else self.chunking).run,
                 progress=progress,
                 interactive=small,
+                sentence_vectors=self.settings.sentence_vectors,
             )
         now = datetime.now(UTC)  # writes use Strong consistency: searchable from here on
         for document in documents:

@@ -49,8 +49,6 @@ _ASKS = [
     ("person", re.compile(r"^\s*(who|whom|whose)\b|^\s*(which|what) (person|people|group|company|team)\b", re.I)),
     ("place", re.compile(r"^\s*(where|(in |at )?(which|what) (country|city|state|place|region|town))\b", re.I)),
 ]
-# Footnote and reference markers that encyclopedia text carries: "[note 7]", "[12]", "[a]".
-_MARKERS = re.compile(r"\s*\[(?:\d{1,3}|[a-z]|note \d+|citation needed|nb \d+)\]", re.I)
 
 
 def asked_kind(question: str) -> str | None:
@@ -59,11 +57,6 @@ def asked_kind(question: str) -> str | None:
         if pattern.search(question):
             return kind
     return None
-
-
-def clean(sentence: str) -> str:
-    """The sentence without footnote markers."""
-    return " ".join(_MARKERS.sub("", sentence).split())
 
 
 @dataclass(frozen=True)

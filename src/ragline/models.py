@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -63,6 +64,8 @@ class Chunk(Message):
     content_hash: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     vector: list[float] | None = None
+    # Its answer candidates and their vectors, made at ingestion (sentences.encode).
+    sentences: str | None = None
 
 
 class Query(Message):
@@ -145,6 +148,9 @@ class Context(Message):
     mode: str = "dense"  # the retrieval mode actually used
     notice: str | None = None  # e.g. why another mode than the one asked for was used
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # For answers: the hits' sentences and vectors made at ingestion, by chunk id
+    # (sentences.encode; chunks stored without them are absent).
+    sentences: dict[str, str] = Field(default_factory=dict)
 
 
 class Citation(Message):
@@ -288,6 +294,8 @@ class Prompt:
     tenant: str = ""  # on whose behalf (per-tenant caches of what answering computes)
     earlier: str = ""  # the earlier question a follow-up continues
     user: str = ""  # a user message of its own instead of passages and question (a rewrite)
+    # The passages' sentences and vectors made at ingestion, by chunk id (Context.sentences).
+    sentences: Mapping[str, str] = field(default_factory=dict)
 
     def user_message(self) -> str:
         if self.user:

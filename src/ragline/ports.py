@@ -92,6 +92,11 @@ class VectorStore(Protocol):
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]: ...
 
+    async def sentence_index(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, str]:
+        """The sentences and vectors stored with these chunks at ingestion, by chunk id
+        (chunks stored without them are absent)."""
+        ...
+
     async def documents(
         self,
         tenant: str,

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # question is at least this (0..1); None: the default chosen on CLAP NQ's tune part
     # (generators/extractive.py, bench/calibrate.py). Lower answers more, refuses less.
     min_answer_confidence: float | None = Field(default=None, ge=0, le=1)
+    # Ingestion stores each chunk's sentences and their vectors with it (about 5 KB a
+    # chunk), so an answer embeds only its question; off: answers embed the passages'
+    # sentences each time (ingestion embeds about half as much).
+    sentence_vectors: bool = True
     # A chat follow-up ("and which port does it use?") is rewritten by the LLM into a
     # standalone question when an LLM is configured (checked, else the rule in
     # api/routes/chat.py applies); at most this long, so the answer is not held up.

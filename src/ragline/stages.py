@@ -13,16 +13,29 @@ import json
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import sentences
 from .errors import RaglineError
 from .grounding import citations_from, ground
 from .ids import chunk_id, content_hash
 from .ingest.chunking import Chunker
-from .models import Answer, Chunk, Citation, Context, Document, Evidence, Hit, IngestReport, Query, Reading
+from .models import (
+    Answer,
+    Chunk,
+    Citation,
+    Context,
+    Document,
+    Evidence,
+    Hit,
+    IngestReport,
+    Passage,
+    Query,
+    Reading,
+)
 from .ports import AnswerMemo, Embedder, Fallback, Generator, VectorStore
 from .prompting import NOT_ANSWERED, NOTHING_RELEVANT, Prompt, build_prompt, says_it_does_not_know
 from .text import content_words
@@ -146,6 +159,7 @@ async def ingest(
     offload: Offload = _inline,
     progress: Progress | None = None,
     interactive: bool = False,
+    sentence_vectors: bool = False,
 ) -> IngestReport:
     """Make the store hold exactly these documents' current chunks; idempotent.
 
@@ -154,6 +168,8 @@ async def ingest(
 
     Unchanged chunks are neither embedded nor written; chunks a document no longer
     has are deleted after its new chunks are written, so it is never missing.
+    ``sentence_vectors``: each written chunk also gets its answer candidates and their
+    vectors (sentences.py), so answering embeds only the question.
     ``progress(kind, n)`` hears of "planned" (chunks to write), "unchanged",
     "embedded" and "written" chunks as they happen.
     """
@@ -168,7 +184,10 @@ async def ingest(
         # The write time goes into the chunks' metadata (outside the content hash: an
         # unchanged chunk keeps its time), in the same copy that adds the vector.
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
-        await store.upsert(await _embedded(to_write, embedder, tell, now, interactive))
+        embedded = await _embedded(to_write, embedder, tell, now, interactive)
+        if sentence_vectors and embedder.semantic:
+            embedded = await _with_sentences(embedded, documents, embedder, offload, interactive)
+        await store.upsert(embedded)
         tell("written", len(to_write))
     for doc, plan in zip(documents, plans):
         if plan.delete:
@@ -221,6 +240,52 @@ async def _embedded(
     return out
 
 
+async def _with_sentences(
+    chunks: list[Chunk], documents: Sequence[Document], embedder: Embedder, offload: Offload, interactive: bool
+) -> list[Chunk]:
+    """The chunks with their sentences and vectors (sentences.encode): a sentence cut at a
+    chunk's edge is taken whole from the document; each distinct sentence embedded once."""
+    texts = {(d.tenant, d.id): d.text for d in documents}
+    per_chunk: list[list[str]] = await offload(_chunk_sentences, chunks, texts)
+    out: list[Chunk] = []
+    by_tenant: dict[str, list[int]] = defaultdict(list)
+    for i, chunk in enumerate(chunks):
+        by_tenant[chunk.tenant].append(i)
+    encoded: dict[int, str | None] = {}
+    for tenant, indexes in by_tenant.items():
+        for start in range(0, len(indexes), _EMBED_SLICE):
+            part = indexes[start : start + _EMBED_SLICE]
+            distinct = list(dict.fromkeys(s for i in part for s in per_chunk[i]))
+            if not distinct:
+                continue
+            vectors = await embedder.embed(distinct, tenant, interactive=interactive)
+            row = {s: n for n, s in enumerate(distinct)}
+            for i in part:
+                found = per_chunk[i]
+                encoded[i] = sentences.encode(found, vectors[[row[s] for s in found]]) if found else None
+    for i, chunk in enumerate(chunks):
+        out.append(chunk.model_copy(update={"sentences": encoded.get(i)}) if encoded.get(i) else chunk)
+    return out
+
+
+def _chunk_sentences(chunks: Sequence[Chunk], documents: Mapping[tuple[str, str], str]) -> list[list[str]]:
+    """Each chunk's answer candidates, edges made whole from its document's text."""
+    grouped: dict[tuple[str, str], list[Chunk]] = defaultdict(list)
+    for chunk in chunks:
+        grouped[(chunk.tenant, chunk.document_id)].append(chunk)
+    spans: dict[str, tuple[int, int] | None] = {}
+    for key, group in grouped.items():
+        group.sort(key=lambda c: c.number)
+        spans.update(zip([c.id for c in group], sentences.chunk_spans(documents.get(key, ""), [c.text for c in group])))
+    out = []
+    for chunk in chunks:
+        document = documents.get((chunk.tenant, chunk.document_id), "")
+        span = spans.get(chunk.id)
+        text = sentences.whole_edges(document, *span) if span is not None else chunk.text
+        out.append(sentences.passage_sentences(text, chunk.number == 0))
+    return out
+
+
 async def retrieve(
     query: Query, *, embedder: Embedder, store: VectorStore, mode: str = "dense", exact: bool = False
 ) -> Context:
@@ -239,13 +304,12 @@ async def retrieve(
     t1 = time.perf_counter()
     hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.retrieval_text, mode=mode)
     t2 = time.perf_counter()
-    return Context(
-        query=query,
-        hits=hits,
-        mode=mode,
-        notice=notice,
-        timings_ms={"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000},
-    )
+    timings = {"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000}
+    stored: dict[str, str] = {}
+    if query.purpose == "answer" and hits:  # the answer reads the sentences stored with its hits
+        stored = await store.sentence_index(query.tenant, [h.chunk_id for h in hits])
+        timings["sentences"] = (time.perf_counter() - t2) * 1000
+    return Context(query=query, hits=hits, mode=mode, notice=notice, timings_ms=timings, sentences=stored)
 
 
 _REWRITE = (
@@ -316,6 +380,7 @@ async def _prompt_for(context: Context, answering: Answering) -> tuple[Prompt | 
         build_prompt(context.query.text, relevant, answering.budget_tokens),
         tenant=context.query.tenant,
         earlier=context.query.follows or "",
+        sentences=context.sentences,
     )
     if context.query.instructions:
         prompt = dataclasses.replace(prompt, system=f"{prompt.system}\n\n{_INSTRUCTIONS}{context.query.instructions}")
@@ -476,7 +541,7 @@ def _answer(
     if says_it_does_not_know(text):
         return _refusal(context, text, prompt, reading, started, model, degraded_reason)
     timings = dict(context.timings_ms, generate=(time.perf_counter() - started) * 1000)
-    supports = ground(text, prompt.passages)
+    supports = ground(text, _with_evidence(prompt, reading))
     by_number = {p.number: p.hit for p in prompt.passages}
     return Answer(
         request_id=context.query.request_id,
@@ -502,6 +567,22 @@ def _answer(
         grounded=all(s.supported for s in supports) if supports else None,
         grounding=supports,
     )
+
+
+def _with_evidence(prompt: Prompt, reading: Reading) -> list[Passage]:
+    """The passages, each with the evidence sentences read from it that its text holds
+    only in part (a sentence taken whole from the document past the chunk's edge)."""
+    extra: dict[int, list[str]] = defaultdict(list)
+    for s in reading.evidence:
+        extra[s.number].append(s.sentence)
+    out = []
+    for passage in prompt.passages:
+        more = [t for t in extra.get(passage.number, []) if t not in passage.hit.text]
+        if more:
+            hit = passage.hit.model_copy(update={"text": " ".join([passage.hit.text, *more])})
+            passage = dataclasses.replace(passage, hit=hit)
+        out.append(passage)
+    return out
 
 
 def _refusal(

@@ -190,3 +190,18 @@ async def test_documents_are_listed_in_id_order_by_prefix_and_cursor_within_the_
     assert [r.id for r in await store.documents("t", prefix="b", after="b-1", filters={"kind": "b"})] == ["b-2"]
     assert [r.id for r in await store.documents("t", filters={"kind": ["a", "c"]})] == ["a-1", "a_3", "c"]
     assert await store.documents("u", filters={"kind": "b"}) == []
+
+
+async def test_sentences_stored_with_a_chunk_come_back_by_chunk_id_within_the_tenant(store):
+    from ragline import sentences
+
+    vectors = np.eye(DIM, dtype=np.float32)[:2]
+    blob = sentences.encode(["First sentence here.", "Second one here."], vectors)
+    with_sentences = chunk("t", "d", 0).model_copy(update={"sentences": blob})
+    await store.upsert([with_sentences, chunk("t", "d", 1), chunk("u", "d", 0)])
+    found = await store.sentence_index("t", [chunk_id("t", "d", 0), chunk_id("t", "d", 1), chunk_id("u", "d", 0)])
+    assert list(found) == [chunk_id("t", "d", 0)]  # chunks without sentences, other tenants: absent
+    texts, decoded = sentences.decode(found[chunk_id("t", "d", 0)], DIM)
+    assert texts == ["First sentence here.", "Second one here."]
+    assert np.allclose(decoded, vectors, atol=0.01)
+    assert await store.sentence_index("t", []) == {}

@@ -75,7 +75,7 @@ async def test_a_quantity_question_is_refused_when_no_sentence_states_one(minilm
 
 def test_sentences_come_without_footnote_markers_or_the_documents_title():
     text = "Normans in Sicily\n\nThe Normans took Sicily in 1091.[12] Roger I ruled it as count.[note 7]"
-    sentences = [s for _, s in candidates(build_prompt("q", [hit(text)], 1000))]
+    sentences = [s for _, s, _ in candidates(build_prompt("q", [hit(text)], 1000))]
     assert sentences == ["The Normans took Sicily in 1091.", "Roger I ruled it as count."]
 
 

@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 
-from .. import entities
+from .. import entities, sentences
 from ..models import Prompt, Reading, Scored
 from ..ports import Embedder
 from ..prompting import NOT_ANSWERED, NOTHING_RELEVANT
-from ..text import content_words, split_sentences
+from ..text import content_words
 
 # The calibrated confidence that the best sentence answers the question: a logistic
 # model of the features below, fitted on CLAP NQ's tune part and our own set, each
@@ -114,24 +114,30 @@ class ExtractiveGenerator:
         return reading
 
     async def _read(self, prompt: Prompt) -> Reading:
-        sentences = candidates(prompt)
-        if not sentences:
+        found = candidates(prompt, self.embedder.dimension if self.embedder is not None else None)
+        if not found:
             return Reading()
+        sentences_ = [(number, text) for number, text, _ in found]
         parts = _parts(prompt.question) if self.embedder is not None else [prompt.question]
         vectors = None
         asked: dict[str, np.ndarray] = {}
         if self.embedder is not None:
-            # Float32 vectors (the model's own) for sentences and questions: the weights
-            # were fitted on their cosines. The question's exact vector is the one its
-            # retrieval used (kept: no second run).
+            # Sentence vectors stored at ingestion (int8, unit length) or, for chunks
+            # stored without them, the model's float32 ones made now; float32 questions.
+            # The question's exact vector is the one its retrieval used (kept: no second run).
             earlier = prompt.earlier
             questions = dict.fromkeys(q for p in parts for q in ((p, earlier, f"{earlier} {p}") if earlier else (p,)))
-            vectors = await self.embedder.embed([s for _, s in sentences], prompt.tenant, interactive=True)
+            missing = [i for i, (_, _, v) in enumerate(found) if v is None]
+            made_at: dict[int, np.ndarray] = {}
+            if missing:
+                made = await self.embedder.embed([found[i][1] for i in missing], prompt.tenant, interactive=True)
+                made_at = dict(zip(missing, made))
+            vectors = np.stack([v if v is not None else made_at[i] for i, (_, _, v) in enumerate(found)])
             asked = {q: await self.embedder.embed_query(q, prompt.tenant, exact=True) for q in questions}
         chosen: dict[int, Scored] = {}
         best_of_parts: list[tuple[str, list[Scored]]] = []
         for part in parts:
-            scored = self._scored(part, sentences, vectors, asked, prompt.earlier)
+            scored = self._scored(part, sentences_, vectors, asked, prompt.earlier)
             best_of_parts.append((part, scored))
             best = scored[0].score
             margin = self.second_within if len(parts) == 1 and self.embedder is not None else 0.0
@@ -215,30 +221,21 @@ def confidence_of(features: dict[str, float]) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def candidates(prompt: Prompt) -> list[tuple[int, str]]:
-    """The passages' sentences, once each, whole, without footnote markers or headings:
-    the only sentence splitter of the answer path."""
-    found: list[tuple[int, str]] = []
+def candidates(prompt: Prompt, dimension: int | None = None) -> list[tuple[int, str, np.ndarray | None]]:
+    """The passages' sentences (passage number, sentence, vector if stored), once each:
+    those stored with the chunk at ingestion (whole, vectors made then) where there are,
+    else the passage's own (``sentences.passage_sentences``, the one splitter)."""
+    found: list[tuple[int, str, np.ndarray | None]] = []
     for passage in prompt.passages:
-        headings = _headings(passage.hit.text, passage.hit.number == 0)
-        for sentence in split_sentences(passage.hit.text):
-            if sentence not in headings:
-                found.append((passage.number, entities.clean(sentence)))
+        stored = sentences.decode(prompt.sentences.get(passage.hit.chunk_id), dimension) if dimension else None
+        if stored is not None:
+            found += [(passage.number, text, vector) for text, vector in zip(*stored)]
+        else:
+            found += [
+                (passage.number, t, None)
+                for t in sentences.passage_sentences(passage.hit.text, passage.hit.number == 0)
+            ]
     return _distinct(found)
-
-
-_HEADING = re.compile(r"^#{1,6}\s+(.*\S)\s*$")
-_ENDS = re.compile(r"[.!?:;\"')\]]$")
-
-
-def _headings(text: str, first_chunk: bool) -> set[str]:
-    """A passage's headings: Markdown ones, and a document's first line when it is a title
-    (no closing punctuation, a blank line after it). Evidence for nothing on their own."""
-    lines = text.splitlines()
-    found = {m.group(1) for line in lines if (m := _HEADING.match(line.strip()))}
-    if first_chunk and len(lines) > 1 and not lines[1].strip() and not _ENDS.search(lines[0].strip()):
-        found.add(lines[0].strip())
-    return found
 
 
 def _short_answer(
@@ -315,13 +312,13 @@ def _lexical_scores(question: str, sentences: list[str]) -> list[float]:
     return [sum(idf[w] for w in wanted & d) / total for d in docs]
 
 
-def _distinct(sentences: list[tuple[int, str]]) -> list[tuple[int, str]]:
+def _distinct(found: list[tuple[int, str, np.ndarray | None]]) -> list[tuple[int, str, np.ndarray | None]]:
     """Overlapping chunks repeat sentences, some cut at a chunk's edge: keep each once, whole."""
-    texts = [s for _, s in sentences]
+    texts = [s for _, s, _ in found]
     kept, seen = [], set()
-    for number, sentence in sentences:
+    for number, sentence, vector in found:
         if sentence in seen or any(sentence != other and sentence in other for other in texts):
             continue
         seen.add(sentence)
-        kept.append((number, sentence))
+        kept.append((number, sentence, vector))
     return kept

@@ -35,6 +35,10 @@ class MemoryStore:
         for chunk in chunks:
             self._chunks.setdefault(chunk.tenant, {})[chunk.id] = chunk
 
+    async def sentence_index(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, str]:
+        stored = self._chunks.get(tenant, {})
+        return {i: c.sentences for i in chunk_ids if (c := stored.get(i)) is not None and c.sentences}
+
     async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         stored = self._chunks.get(tenant, {})
         for chunk_id in chunk_ids:

@@ -52,6 +52,12 @@ _RETRIES = 3  # pymilvus' own retries of a failed RPC, within the call's timeout
 _PING_TIMEOUT_S = 2.0  # readiness must notice a dead Milvus within 5 s
 _COLUMNS = {"document_id", "number", "content_hash"}  # filterable as fields, not metadata
 _HIT_FIELDS = ["document_id", "number", "text", "content_hash", "metadata"]
+_SENTENCES_BYTES = 65_535  # Milvus' VARCHAR limit; sentences.encode keeps within it
+
+
+def _sentences_field(blob: str | None) -> str:
+    """The stored form: "" for none (no nullable fields on Milvus 2.3 servers)."""
+    return blob if blob and len(blob.encode()) <= _SENTENCES_BYTES else ""
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,7 @@ class MilvusStore:
         self._revived = 0  # Milvus Lite processes started again after they died
         self._reviving: asyncio.Lock | None = None
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
+        self.has_sentences = True  # a field for sentences.encode (collections made before lack it)
         self.rrf_k = config.rrf_k
         self._ensure_collection()
         self._private()
@@ -288,6 +295,7 @@ class MilvusStore:
                 self._check_schema()
             else:
                 self.full_text = self._server_supports_bm25()
+                self.has_sentences = True
                 self._create_collection()
             # A 100k-chunk collection took more than one RPC's 10 s to load (start-up failed).
             self._client.load_collection(
@@ -307,6 +315,9 @@ class MilvusStore:
     def _check_schema(self) -> None:
         info = self._client.describe_collection(self.collection, timeout=self.rpc_timeout)
         self.full_text = any(f["name"] == "sparse" for f in info["fields"])
+        # Collections made before sentence vectors were stored have no field for them:
+        # their answers embed the passages' sentences at answer time.
+        self.has_sentences = any(f["name"] == "sentences" for f in info["fields"])
         vector = next(f for f in info["fields"] if f["name"] == "vector")
         stored = int(vector["params"]["dim"])
         if stored != self.dimension:
@@ -328,6 +339,7 @@ class MilvusStore:
         schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, **(analyzer if self.full_text else {}))
         schema.add_field("metadata", DataType.JSON)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dimension)
+        schema.add_field("sentences", DataType.VARCHAR, max_length=_SENTENCES_BYTES)
         index_params = self._client.prepare_index_params()
         index_params.add_index(
             "vector", index_type=self.index.kind, metric_type="COSINE", params=self.index.build_params
@@ -398,7 +410,20 @@ class MilvusStore:
             "text": _truncate_utf8(chunk.text, MAX_TEXT_BYTES),
             "metadata": chunk.metadata,
             "vector": chunk.vector,
+            **({"sentences": _sentences_field(chunk.sentences)} if self.has_sentences else {}),
         }
+
+    async def sentence_index(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, str]:
+        if not self.has_sentences or not chunk_ids:
+            return {}
+        batch = ", ".join(_quote(i) for i in chunk_ids)
+        rows = await self._call(
+            "query",
+            filter=f"{filter_expression(tenant)} and id in [{batch}]",
+            output_fields=["id", "sentences"],
+            limit=len(chunk_ids),
+        )
+        return {r["id"]: r["sentences"] for r in rows if r.get("sentences")}
 
     async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         ids = list(chunk_ids)
