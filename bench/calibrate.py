@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -59,7 +60,7 @@ async def _read(engine: Engine, settings: Settings, question: str) -> Reading | 
     if not relevant:
         return None
     prompt = build_prompt(question, relevant, settings.llm_context_tokens - settings.llm_max_tokens - 64)
-    return await engine.fallback.read(prompt)
+    return await engine.fallback.read(dataclasses.replace(prompt, sentences=context.sentences))
 
 
 async def features(settings: Settings) -> list[dict]:

@@ -41,6 +41,7 @@ async def fill(database: str, chunks: int) -> None:
     from search import sample_sentences
 
     from ragline import Chunk, Settings
+    from ragline import sentences as sentence_index
     from ragline.embedders.minilm import MiniLMEmbedder
     from ragline.ids import chunk_id, content_hash
     from ragline.stores.milvus import MilvusStore
@@ -62,6 +63,8 @@ async def fill(database: str, chunks: int) -> None:
             for j in range(n):
                 i = start + j
                 text = sentences[picks[j]]
+                # its sentence and that sentence's own vector, as ingestion stores them
+                stored = sentence_index.encode([text], seeds[picks[j]][None]) if len(text.split()) >= 4 else None
                 batch.append(
                     Chunk(
                         id=chunk_id("default", f"doc{i // 10}", i % 10),
@@ -71,6 +74,7 @@ async def fill(database: str, chunks: int) -> None:
                         text=text,
                         content_hash=content_hash(f"{i}:{text}"),
                         vector=vectors[j].tolist(),
+                        sentences=stored,
                     )
                 )
             await store.upsert(batch)
@@ -206,7 +210,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         database = args.keep or f"{tmp}/serve.db"
         filled = time.perf_counter()
-        marker = f"{database}.filled-{args.chunks}"
+        marker = f"{database}.filled-{args.chunks}-sentences"  # a fill from before stored sentences is not reused
         if args.chunks and not os.path.exists(marker):  # noqa: ASYNC240 - before any load
             command = [sys.executable, __file__, "--fill-into", database, "--chunks", str(args.chunks)]
             await asyncio.to_thread(subprocess.run, command, check=True)
