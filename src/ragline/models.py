@@ -140,6 +140,9 @@ class Hit(Message):
     similarity: float | None = None  # cosine to the question, whatever the mode
     content_hash: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # In-process only (never serialised): the chunk's stored sentences, when a search for
+    # an answer asked for them; stages.retrieve moves them into Context.sentences.
+    sentences: str | None = Field(default=None, exclude=True)
 
 
 class Context(Message):

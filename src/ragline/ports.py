@@ -88,14 +88,13 @@ class VectorStore(Protocol):
         *,
         text: str | None = None,
         mode: str = "dense",
-    ) -> list[Hit]: ...
+        with_sentences: bool = False,
+    ) -> list[Hit]:
+        """The best ``top_k`` chunks; ``with_sentences``: each hit also carries the
+        sentences and vectors stored with its chunk at ingestion (``Hit.sentences``)."""
+        ...
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]: ...
-
-    async def sentence_index(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, str]:
-        """The sentences and vectors stored with these chunks at ingestion, by chunk id
-        (chunks stored without them are absent)."""
-        ...
 
     async def documents(
         self,

@@ -302,14 +302,20 @@ async def retrieve(
     t0 = time.perf_counter()
     vector = await embedder.embed_query(query.retrieval_text, query.tenant, exact=exact)
     t1 = time.perf_counter()
-    hits = await store.search(query.tenant, vector, query.top_k, query.filters, text=query.retrieval_text, mode=mode)
+    answer = query.purpose == "answer"  # an answer reads the sentences stored with its hits
+    hits = await store.search(
+        query.tenant, vector, query.top_k, query.filters, text=query.retrieval_text, mode=mode, with_sentences=answer
+    )
     t2 = time.perf_counter()
-    timings = {"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000}
-    stored: dict[str, str] = {}
-    if query.purpose == "answer" and hits:  # the answer reads the sentences stored with its hits
-        stored = await store.sentence_index(query.tenant, [h.chunk_id for h in hits])
-        timings["sentences"] = (time.perf_counter() - t2) * 1000
-    return Context(query=query, hits=hits, mode=mode, notice=notice, timings_ms=timings, sentences=stored)
+    stored = {h.chunk_id: h.sentences for h in hits if h.sentences}
+    return Context(
+        query=query,
+        hits=hits,
+        mode=mode,
+        notice=notice,
+        timings_ms={"embed": (t1 - t0) * 1000, "search": (t2 - t1) * 1000},
+        sentences=stored,
+    )
 
 
 _REWRITE = (

@@ -192,16 +192,19 @@ async def test_documents_are_listed_in_id_order_by_prefix_and_cursor_within_the_
     assert await store.documents("u", filters={"kind": "b"}) == []
 
 
-async def test_sentences_stored_with_a_chunk_come_back_by_chunk_id_within_the_tenant(store):
+async def test_sentences_stored_with_a_chunk_come_back_with_it_when_a_search_asks(store):
     from ragline import sentences
 
     vectors = np.eye(DIM, dtype=np.float32)[:2]
     blob = sentences.encode(["First sentence here.", "Second one here."], vectors)
     with_sentences = chunk("t", "d", 0).model_copy(update={"sentences": blob})
-    await store.upsert([with_sentences, chunk("t", "d", 1), chunk("u", "d", 0)])
-    found = await store.sentence_index("t", [chunk_id("t", "d", 0), chunk_id("t", "d", 1), chunk_id("u", "d", 0)])
-    assert list(found) == [chunk_id("t", "d", 0)]  # chunks without sentences, other tenants: absent
-    texts, decoded = sentences.decode(found[chunk_id("t", "d", 0)], DIM)
+    await store.upsert([with_sentences, chunk("t", "d", 1)])
+    hits = await store.search("t", np.array(unit(0)), top_k=2, with_sentences=True)
+    by_id = {h.chunk_id: h.sentences for h in hits}
+    assert by_id[chunk_id("t", "d", 1)] is None  # a chunk stored without them
+    texts, decoded = sentences.decode(by_id[chunk_id("t", "d", 0)], DIM)
     assert texts == ["First sentence here.", "Second one here."]
     assert np.allclose(decoded, vectors, atol=0.01)
-    assert await store.sentence_index("t", []) == {}
+    plain = await store.search("t", np.array(unit(0)), top_k=2)
+    assert all(h.sentences is None for h in plain)  # only when asked
+    assert "sentences" not in plain[0].model_dump()  # never on the wire or in the API

@@ -35,10 +35,6 @@ class MemoryStore:
         for chunk in chunks:
             self._chunks.setdefault(chunk.tenant, {})[chunk.id] = chunk
 
-    async def sentence_index(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, str]:
-        stored = self._chunks.get(tenant, {})
-        return {i: c.sentences for i in chunk_ids if (c := stored.get(i)) is not None and c.sentences}
-
     async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         stored = self._chunks.get(tenant, {})
         for chunk_id in chunk_ids:
@@ -67,6 +63,7 @@ class MemoryStore:
         *,
         text: str | None = None,
         mode: str = "dense",
+        with_sentences: bool = False,
     ) -> list[Hit]:
         filters = filters or {}
         for key in filters:
@@ -80,7 +77,10 @@ class MemoryStore:
         norms = np.linalg.norm(matrix, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
         scores = matrix @ query / np.clip(norms, 1e-12, None)
         best = np.argsort(-scores, kind="stable")[:top_k]
-        return [_hit(candidates[i], float(scores[i])) for i in best]
+        hits = [_hit(candidates[i], float(scores[i])) for i in best]
+        if with_sentences:
+            hits = [h.model_copy(update={"sentences": candidates[i].sentences}) for h, i in zip(hits, best)]
+        return hits
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]:
         chunks = sorted((c for c in self._tenant(tenant) if c.document_id == document_id), key=lambda c: c.number)

@@ -413,18 +413,6 @@ class MilvusStore:
             **({"sentences": _sentences_field(chunk.sentences)} if self.has_sentences else {}),
         }
 
-    async def sentence_index(self, tenant: str, chunk_ids: Sequence[str]) -> dict[str, str]:
-        if not self.has_sentences or not chunk_ids:
-            return {}
-        batch = ", ".join(_quote(i) for i in chunk_ids)
-        rows = await self._call(
-            "query",
-            filter=f"{filter_expression(tenant)} and id in [{batch}]",
-            output_fields=["id", "sentences"],
-            limit=len(chunk_ids),
-        )
-        return {r["id"]: r["sentences"] for r in rows if r.get("sentences")}
-
     async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         ids = list(chunk_ids)
         for start in range(0, len(ids), _WRITE_BATCH):
@@ -473,6 +461,7 @@ class MilvusStore:
         *,
         text: str | None = None,
         mode: str = "dense",
+        with_sentences: bool = False,
     ) -> list[Hit]:
         """Top-k chunks by dense similarity, BM25 over the text, or both fused by RRF.
 
@@ -482,15 +471,17 @@ class MilvusStore:
         if mode != "dense" and (not self.full_text or not text):
             mode = "dense"
         item = (np.asarray(vector, dtype=np.float32), text or "")
-        return await self._searches.submit(item, (mode, filter_expression(tenant, filters), top_k))
+        sentences = with_sentences and self.has_sentences
+        return await self._searches.submit(item, (mode, filter_expression(tenant, filters), top_k, sentences))
 
     async def _search_batch(self, items: list[tuple[np.ndarray, str]], key: Hashable) -> list[list[Hit]]:
-        mode, expr, top_k = typing.cast(tuple[str, str, int], key)
+        mode, expr, top_k, sentences = typing.cast(tuple[str, str, int, bool], key)
+        outputs = [*_HIT_FIELDS, "sentences"] if sentences else _HIT_FIELDS
         dense = {"metric_type": "COSINE", "params": self._dense_params(top_k)}
         vectors = [v.tolist() for v, _ in items]
         if mode != "dense":
             try:
-                return await self._full_text_search(mode, items, dense, expr, top_k)
+                return await self._full_text_search(mode, items, dense, expr, top_k, outputs)
             except RaglineError as exc:
                 if "Invalid sparse row" not in str(exc):
                     raise
@@ -501,16 +492,16 @@ class MilvusStore:
             anns_field="vector",
             limit=top_k,
             filter=expr,
-            output_fields=_HIT_FIELDS,
+            output_fields=outputs,
             search_params=dense,
             consistency_level="Strong",
         )
         return [[self._hit(r) for r in hits] for hits in results]
 
     async def _full_text_search(
-        self, mode: str, items: list[tuple[np.ndarray, str]], dense: dict, expr: str, top_k: int
+        self, mode: str, items: list[tuple[np.ndarray, str]], dense: dict, expr: str, top_k: int, outputs: list[str]
     ) -> list[list[Hit]]:
-        fields = [*_HIT_FIELDS, "vector"]  # to report each hit's dense similarity too
+        fields = [*outputs, "vector"]  # to report each hit's dense similarity too
         texts = [t for _, t in items]
         if mode == "bm25":
             results = await self._call(
@@ -563,6 +554,7 @@ class MilvusStore:
             similarity=score if similarity is None else similarity,
             content_hash=entity["content_hash"],
             metadata=entity.get("metadata") or {},
+            sentences=entity.get("sentences") or None,
         )
 
     async def document_chunks(self, tenant: str, document_id: str) -> list[Hit]:
