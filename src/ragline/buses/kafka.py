@@ -88,7 +88,7 @@ class _Rejoin(Exception):
         self.move = move  # False: a new consumer in the same group (the brokers came back)
 
 
-def _within_logs(consumer: Any, partitions: list, timeout_s: float = 2.0, recheck_s: float = 0.5) -> list | None:
+def _within_logs(consumer: Any, partitions: list, timeout_s: float = 2.0) -> list | None:
     """The assignment ``partitions`` with every committed offset past its log's end moved
     to the log's start; None when every committed offset is within its log (or they
     cannot be read: librdkafka's own positions then stand).
@@ -115,15 +115,6 @@ def _within_logs(consumer: Any, partitions: list, timeout_s: float = 2.0, rechec
                 low, high = consumer.get_watermark_offsets(start, timeout=timeout_s)
             except Exception:
                 low = high = None
-            if high is not None and tp.offset > high and recheck_s > 0:
-                # A log end read just after a commit can lag it on a live broker (seen:
-                # "committed 8, log ends at 5" with no restart): read it again before
-                # re-reading a partition from its start.
-                time.sleep(recheck_s)
-                try:
-                    low, high = consumer.get_watermark_offsets(start, timeout=timeout_s)
-                except Exception:
-                    low = high = None
             if high is not None and tp.offset > high:
                 start = TopicPartition(tp.topic, tp.partition, low)
                 moved.append(f"{tp.topic}[{tp.partition}] committed {tp.offset}, log ends at {high}")
