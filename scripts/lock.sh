@@ -18,6 +18,8 @@ compile pyproject.toml --extra test -c requirements/constraints.txt -o requireme
 # The service's lock is the test lock's versions without the test tools: never two
 # different versions of one package between what is tested and what is shipped.
 compile pyproject.toml -c requirements/test.lock -o requirements/service.lock
+# bench/peers.py's frameworks, on the test lock's versions (scripts/setup.sh --peers)
+compile pyproject.toml --extra peers -c requirements/test.lock -o requirements/peers.lock
 compile requirements/models.in --no-deps -o requirements/models.lock
 compile requirements/uv.in --no-deps -o requirements/uv.lock
 compile requirements/tools.in -o requirements/tools.lock

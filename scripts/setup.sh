@@ -3,6 +3,7 @@
 # at run time, the same versions on every machine (requirements/*.lock, sha256-checked).
 #   scripts/setup.sh            the service (requirements/service.lock)
 #   scripts/setup.sh --test     the service, the test suite's servers and tools (test.lock)
+#   scripts/setup.sh --peers    the test setup and bench/peers.py's frameworks (peers.lock)
 #   scripts/setup.sh --latest   NOT locked: the newest releases pyproject.toml allows, in
 #                               .venv-latest (make test-latest), to find breakage first
 set -euo pipefail
@@ -26,8 +27,9 @@ mode=${1:-service}
 case "$mode" in
   service) lock=requirements/service.lock; venv=.venv ;;
   --test) lock=requirements/test.lock; venv=.venv ;;
+  --peers) lock=requirements/test.lock; venv=.venv ;;
   --latest) lock=; venv=.venv-latest ;;
-  *) echo "usage: scripts/setup.sh [--test | --latest]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [--test | --peers | --latest]" >&2; exit 2 ;;
 esac
 
 [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
@@ -35,7 +37,9 @@ esac
 # script): skip the installer, so a second `make run` starts in seconds. `--test` also
 # covers the plain setup.
 stamp=$(cat pyproject.toml scripts/setup.sh requirements/*.lock | sha256sum | cut -c1-16)
-for done_mode in "$mode" --test; do
+covering=("$mode")
+[ "$mode" = --peers ] || covering+=(--test)
+for done_mode in "${covering[@]}"; do
   if [ "$mode" != --latest ] && [ "$(cat "$venv/.setup-$done_mode" 2>/dev/null)" = "$stamp" ] &&
      "$venv/bin/python" -c 'import ragline' 2>/dev/null; then
     echo "ragline setup: up to date ($venv)" >&2
@@ -50,6 +54,8 @@ UV=("$venv/bin/uv" pip)
 PY=(--python "$venv/bin/python" --quiet)
 if [ -n "$lock" ]; then
   "${UV[@]}" install "${PY[@]}" --require-hashes -r "$lock"
+  # LangChain's and LlamaIndex's Milvus integrations, for bench/peers.py only
+  [ "$mode" != --peers ] || "${UV[@]}" install "${PY[@]}" --require-hashes -r requirements/peers.lock
   # ragline itself, editable, with the build tools the lock already installed
   "${UV[@]}" install "${PY[@]}" --no-deps --no-build-isolation -e .
 else

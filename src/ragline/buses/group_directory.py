@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import tansu
 from .membership import group_name
 
 _log = logging.getLogger("ragline.kafka")
@@ -162,6 +163,12 @@ class GroupDirectory:
             # each carried offset with where its log ends: an offset past the end would skip
             # what is written up to it (said in the log, and not carried)
             ends = {(tp.topic, tp.partition): old_consumer.get_watermark_offsets(tp, timeout=2)[1] for tp in committed}
+            for tp in committed:  # Tansu's listed end can be short of the real one: read it
+                if tp.offset > ends[(tp.topic, tp.partition)]:
+                    listed = ends[(tp.topic, tp.partition)]
+                    ends[(tp.topic, tp.partition)] = tansu.log_end(
+                        self.servers, self.extra, tp.topic, tp.partition, listed
+                    )
             past = [tp for tp in committed if tp.offset > ends[(tp.topic, tp.partition)]]
             if past:
                 _log.error(

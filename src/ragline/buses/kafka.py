@@ -36,6 +36,7 @@ from typing import Any
 from ..errors import ConfigurationError, DependencyUnavailable
 from ..ports import Delivery, TopicSpec
 from ..settings import default
+from . import tansu
 from .group_directory import GroupDirectory
 from .membership import Action, Membership
 
@@ -88,49 +89,25 @@ class _Rejoin(Exception):
         self.move = move  # False: a new consumer in the same group (the brokers came back)
 
 
-def _within_logs(consumer: Any, partitions: list, timeout_s: float = 2.0) -> list | None:
-    """The assignment ``partitions`` with every committed offset past its log's end moved
-    to the log's start; None when every committed offset is within its log (or they
-    cannot be read: librdkafka's own positions then stand).
-
-    Tansu workaround: Tansu (510f3e2; upstream the same) never answers a fetch with
-    OFFSET_OUT_OF_RANGE, so ``auto.offset.reset`` never applies and a consumer positioned
-    past the end of a log waits, silently, until the log grows that far. A committed
-    offset can be past the end when a broker came back empty and a commit for a message
-    of the old log still reached it (measured on the stack: four questions in a row lost
-    to one stalled partition of rag-queries after a broker restart). Past the end of a
-    log that restarted, everything in it is new: read it from its start (a message read
-    twice is an idempotent upsert or a duplicate answer the gateway drops)."""
-    from confluent_kafka import TopicPartition
-
-    try:
-        committed = consumer.committed(partitions, timeout=timeout_s)
-    except Exception:  # cannot tell: leave the assignment to librdkafka
-        return None
-    fixed, moved = [], []
-    for tp in committed:
-        start = TopicPartition(tp.topic, tp.partition)  # default: the committed offset, or the reset
-        if tp.offset >= 0:
-            try:
-                low, high = consumer.get_watermark_offsets(start, timeout=timeout_s)
-            except Exception:
-                low = high = None
-            if high is not None and tp.offset > high:
-                start = TopicPartition(tp.topic, tp.partition, low)
-                moved.append(f"{tp.topic}[{tp.partition}] committed {tp.offset}, log ends at {high}")
-        fixed.append(start)
-    if not moved:
-        return None
-    _log.warning("committed offsets past the end of their logs, read from the start instead: %s", "; ".join(moved))
-    return fixed
-
-
 class _PastEnd:
-    """Tansu workaround (see _within_logs), for positions held in memory: the partitions
-    whose fetch position stood past the end of their log in two statistics reports in a
-    row (Kafka would have answered OFFSET_OUT_OF_RANGE and reset it). A tail that kept
-    its positions through a broker restart nobody reported, or any consumer that got
-    there some other way, would otherwise wait for ever."""
+    """Tansu workaround: the partitions whose fetch position stood past the end of their
+    log in two statistics reports in a row.
+
+    Tansu (510f3e2; upstream the same) never answers a fetch with OFFSET_OUT_OF_RANGE, so
+    ``auto.offset.reset`` never applies and a consumer positioned past the end of a log
+    waits, silently, until the log grows that far. A position is past the end when a
+    broker came back empty and a commit for a message of the old log still reached it
+    (measured on the stack: four questions in a row lost to one stalled partition of
+    rag-queries after a broker restart), or a tail kept its positions through a restart.
+    Past the end of a log that restarted, everything in it is new: read it from its start
+    (a message read twice is an idempotent upsert or a duplicate answer the gateway drops).
+
+    The log's end is the high watermark of the fetch responses (what the statistics call
+    ``hi_offset``), never a ListOffsets answer: Tansu's in-memory storage answers "latest"
+    with the base offset of the newest record batch plus one, short of the end when that
+    batch holds several records (``dynostore.rs`` ``list_offsets``). A check on assignment
+    that used it re-read live partitions from their start ("committed 8, log ends at 5"
+    with no restart: a flaky two-retrievers pipeline test)."""
 
     def __init__(self) -> None:
         self._before: set[tuple[str, int, int]] = set()
@@ -481,9 +458,6 @@ class KafkaBus:
                 ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing",
                 _member_id(consumer),
             )
-            within = _within_logs(consumer, partitions)
-            if within is not None:
-                consumer.assign(within)  # in the callback: replaces librdkafka's own assign
 
         def new_consumer() -> Consumer:
             consumer = Consumer(
@@ -624,8 +598,13 @@ class KafkaBus:
             for p in numbers:
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
                 wanted = (since or {}).get(p)
+                if wanted is not None and wanted > high:  # Tansu's listed end can be short of the real one
+                    high = tansu.log_end(self.servers, self.extra, topic, p, high)
                 if wanted is None:
-                    start = high  # from the end
+                    # from the end; Tansu's listed end can be a few records short of it: a
+                    # tail may see the newest batch's records again (replies nobody waits
+                    # for any more, dropped by whoever reads the tail)
+                    start = high
                 elif wanted <= high:
                     start = max(low, wanted)  # where the last tail stopped
                 else:
@@ -761,7 +740,7 @@ class KafkaBus:
             # broker restart librdkafka rejoins by itself ("Unknown member") before the
             # rebalance callbacks run (so before a new epoch). A commit now would land in
             # the group on the new, empty log, at an old log's offset: past the end of
-            # a partition, which then stalls (see _within_logs).
+            # a partition, which then stalls (see _PastEnd).
             _log.info(
                 "%s[%d]@%d not committed: its consumer rejoined its group since",
                 message.topic(),
