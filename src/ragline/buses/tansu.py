@@ -42,11 +42,13 @@ def log_end(
             message = probe.poll(0.1)
             if message is None:
                 continue
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    return max(end, message.offset())
+            error, offset = message.error(), message.offset()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF and offset is not None:
+                    return max(end, offset)
                 continue
-            end = max(end, message.offset() + 1)
+            if offset is not None:
+                end = max(end, offset + 1)
         return end
     finally:
         probe.close()
