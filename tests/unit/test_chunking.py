@@ -60,3 +60,17 @@ def test_chunking_many_texts_at_once_gives_what_each_gives_alone(minilm):
     assert chunker.split_many(texts) == [chunker.split(t) for t in texts]
     regex = Chunker(regex_token_spans, size=50, overlap=10)  # no batch tokenizer: the same
     assert regex.split_many(texts) == [regex.split(t) for t in texts]
+
+
+def test_windows_by_token_index_are_the_block_loops_windows():
+    """split_many's fast path (a text's tokens at hand: windows by index) yields what the
+    block-by-block loop yields, for every size/overlap and length, on seeded random text."""
+    import random
+
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma,", "delta.", "e", "x-ray", "1.5"]
+    for _ in range(1500):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(0, 700)))
+        size = rng.randint(2, 60)
+        chunker = Chunker(regex_token_spans, size, rng.randint(0, size - 1))
+        assert list(chunker._windows(text, regex_token_spans(text))) == list(chunker._windows(text)), (size, text[:80])

@@ -77,6 +77,9 @@ class Chunker:
         return [(start, piece) for start, end in self._windows(text, spans) if (piece := text[start:end].strip())]
 
     def _windows(self, text: str, spans: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, int]]:
+        if spans is not None:  # the whole text's tokens at hand: windows by index, nothing copied
+            yield from self._indexed_windows(text, spans)
+            return
         pending: list[tuple[int, int]] = []
         emitted = False
         blocks = [(0, spans)] if spans is not None else ((o, self.token_spans(b)) for o, b in _blocks(text))
@@ -88,6 +91,16 @@ class Chunker:
                 pending = pending[self.size - self.overlap :]
         if pending and (not emitted or len(pending) > self.overlap):
             yield _word_start(text, pending[0][0]), pending[-1][1]
+
+    def _indexed_windows(self, text: str, spans: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+        """What the block-by-block loop yields for one block, by token index."""
+        n, step, first = len(spans), self.size - self.overlap, 0
+        while n - first >= self.size:
+            yield _word_start(text, spans[first][0]), spans[first + self.size - 1][1]
+            first += step
+        left = n - first
+        if left and (first == 0 or left > self.overlap):
+            yield _word_start(text, spans[first][0]), spans[-1][1]
 
 
 def _blocks(text: str) -> Iterator[tuple[int, str]]:

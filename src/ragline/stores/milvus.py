@@ -19,9 +19,10 @@ import json
 import logging
 import os
 import re
+import threading
 import typing
 import warnings
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ log = logging.getLogger("ragline.milvus")
 MAX_TEXT_BYTES = 65_535
 _PAGE = 16_384  # Milvus's largest query window (limit + offset)
 _WRITE_BATCH = 512
+_WRITE_PARALLEL = 2  # concurrent upsert calls of one write (two cores' worth for Milvus Lite)
+_WRITE_MIN = 64  # rows below which a write is not split
 _RETRIES = 3  # pymilvus' own retries of a failed RPC, within the call's timeout
 _PING_TIMEOUT_S = 2.0  # readiness must notice a dead Milvus within 5 s
 _COLUMNS = {"document_id", "number", "content_hash"}  # filterable as fields, not metadata
@@ -117,6 +120,16 @@ def _takes_options_of(function: Any) -> bool:
 def _takes_options(method: Any) -> bool:
     """Whether a MilvusClient method passes extra options (``retry_times``) on to the RPC."""
     return _takes_options_of(getattr(method, "__func__", method))
+
+
+def _warm_column_writes() -> None:
+    """pymilvus imports scipy.sparse on its first column-based write (to tell sparse
+    matrices apart): ~1 s of CPU, done in the background at start rather than inside the
+    first write someone waits for."""
+    with contextlib.suppress(Exception):
+        from pymilvus.client.utils import SciPyHelper
+
+        SciPyHelper._init()
 
 
 def _quote(value: str) -> str:
@@ -206,11 +219,13 @@ class MilvusStore:
         self._client = self._connect()
         self._revived = 0  # Milvus Lite processes started again after they died
         self._reviving: asyncio.Lock | None = None
+        self._column_target: tuple[Any, Any, list[str]] | None = None  # (client, its ORM Collection, field order)
         self.full_text = False  # BM25 over the text field: Milvus Lite and servers >= 2.5
         self.has_sentences = True  # a field for sentences.encode (collections made before lack it)
         self.rrf_k = config.rrf_k
         self._ensure_collection()
         self._private()
+        threading.Thread(target=_warm_column_writes, name="pymilvus-warm", daemon=True).start()
 
     @classmethod
     def from_settings(cls, settings: Settings, dimension: int) -> MilvusStore:
@@ -371,7 +386,9 @@ class MilvusStore:
 
     # -- the port ------------------------------------------------------------------
 
-    async def _call(self, method: str, *args: Any, timeout_s: float | None = None, **kwargs: Any) -> Any:
+    async def _call(
+        self, method: str | Callable[..., Any], *args: Any, timeout_s: float | None = None, **kwargs: Any
+    ) -> Any:
         """One pymilvus call on the Milvus bulkhead, bounded in time.
 
         pymilvus bounds its retries by time only when ``timeout`` is an int (a float
@@ -383,8 +400,8 @@ class MilvusStore:
         if self._lite_died():
             await self._revive_lite()
 
-        call = getattr(self._client, method)
-        if _takes_options(call):
+        call = getattr(self._client, method) if isinstance(method, str) else method
+        if isinstance(method, str) and _takes_options(call):
             kwargs["retry_times"] = _RETRIES
 
         def run() -> Any:
@@ -394,24 +411,56 @@ class MilvusStore:
         return await self.bulkhead.run(run, deadline_s=timeout_s + 0.5)
 
     async def upsert(self, chunks: Sequence[Chunk]) -> None:
-        rows = [self._row(c) for c in chunks]
-        for start in range(0, len(rows), _WRITE_BATCH):
-            await self._call("upsert", rows[start : start + _WRITE_BATCH])
+        """Written as columns, in up to ``_WRITE_PARALLEL`` concurrent calls.
 
-    def _row(self, chunk: Chunk) -> dict[str, Any]:
-        if chunk.vector is None or len(chunk.vector) != self.dimension:
-            raise InvalidInput(f"chunk {chunk.id} has no {self.dimension}-dimensional vector")
-        return {
-            "id": chunk.id,
-            "tenant": chunk.tenant,
-            "document_id": chunk.document_id,
-            "number": chunk.number,
-            "content_hash": chunk.content_hash,
-            "text": _truncate_utf8(chunk.text, MAX_TEXT_BYTES),
-            "metadata": chunk.metadata,
-            "vector": chunk.vector,
-            **({"sentences": _sentences_field(chunk.sentences)} if self.has_sentences else {}),
+        Measured on SciFact's 12,198 chunks into Milvus Lite (BM25 field included):
+        row-based upserts one after the other 4.6 s (1.2 s of it pymilvus turning rows into
+        columns in Python); as columns 3.1 s (0.6 s); two calls at a time, 2.2 s — Milvus
+        Lite works on concurrent writes with both cores."""
+        if not chunks:
+            return
+        for chunk in chunks:
+            if chunk.vector is None or len(chunk.vector) != self.dimension:
+                raise InvalidInput(f"chunk {chunk.id} has no {self.dimension}-dimensional vector")
+        parts = max(-(-len(chunks) // _WRITE_BATCH), min(_WRITE_PARALLEL, -(-len(chunks) // _WRITE_MIN)))
+        size = -(-len(chunks) // parts)
+        await asyncio.gather(
+            *(
+                self._call(self._upsert_columns, self._columns(chunks[i : i + size]))
+                for i in range(0, len(chunks), size)
+            )
+        )
+
+    def _columns(self, chunks: Sequence[Chunk]) -> dict[str, list[Any]]:
+        columns: dict[str, list[Any]] = {
+            "id": [c.id for c in chunks],
+            "tenant": [c.tenant for c in chunks],
+            "document_id": [c.document_id for c in chunks],
+            "number": [c.number for c in chunks],
+            "content_hash": [c.content_hash for c in chunks],
+            "text": [_truncate_utf8(c.text, MAX_TEXT_BYTES) for c in chunks],
+            "metadata": [c.metadata for c in chunks],
+            "vector": [c.vector for c in chunks],
         }
+        if self.has_sentences:
+            columns["sentences"] = [_sentences_field(c.sentences) for c in chunks]
+        return columns
+
+    def _upsert_columns(self, collection: str, columns: dict[str, list[Any]], timeout: int) -> Any:
+        """pymilvus' column-based upsert (its ORM Collection: MilvusClient takes rows
+        only), on the client's own connection, the fields in the schema's order."""
+        from pymilvus import Collection
+
+        client = self._client
+        target = self._column_target
+        if target is None or target[0] is not client:
+            orm = Collection(collection, using=client._using)
+            names = [f.name for f in orm.schema.fields if not getattr(f, "is_function_output", False)]
+            target = self._column_target = (client, orm, names)
+        _, orm, names = target
+        if set(names) != set(columns):
+            raise InvalidInput(f"collection {collection!r} has fields {names}, the write has {sorted(columns)}")
+        return orm.upsert([columns[n] for n in names], timeout=timeout)
 
     async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         ids = list(chunk_ids)
