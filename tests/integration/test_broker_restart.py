@@ -248,15 +248,30 @@ async def test_a_committed_offset_past_the_end_of_a_log_does_not_stall_its_parti
 def _ghost_leader(bootstrap: str, group: str) -> None:
     """Tansu's ghost leader, made on purpose: the group's first member leaves (LeaveGroup)
     while its JoinGroup is held and the group is forming; Tansu removes the member but
-    keeps naming it leader, so no later member is ever given partitions (4 of 4 runs
-    here: no assignment within 20 s)."""
+    keeps naming it leader, so no later member is ever given partitions.
+
+    The member leaves as soon as its statistics say its JoinGroup is out ("wait-join"):
+    leaving after a fixed 1.5 s made no ghost when, on a busy machine, the JoinGroup had
+    not been sent yet (1 run in ~20 of the test then saw the group settle and no move)."""
+    import json
+
     from confluent_kafka import Consumer
 
-    first = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "session.timeout.ms": 6000})
+    states: list[str] = []
+    first = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "session.timeout.ms": 6000,  # Tansu holds the JoinGroup for half of it
+            "statistics.interval.ms": 50,
+            "stats_cb": lambda raw: states.append(json.loads(raw).get("cgrp", {}).get("join_state", "")),
+        }
+    )
     first.subscribe(["work"])
     started = time.monotonic()
-    while time.monotonic() - started < 1.5:  # inside the 3 s Tansu holds its JoinGroup
-        first.poll(0.1)
+    while "wait-join" not in states and time.monotonic() - started < 10:
+        first.poll(0.05)
+    assert "wait-join" in states, f"the first member never sent its JoinGroup: {states[-5:]}"
     first.close()
 
 
