@@ -1,6 +1,7 @@
 """A small TCP load balancer for the local stack: round robin over API replicas.
 
-A connection goes to the next backend that accepts it; a backend that refuses is
+Each connection goes to the next backend in turn that accepts it (a bug until
+2026-12-04 sent every connection to the first backend while it was up); a backend that refuses is
 skipped (and tried again after ``retry_s``), so a killed replica costs no request that
 had not reached it yet. Requests in flight on a replica that dies fail with it (the
 client retries: the API's writes are idempotent). In Kubernetes a Service does this.
@@ -29,7 +30,8 @@ class Balancer:
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         now = time.monotonic()
-        order = [next(self._next) for _ in self.backends]
+        first, n = next(self._next), len(self.backends)
+        order = [(first + k) % n for k in range(n)]  # each connection starts one further on
         # backends believed up first; the others too, as a last resort
         for i in sorted(order, key=lambda i: self._down_until[i] > now):
             host, port = self.backends[i]
@@ -52,7 +54,12 @@ class Balancer:
                 await client_writer.drain()
             client_writer.close()
             return
-        await asyncio.gather(_pipe(client_reader, backend_writer), _pipe(backend_reader, client_writer))
+        try:
+            await asyncio.gather(_pipe(client_reader, backend_writer), _pipe(backend_reader, client_writer))
+        finally:
+            for writer in (backend_writer, client_writer):
+                with contextlib.suppress(Exception):
+                    writer.close()
 
     async def serve(self, host: str, port: int) -> None:
         server = await asyncio.start_server(self.handle, host, port)
@@ -62,12 +69,14 @@ class Balancer:
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from ``reader`` to ``writer``; its end of stream passed on as a half-close
+    (a client that shuts its sending side still reads the reply), an error closes both."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
     except (ConnectionError, OSError):
-        pass
-    finally:
         with contextlib.suppress(Exception):
             writer.close()
