@@ -48,7 +48,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _common import LeanHTTP, free_port, median, percentile, report
-from overhead import TENANT, Precomputed, documents, questions
+from overhead import TENANT, Precomputed, documents, engine_queries, questions
 from pydantic import BaseModel
 
 from ragline import Document, Engine, Settings
@@ -237,20 +237,6 @@ def bare(database: str, system: str, texts: list[str], question: QuestionGraph, 
         assert len(hits[0]) == 10
         latencies.append((time.perf_counter() - t0) * 1000)
     client.close()
-    return latencies
-
-
-async def query_ragline(settings: Settings, texts: list[str]) -> list[float]:
-    engine = Engine(settings, MiniLMEmbedder(threads=1), MilvusStore.from_settings(settings, 384))
-    latencies = []
-    try:
-        for text in texts:
-            t0 = time.perf_counter()
-            context = await engine.search(text, tenant=TENANT, top_k=10, mode="dense")
-            assert len(context.hits) == 10
-            latencies.append((time.perf_counter() - t0) * 1000)
-    finally:
-        await engine.close()
     return latencies
 
 
@@ -452,7 +438,7 @@ def main() -> None:
                 collection = settings.collection if system == "ragline" else COLLECTION[system]
                 bares[system].append(bare(databases[system], system, texts, question, collection))
                 if system == "ragline":
-                    queries[system].append(asyncio.run(query_ragline(settings, texts)))
+                    queries[system].append(asyncio.run(engine_queries(settings, texts)))
                 elif system == "langchain":
                     queries[system].append(query_langchain(databases[system], texts, question))
                 else:

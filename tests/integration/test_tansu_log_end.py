@@ -16,6 +16,16 @@ from ragline.ports import TopicSpec
 pytestmark = pytest.mark.integration
 
 
+async def until(condition, timeout_s: float) -> bool:
+    """Whether ``condition()`` held within ``timeout_s`` (looked at every 50 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 def _one_batch(bootstrap: str, topic: str, values: list[bytes]) -> None:
     from confluent_kafka import Producer
 
@@ -57,12 +67,13 @@ async def test_a_group_that_committed_a_whole_batch_does_not_read_it_again():
         late.commit(offsets=[TopicPartition("work", 0, 4)], asynchronous=False)  # all four handled
         late.close()
         consumer = asyncio.create_task(consume())
-        await asyncio.sleep(4.0)  # joined and given the partition before the log grows
-        started = time.monotonic()
+        # joined and given the partition (its lag reported) before the log grows
+        assert await until(lambda: bus.lag(), 20), "the consumer was never given the partition"
         await bus.publish("work", b"new", partition=0)
-        while b"new" not in got and time.monotonic() - started < 20:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(3.0)  # time for a false "past the end" rewind (two statistics reports)
+        assert await until(lambda: b"new" in got, 20), got
+        # A false "past the end" rewind would re-read the batch: nothing to wait on for an
+        # absence, so an observation window of three statistics reports (1 s apart).
+        await asyncio.sleep(3.0)
         consumer.cancel()
         await asyncio.gather(consumer, return_exceptions=True)
     finally:
