@@ -29,6 +29,20 @@ async def until(condition, timeout_s: float) -> bool:
     return True
 
 
+async def commit_as_a_worker(bus: KafkaBus, delivery) -> None:
+    """Commit as the stage workers do (workers/loop.py): a commit that fails because the
+    broker went away while it was in flight (after a restart it is answered "Unknown
+    member") is logged and the stream goes on; the message is delivered again. Letting it
+    end the consume task (as these tests once did) stopped the only consumer whenever the
+    kill landed between a message's arrival and its commit: a flaky test, not a stuck group
+    (a debug=cgrp log of the one failing run in 20 under load showed the consumer closed
+    by the application after "OffsetCommit ... Unknown member")."""
+    try:
+        await bus.commit(delivery)
+    except DependencyUnavailable:
+        pass
+
+
 async def publish_until_accepted(bus: KafkaBus, count: int, since: float, also_reply: bool = False) -> list[bytes]:
     """Publish to "work" (and "replies") every 0.2 s until ``count`` were accepted or 30 s
     passed since ``since``: what the broker acknowledged, as the API's 202s would be."""
@@ -64,7 +78,7 @@ async def test_after_a_broker_restart_producers_consumers_and_topics_heal_by_the
     async def consume() -> None:
         async for delivery in bus.consume(["work"], "workers"):
             got.append((time.monotonic(), delivery.value))
-            await bus.commit(delivery)
+            await commit_as_a_worker(bus, delivery)
 
     try:
         await bus.create_topics(SPECS)
@@ -119,7 +133,7 @@ async def test_a_consumer_past_the_end_of_a_log_that_restarted_at_once_reads_the
     async def consume() -> None:
         async for delivery in bus.consume(["work"], "workers"):
             got.append(delivery.value)
-            await bus.commit(delivery)
+            await commit_as_a_worker(bus, delivery)
 
     try:
         await bus.create_topics(specs)
@@ -170,7 +184,7 @@ async def test_a_member_that_rejoined_a_restarted_broker_before_it_was_replaced_
     async def consume() -> None:
         async for delivery in bus.consume(["work"], "workers"):
             got.append(delivery.value)
-            await bus.commit(delivery)
+            await commit_as_a_worker(bus, delivery)
             if delivery.value == b"hold":
                 await busy.wait()  # a worker whose slots are full: its stream is not read
 
@@ -221,7 +235,7 @@ async def test_a_committed_offset_past_the_end_of_a_log_does_not_stall_its_parti
     async def consume() -> None:
         async for delivery in bus.consume(["work"], "workers"):
             got.append(delivery.value)
-            await bus.commit(delivery)
+            await commit_as_a_worker(bus, delivery)
 
     try:
         await bus.create_topics(specs)
@@ -294,7 +308,7 @@ async def test_a_group_with_a_ghost_leader_is_left_for_a_new_one_with_its_offset
     async def consume(bus: KafkaBus) -> None:
         async for delivery in bus.consume(["work"], "workers"):
             got.append(delivery.value)
-            await bus.commit(delivery)
+            await commit_as_a_worker(bus, delivery)
 
     try:
         await buses[0].create_topics(specs)
