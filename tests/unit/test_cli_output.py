@@ -24,8 +24,8 @@ class StreamingEngine:
 
 
 def ask_with(monkeypatch, engine: StreamingEngine):
-    monkeypatch.setattr(cli, "_remote", lambda *args: None)
-    monkeypatch.setattr(cli, "_run", lambda config, work, **kw: asyncio.run(work(engine)))
+    monkeypatch.setattr(cli.answers, "_remote", lambda *args: None)
+    monkeypatch.setattr(cli.answers, "_run", lambda config, work, **kw: asyncio.run(work(engine)))
     return CliRunner().invoke(cli.app, ["ask", "How far are the flowers?", "--generator", "extractive"])
 
 
@@ -45,8 +45,8 @@ def test_an_answer_that_streamed_whole_is_printed_once(monkeypatch):
 def test_piped_listings_keep_each_document_on_one_line(monkeypatch):
     meta = {"source": "handbooks/engineering/onboarding/" + "very-long-file-name-" * 4 + ".md", "team": "platform"}
     docs = [{"id": "doc-1", "chunks": 3, "content_hash": "ab" * 32, "updated_at": None, "metadata": meta}]
-    monkeypatch.setattr(cli, "_remote", lambda *args: None)
-    monkeypatch.setattr(cli, "_run", lambda config, work, **kw: docs)
+    monkeypatch.setattr(cli.documents, "_remote", lambda *args: None)
+    monkeypatch.setattr(cli.documents, "_run", lambda config, work, **kw: docs)
     result = CliRunner().invoke(cli.app, ["ls"])  # not a terminal: 80 columns
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("doc-1"))

@@ -1,0 +1,5 @@
+"""python -m ragline.cli"""
+
+from . import app
+
+app()

@@ -1,0 +1,401 @@
+"""Commands on documents: ingest, watch, delete, ls, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..errors import RaglineError
+from ..samples import SAMPLE_TENANT
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..engine import Engine
+    from ..ingest.loaders import iter_files
+    from ..models import IngestReport
+    from ..samples import sample_files
+    from ..settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
+    from ..lazy import Lazy
+
+    Client = Lazy("ragline.client", "Client")
+    Engine = Lazy("ragline.engine", "Engine")
+    iter_files = Lazy("ragline.ingest.loaders", "iter_files")
+    IngestReport = Lazy("ragline.models", "IngestReport")
+    sample_files = Lazy("ragline.samples", "sample_files")
+    Settings = Lazy("ragline.settings", "Settings")
+
+
+from ._shared import (
+    ApiKeyOption,
+    ConfigOption,
+    Interrupted,
+    JsonOption,
+    TenantOption,
+    UrlOption,
+    _main,
+    _parse_filters,
+    _print_json,
+    _remote,
+    _run,
+    _through,
+    app,
+    err,
+    out,
+)
+
+IdPrefixOption = Annotated[
+    str,
+    typer.Option(
+        "--id-prefix",
+        help="Put this before every document id (ids are paths relative to the directory given, or the file's name).",
+    ),
+]
+
+
+@app.command()
+def ingest(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Files or directories (.txt .md .html .pdf .docx .pptx .xlsx .csv .json .eml)."),
+    ] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Ingest the bundled sample corpus (into the tenant 'sample').")
+    ] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Also ingest symbolic links that lead out of a directory.")
+    ] = False,
+    id_prefix: IdPrefixOption = "",
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Ingest documents: re-running is safe, unchanged chunks are skipped."""
+    if sample and paths:
+        err.print("[red]error:[/] --sample ingests the sample corpus alone (into its own tenant); give no PATH with it")
+        raise typer.Exit(2)
+    targets = list(paths or []) + (sample_files() if sample else [])
+    if not targets:
+        err.print("[red]error:[/] give at least one PATH, or --sample")
+        raise typer.Exit(2)
+    if sample:
+        tenant = SAMPLE_TENANT
+    if not id_prefix.isprintable():
+        err.print("[red]error:[/] --id-prefix must be printable text")
+        raise typer.Exit(2)
+    files = [item[0] for item in iter_files(targets, follow_symlinks) if isinstance(item, tuple)]
+    client = _remote(config, url, api_key, tenant)
+    if sample and client is not None:
+        _sample_tenant_only(client)
+    so_far = IngestReport()
+
+    def interrupted(name: str) -> str:
+        return (
+            f"interrupted ({name}): {so_far.documents} documents written before it ({so_far.chunks_written} "
+            f"chunks written, {so_far.chunks_unchanged} unchanged); run the same command again to finish: "
+            "what is written is skipped"
+        )
+
+    with _IngestProgress(files, disable=as_json) as progress:
+        if client is not None:
+            from ..remote_ingest import RemoteIngest
+
+            max_bytes = int(Settings.load(config).max_document_mb * 1_000_000)
+            remote = RemoteIngest(client, max_bytes, progress.file, progress.chunks, so_far)
+            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+            try:
+                report = _through(client, lambda c: remote.run(targets, follow_symlinks, id_prefix))
+            except (Interrupted, KeyboardInterrupt) as exc:
+                progress.stop()
+                stopped = exc if isinstance(exc, Interrupted) else Interrupted("SIGINT")
+                err.print(f"[yellow]{remote.interrupted(stopped.signal_name)}[/]")
+                raise typer.Exit(stopped.exit_code) from None
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+        else:
+            report = _run(
+                config,
+                lambda engine: engine.ingest_paths(
+                    targets,
+                    tenant,
+                    on_file=progress.file,
+                    follow_symlinks=follow_symlinks,
+                    id_prefix=id_prefix,
+                    progress=progress.chunks,
+                    into=so_far,
+                ),
+                on_interrupt=interrupted,
+            )
+    if as_json:
+        _print_json(report.model_dump_json())
+    else:
+        for message in report.errors[:_SHOWN_ERRORS]:
+            err.print(f"[yellow]skipped[/] {escape(message)}")
+        if len(report.errors) > _SHOWN_ERRORS:
+            err.print(f"[yellow]... and {len(report.errors) - _SHOWN_ERRORS} more skipped[/] (--json lists them all)")
+        out.print(
+            f"{report.documents} documents ({report.unchanged_documents} unchanged): "
+            f"{report.chunks_written} chunks written, {report.chunks_unchanged} unchanged, "
+            f"{report.chunks_deleted} deleted, in {report.seconds:.1f}s"
+        )
+    if not report.documents:
+        err.print(
+            "[red]nothing was ingested[/]" + (": every file was skipped" if report.errors else ": no files found")
+        )
+        raise typer.Exit(1)
+
+
+_SHOWN_ERRORS = 20
+
+
+def _sample_tenant_only(client: Client) -> None:
+    """The sample corpus goes into its own tenant, never the user's: through a server, an
+    API key's tenant wins over --tenant, so check which tenant the writes would land in."""
+    try:
+        landing = client.stats()["tenant"]
+    except RaglineError as exc:
+        landing = f"unknown ({exc})"
+    if landing != SAMPLE_TENANT:
+        client.close()
+        err.print(
+            f"[red]error:[/] through {client.url} the sample corpus would go into the tenant {landing!r}, "
+            f"not {SAMPLE_TENANT!r}: use an API key of the tenant {SAMPLE_TENANT!r} (ragline keys create "
+            f"--tenant {SAMPLE_TENANT} --scopes query,ingest)"
+        )
+        raise typer.Exit(2)
+
+
+class _IngestProgress:
+    """The ingest progress bar, in chunks written (or found unchanged) out of an estimate
+    that sharpens as files are read (chunks per byte so far times the bytes left), with
+    the rate and the time left."""
+
+    def __init__(self, files: list[Path], disable: bool) -> None:
+        self.sizes = {str(f): _size_of(f) for f in files}
+        self.bytes_total = sum(self.sizes.values()) or 1
+        self.bytes_read = 0
+        self.known = 0  # chunks planned or found unchanged
+        self.done = 0  # chunks written or found unchanged
+        self.started = time.monotonic()
+        self.bar = Progress(
+            TextColumn("[bold]ingesting"),
+            BarColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f} chunks"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[file]}"),
+            console=err,
+            transient=True,
+            disable=disable,
+        )
+        self.task = self.bar.add_task("ingest", total=max(1, self.bytes_total // 900), file="", rate="")
+        self.lines = not disable and not err.is_terminal
+
+    def __enter__(self) -> _IngestProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+    def file(self, name: str) -> None:
+        self.bytes_read += self.sizes.get(name, 0)
+        self._show(file=Path(name).name)
+
+    def chunks(self, kind: str, n: int) -> None:
+        if kind in ("planned", "unchanged"):
+            self.known += n
+        if kind in ("written", "unchanged"):
+            self.done += n
+        self._show()
+        if kind == "written" and self.lines:  # no live bar (a log, a pipe): a line per group written
+            task = self.bar.tasks[0]
+            left = f", about {task.time_remaining:.0f}s left" if task.time_remaining else ""
+            err.print(f"ingest: {self.done} of about {task.total:.0f} chunks written or unchanged{left}")
+
+    def _show(self, **fields: Any) -> None:
+        per_byte = self.known / self.bytes_read if self.known and self.bytes_read else 1 / 900
+        estimate = self.known + max(0, self.bytes_total - self.bytes_read) * per_byte
+        rate = self.done / max(1e-3, time.monotonic() - self.started)
+        self.bar.update(
+            self.task, completed=self.done, total=max(estimate, self.done, 1), rate=f"{rate:.0f}/s", **fields
+        )
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@app.command()
+def watch(
+    folders: Annotated[list[Path], typer.Argument(help="Folders to keep the index in step with.")],
+    id_prefix: IdPrefixOption = "",
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics (freshness) on this port.")
+    ] = None,
+    follow_symlinks: Annotated[
+        bool, typer.Option("--follow-symlinks", help="Also index symbolic links that lead out of the folders.")
+    ] = False,
+) -> None:
+    """Keep the index in step with folders: created, changed, renamed and deleted files."""
+    from ..watching import ClientSink, EngineSink, Watcher
+
+    for folder in folders:
+        if not folder.is_dir():
+            err.print(f"[red]error:[/] {folder} is not a folder")
+            raise typer.Exit(2)
+    settings = Settings.load(config)
+    max_bytes = int(settings.max_document_mb * 1_000_000)
+
+    def said(what: str, name: str, seconds: float | None) -> None:
+        after = f" ({seconds:.2f}s after the change)" if seconds is not None else ""
+        style = {"updated": "green", "deleted": "yellow"}.get(what, "dim")
+        err.print(f"[{style}]{what}[/] {escape(name)}{after}")
+
+    async def follow(sink: Any, tenant_name: str) -> None:
+        watcher = Watcher(
+            sink, folders, tenant_name, max_bytes, id_prefix, report=said, follow_symlinks=follow_symlinks
+        )
+        written, deleted = await watcher.sync()
+        ready = asyncio.Event()
+        running = asyncio.create_task(watcher.run(ready=ready))
+        await asyncio.wait([running, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        err.print(
+            f"watching {', '.join(str(f) for f in folders)}: {written} files in step, {deleted} gone removed; "
+            "Ctrl-C to stop"
+        )
+        await running
+
+    client = _remote(config, url, api_key, tenant)
+    if client is not None:
+        client.close()
+        from ..client import AsyncClient
+
+        async def remotely() -> None:
+            async with AsyncClient(client.url, client.api_key, tenant=client.tenant) as c:
+                await follow(ClientSink(c), tenant or settings.default_tenant)
+
+        _main(remotely(), lambda name: f"stopped watching ({name})")
+        return
+
+    async def locally(engine: Engine) -> None:
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, registry=engine.metrics.registry)
+        await follow(EngineSink(engine, tenant), engine.tenant(tenant))
+
+    _run(config, locally, on_interrupt=lambda name: f"stopped watching ({name})")
+
+
+@app.command()
+def delete(
+    document_id: Annotated[str, typer.Argument(help="The document id (see `ragline search`).")],
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a document and all its chunks."""
+    client = _remote(config, url, api_key, tenant)
+    if client is None:
+        removed = _run(config, lambda engine: engine.delete_document(document_id, tenant))
+        out.print(f"deleted {document_id}: {removed} chunks")
+        return
+    result = _through(client, lambda c: c.delete(document_id))
+    if result.deleted_chunks is None:
+        out.print(f"delete of {document_id} accepted: queued in order with the document's writes")
+    else:
+        out.print(f"deleted {document_id}: {result.deleted_chunks} chunks")
+
+
+@app.command("ls")
+def list_documents(
+    prefix: Annotated[str, typer.Argument(help="Only ids that start with this.")] = "",
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many (in id order).")] = 1000,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Metadata filter KEY=VALUE.")] = None,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List the documents that are indexed: id, chunks, content hash, metadata."""
+    filters = _parse_filters(where or [])
+
+    def remotely(c: Client) -> list[dict[str, Any]]:
+        listed = []
+        for doc in c.documents(prefix, page_size=min(limit, 1000), where=filters):
+            listed.append(doc.model_dump())
+            if len(listed) == limit:
+                break
+        return listed
+
+    async def every(engine: Engine) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = []
+        after = ""
+        while len(listed) < limit:
+            page, after_next = await engine.list_documents(
+                tenant, prefix, after, min(1000, limit - len(listed)), filters
+            )
+            listed += page
+            if after_next is None:
+                break
+            after = after_next
+        return listed
+
+    client = _remote(config, url, api_key, tenant)
+    documents = _through(client, remotely) if client is not None else _run(config, every)
+    if as_json:
+        _print_json(json.dumps(documents))
+        return
+    for doc in documents:
+        meta = json.dumps(doc["metadata"], ensure_ascii=False) if doc["metadata"] else ""
+        updated = (doc.get("updated_at") or "-")[:19].replace("T", " ")
+        out.print(f"{doc['id']}\t{doc['chunks']} chunks\t{doc['content_hash'][:12]}\t{updated}\t{meta}", markup=False)
+    out.print(f"{len(documents)} documents", style="dim")
+
+
+@app.command()
+def stats(
+    tenant: TenantOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """How many chunks the tenant has, and where they live."""
+    client = _remote(config, url, api_key, tenant)
+    if client is not None:
+        result = {**_through(client, lambda c: c.stats()), "server": client.url}
+    else:
+        result = _run(config, lambda engine: engine.stats(tenant))
+    if as_json:
+        _print_json(json.dumps(result))
+    else:
+        for key, value in result.items():
+            out.print(f"{key:>12}: {value}")
