@@ -24,14 +24,12 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from . import errors
 from .accepted import AcceptedSpool, Entry, new_token
-from .errors import DependencyTimeout, DependencyUnavailable, InvalidInput, RaglineError
+from .errors import DependencyTimeout, DependencyUnavailable, RaglineError
 from .models import Answer, Context, Delta, Document, DocumentRef, Failure, Query, new_query, reply_key
 from .observability import inject_headers, tracer
 from .ports import Bus, Delivery
-from .workers import DELETE, KIND, Topics
-from .workers.loop import RECEIPT, REPLY_TO
+from .protocol import DELETE, KIND, RECEIPT, REPLY_TO, Topics, code_of_type, error_from
 
 log = logging.getLogger("ragline.gateway")
 
@@ -393,17 +391,6 @@ def _trace_headers(traced) -> dict[str, bytes]:
 
 
 def _as_error(failure: Failure) -> RaglineError:
-    """A stage's failure as the error the caller would have had in-process."""
-    kind = getattr(errors, failure.error_type, None)
-    message = f"the {failure.stage} stage failed: {failure.error}"
-    if kind is errors.DependencyTimeout:  # a store that timed out in the stage: unavailable, retry later
-        return DependencyUnavailable(message)
-    if (
-        isinstance(kind, type)
-        and issubclass(kind, RaglineError)
-        and kind not in (errors.RateLimited, errors.DocumentError)
-    ):
-        return kind(message)
-    if failure.error_type in ("ValidationError", "ValueError"):
-        return InvalidInput(message)
-    return DependencyUnavailable(message)
+    """A stage's failure as the error the caller would have had in-process (protocol.py)."""
+    code = failure.code or code_of_type(failure.error_type)
+    return error_from(code, f"the {failure.stage} stage failed: {failure.error}")

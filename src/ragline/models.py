@@ -229,8 +229,9 @@ class Failure(Message):
 
     request_id: str
     stage: str
-    error_type: str
+    error_type: str  # the exception's class, for people reading the topic
     error: str
+    code: str | None = None  # protocol.ERROR_CODES (None: a worker older than the codes)
 
 
 class DeadLetter(Message):

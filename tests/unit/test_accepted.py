@@ -82,7 +82,7 @@ async def test_a_write_still_unconfirmed_is_sent_again_ever_less_often_until_the
     sent again n times waits resend_after_s x 2^n; a bus that came back resets it."""
     from ragline.buses.memory import MemoryBus
     from ragline.gateway import Gateway
-    from ragline.workers.loop import Topics
+    from ragline.protocol import Topics
 
     bus = MemoryBus()
     spool = AcceptedSpool(tmp_path)

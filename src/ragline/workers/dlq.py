@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ..models import DeadLetter
 from ..ports import Bus
-from .loop import KIND, REPLAYED
+from ..protocol import KIND, REPLAYED
 
 
 async def dead_letters(

@@ -17,7 +17,8 @@ from .. import stages
 from ..errors import NotFound
 from ..models import Answer, Context, Delta, Document, DocumentRef, Failure, Query, reply_key
 from ..ports import Bus, Delivery
-from .loop import DELETE, KIND, RECEIPT, REPLY_TO, Handler, OnDead, Output, Topics, Worker, _expired, _parse, route
+from ..protocol import DELETE, KIND, RECEIPT, REPLY_TO, Topics, error_code, route
+from .loop import Handler, OnDead, Output, Worker, _expired, _parse
 
 log = logging.getLogger("ragline.worker")
 
@@ -28,7 +29,13 @@ def _failure_to_caller(stage: str, topics: Topics, query_of: Callable[[bytes], Q
             query = query_of(delivery.value)
         except Exception:  # unparseable: there is no caller to tell
             return []
-        failure = Failure(request_id=query.request_id, stage=stage, error_type=type(exc).__name__, error=str(exc))
+        failure = Failure(
+            request_id=query.request_id,
+            stage=stage,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            code=error_code(exc),
+        )
         topic, partition = route(query.reply_to or topics.answers)
         return [Output(topic, failure.model_dump_json().encode(), reply_key(query), {KIND: b"failure"}, partition)]
 

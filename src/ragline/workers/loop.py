@@ -44,34 +44,6 @@ from ..ports import Bus, Delivery
 log = logging.getLogger("ragline.worker")
 _MAX_PAUSE_S = 5.0  # between two attempts at one message
 
-# Headers on reply routes: what the value is.
-KIND = "ragline-kind"
-REPLAYED = b"replayed"
-DELETE = b"delete"  # on the documents topic: a DocumentRef to delete
-# On the documents topic: where the gateway that accepted the write wants its receipt, and
-# the write's receipt token (ragline/accepted.py); a receipt is KIND b"receipt".
-REPLY_TO = "ragline-reply-to"
-RECEIPT = "ragline-receipt"
-
-
-@dataclass(frozen=True)
-class Topics:
-    docs: str = "rag-docs"
-    queries: str = "rag-queries"
-    context: str = "rag-context"
-    answers: str = "rag-answers"
-    dlq: str = "rag-dlq"
-
-    @classmethod
-    def from_settings(cls, settings) -> Topics:
-        return cls(
-            settings.topic_docs,
-            settings.topic_queries,
-            settings.topic_context,
-            settings.topic_answers,
-            settings.topic_dlq,
-        )
-
 
 @dataclass(frozen=True)
 class Output:
@@ -85,12 +57,6 @@ class Output:
 Handler = Callable[[Delivery], Awaitable[list[Output]]]
 # What to tell the caller when a message is given up: outputs for its reply route.
 OnDead = Callable[[Delivery, Exception], list[Output]]
-
-
-def route(reply_to: str) -> tuple[str, int | None]:
-    """ "topic" or "topic:partition" (Kafka topic names never hold ':')."""
-    topic, _, partition = reply_to.partition(":")
-    return topic, int(partition) if partition.isdigit() else None
 
 
 @dataclass
