@@ -9,7 +9,7 @@ from pathlib import Path
 import ragline
 
 PACKAGE = Path(ragline.__file__).parent
-CORE = ["errors", "models", "ports", "stages", "prompting", "grounding", "ids", "text"]
+CORE = ["errors", "models", "ports", "protocol", "stages", "prompting", "grounding", "ids", "text"]
 OUTSIDE = {
     # adapters
     "generators", "stores", "embedders", "caches", "buses",
