@@ -19,7 +19,7 @@ COPY src ./src
 RUN uv pip install --python /opt/ragline/bin/python --no-deps --no-build-isolation . \
     && pip uninstall -y uv
 # Fail the build, not the pod, if a model cannot be loaded offline.
-RUN HF_HUB_OFFLINE=1 python -c "from ragline.embedders.minilm import MiniLMEmbedder; MiniLMEmbedder(threads=1)"
+RUN HF_HUB_OFFLINE=1 python -c "from ragline.adapters.embedders.minilm import MiniLMEmbedder; MiniLMEmbedder(threads=1)"
 
 FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="ragline" \

@@ -48,10 +48,10 @@ import heldout
 from _common import ROOT, median, report
 
 from ragline import Settings
-from ragline.engine import Engine
-from ragline.grounding import ground
-from ragline.models import Answer, Document, Passage
-from ragline.prompting import says_it_does_not_know
+from ragline.core.grounding import ground
+from ragline.core.models import Answer, Document, Passage
+from ragline.core.prompting import says_it_does_not_know
+from ragline.service.engine import Engine
 
 _MARKER = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 

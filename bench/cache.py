@@ -25,9 +25,9 @@ import numpy as np
 from _common import ROOT, median, report
 
 from ragline import Settings
-from ragline.engine import Engine
-from ragline.generators import build_generator
-from ragline.samples import sample_files
+from ragline.adapters.generators import build_generator
+from ragline.service.engine import Engine
+from ragline.service.samples import sample_files
 
 QUESTIONS = [q["question"] for q in json.loads((ROOT / "bench" / "data" / "sample_questions.json").read_text())]
 

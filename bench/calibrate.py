@@ -27,10 +27,10 @@ import numpy as np
 from _common import report
 
 from ragline import Settings
-from ragline.engine import Engine
-from ragline.generators.extractive import FEATURES, Reading
-from ragline.models import Document
-from ragline.prompting import build_prompt
+from ragline.adapters.generators.extractive import FEATURES, Reading
+from ragline.core.models import Document
+from ragline.core.prompting import build_prompt
+from ragline.service.engine import Engine
 
 
 async def own_features(settings: Settings) -> list[dict]:

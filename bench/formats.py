@@ -73,7 +73,7 @@ def start_server(tmp: Path, port: int) -> subprocess.Popen:
 
 
 def tenant_key(tmp: Path, tenant: str) -> str:
-    from ragline.api.auth import KeyStore
+    from ragline.service.api.auth import KeyStore
 
     return KeyStore(tmp / "keys.json").create(tenant, ["query", "ingest"])[0]
 
@@ -143,10 +143,10 @@ def main() -> None:
     parser.add_argument("--extra", type=Path, help="a folder of more real files (ingested, not page-checked)")
     args = parser.parse_args()
     from ragline import Settings
+    from ragline.cli.remote_ingest import RemoteIngest
     from ragline.client import AsyncClient, Client
-    from ragline.engine import Engine
-    from ragline.remote_ingest import RemoteIngest
-    from ragline.watching import ClientSink, Watcher
+    from ragline.service.engine import Engine
+    from ragline.service.watching import ClientSink, Watcher
 
     tmp = Path(tempfile.mkdtemp(prefix="ragline-formats-"))
     corpus = tmp / "corpus"

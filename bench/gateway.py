@@ -121,7 +121,7 @@ def main() -> None:
             procs.append(api)
             wait_http(f"http://127.0.0.1:{metrics_port}/readyz")
             wait_http(f"http://127.0.0.1:{port}/healthz")
-            from ragline.samples import sample_files
+            from ragline.service.samples import sample_files
 
             subprocess.run(
                 [sys.executable, "-m", "ragline", "publish", *map(str, sample_files())],

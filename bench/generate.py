@@ -19,11 +19,11 @@ import time
 import httpx
 from _common import ROOT, median, report
 
-from ragline.generators.local import LocalGenerator
-from ragline.generators.openai import OpenAIGenerator
-from ragline.generators.templates import render
-from ragline.models import Hit
-from ragline.prompting import build_prompt
+from ragline.adapters.generators.local import LocalGenerator
+from ragline.adapters.generators.openai import OpenAIGenerator
+from ragline.adapters.generators.templates import render
+from ragline.core.models import Hit
+from ragline.core.prompting import build_prompt
 
 PASSAGES = [
     p.strip()

@@ -22,10 +22,10 @@ from pathlib import Path
 from _common import report
 
 from ragline import Settings
-from ragline.engine import Engine
+from ragline.core.stages import chunk_document
 from ragline.ingest.loaders import iter_files, load_file
-from ragline.samples import sample_files
-from ragline.stages import chunk_document
+from ragline.service.engine import Engine
+from ragline.service.samples import sample_files
 
 
 def make_corpus(root: Path, copies: int) -> None:

@@ -74,7 +74,7 @@ def start(tmp: str, port: int, rate_limit: bool) -> subprocess.Popen:
 
 def make_key(tmp: str, tenant: str) -> str:
     sys.path.insert(0, str(ROOT / "src"))
-    from ragline.api.auth import KeyStore
+    from ragline.service.api.auth import KeyStore
 
     return KeyStore(Path(tmp) / "keys.json").create(tenant, ["query", "ingest"])[0]
 

@@ -39,8 +39,8 @@ import numpy as np
 from _common import ROOT, free_port, median, percentile, report
 
 from ragline import Document, Engine, Settings
-from ragline.embedders.minilm import MiniLMEmbedder, _session, load_tokenizer, question_model
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.embedders.minilm import MiniLMEmbedder, _session, load_tokenizer, question_model
+from ragline.adapters.stores.milvus import MilvusStore
 
 SCIFACT = Path(os.environ.get("RAGLINE_SCIFACT", ROOT.parent / "shared" / "datasets" / "scifact"))
 TENANT = "default"  # what `ragline serve --no-auth` serves
@@ -88,7 +88,7 @@ def questions(limit: int) -> list[str]:
 
 
 async def write_path(settings: Settings, docs: list[Document], batch: int) -> dict:
-    from ragline.engine import chunker_for
+    from ragline.service.engine import chunker_for
 
     tokenizer = load_tokenizer()
     probe = Precomputed(tokenizer, {})

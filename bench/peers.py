@@ -52,8 +52,8 @@ from overhead import TENANT, Precomputed, documents, engine_queries, questions
 from pydantic import BaseModel
 
 from ragline import Document, Engine, Settings
-from ragline.embedders.minilm import MiniLMEmbedder, _session, load_tokenizer, question_model
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.embedders.minilm import MiniLMEmbedder, _session, load_tokenizer, question_model
+from ragline.adapters.stores.milvus import MilvusStore
 
 COLLECTION = {"langchain": "langchain_peer", "llamaindex": "llamaindex_peer"}
 VECTOR_FIELD = {"langchain": "vector", "llamaindex": "embedding"}
@@ -146,7 +146,7 @@ def llamaindex_store(database: str, fresh: bool):
 
 def chunked(docs: list[Document], settings: Settings) -> tuple[dict[str, np.ndarray], list[list[str]]]:
     """ragline's chunks of each document (what the peers are handed) and a unit vector for each."""
-    from ragline.engine import chunker_for
+    from ragline.service.engine import chunker_for
 
     chunker = chunker_for(Precomputed(load_tokenizer(), {}), settings)
     rng = np.random.default_rng(7)

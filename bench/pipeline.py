@@ -23,13 +23,13 @@ import uuid
 
 from _common import QUESTIONS, median, percentile, report, start_broker
 
-from ragline.buses import build_bus, topic_specs
-from ragline.engine import Engine
-from ragline.models import Document, Query
-from ragline.pipeline import Pipeline
-from ragline.samples import sample_files
+from ragline.adapters.buses import build_bus, topic_specs
+from ragline.core.models import Document, Query
+from ragline.service.engine import Engine
+from ragline.service.pipeline import Pipeline
+from ragline.service.samples import sample_files
+from ragline.service.workers import Topics
 from ragline.settings import Settings
-from ragline.workers import Topics
 
 
 async def sequential(pipeline: Pipeline, n: int) -> list[float]:

@@ -9,7 +9,7 @@ counts what was accepted, lost, duplicated and failed, and how long answers stop
     python bench/resilience.py --broker-restarts 20
 
 Prints {"scenarios": {NAME: {"accepted", "lost", "duplicated", "failed_requests",
-"recovery_s", ...}}}; see src/ragline/drills.py for what each figure means. With
+"recovery_s", ...}}}; see src/ragline/ops/drills.py for what each figure means. With
 --broker-restarts N: the broker killed and restarted empty N times on one stack under
 load, {"restarts", "healed_within_10s", "lost", "lost_accepted_after_recovery",
 "duplicated", "per_restart": [{"healed_s", "lost", ...}]} (healed: answers back within
@@ -27,8 +27,8 @@ from pathlib import Path
 
 from _common import report
 
-from ragline.drills import SCENARIOS, run_scenarios
-from ragline.stack import Stack
+from ragline.ops.drills import SCENARIOS, run_scenarios
+from ragline.ops.stack import Stack
 
 
 def main() -> None:

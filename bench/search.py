@@ -21,9 +21,9 @@ import numpy as np
 from _common import median, percentile, report
 
 from ragline import Chunk, Settings
-from ragline.embedders.minilm import MiniLMEmbedder
-from ragline.ids import chunk_id, content_hash
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.embedders.minilm import MiniLMEmbedder
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.core.ids import chunk_id, content_hash
 
 QUESTIONS = [
     "How do honeybees tell each other where flowers are?",
@@ -51,7 +51,7 @@ def generated_vectors(n: int, seeds: np.ndarray, rng: np.random.Generator) -> np
 
 
 def sample_sentences() -> list[str]:
-    from ragline.samples import sample_corpus_dir
+    from ragline.service.samples import sample_corpus_dir
 
     text = " ".join(p.read_text() for p in sorted(sample_corpus_dir().glob("*.*")))
     return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) > 4]

@@ -42,9 +42,9 @@ async def fill(database: str, chunks: int) -> None:
 
     from ragline import Chunk, Settings
     from ragline import sentences as sentence_index
-    from ragline.embedders.minilm import MiniLMEmbedder
-    from ragline.ids import chunk_id, content_hash
-    from ragline.stores.milvus import MilvusStore
+    from ragline.adapters.embedders.minilm import MiniLMEmbedder
+    from ragline.adapters.stores.milvus import MilvusStore
+    from ragline.core.ids import chunk_id, content_hash
 
     embedder = MiniLMEmbedder(threads=1)
     sentences = sample_sentences()

@@ -21,8 +21,8 @@ from pathlib import Path
 from _common import percentile, report
 
 from ragline import Settings
-from ragline.engine import Engine
-from ragline.watching import EngineSink, Watcher
+from ragline.service.engine import Engine
+from ragline.service.watching import EngineSink, Watcher
 
 WORDS = [
     "honeybees",

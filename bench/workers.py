@@ -21,13 +21,13 @@ import uuid
 
 from _common import QUESTIONS, report, start_broker
 
-from ragline.buses import build_bus, topic_specs
-from ragline.buses.memory import MemoryBus
-from ragline.engine import Engine
-from ragline.models import Document, Query
-from ragline.samples import sample_files
+from ragline.adapters.buses import build_bus, topic_specs
+from ragline.adapters.buses.memory import MemoryBus
+from ragline.core.models import Document, Query
+from ragline.service.engine import Engine
+from ragline.service.samples import sample_files
+from ragline.service.workers import Topics, build_worker
 from ragline.settings import Settings
-from ragline.workers import Topics, build_worker
 
 
 async def drain(engine: Engine, bus, topics: Topics, stage: str, payloads: list[bytes], topic: str) -> float:

@@ -39,10 +39,10 @@ np.savez_compressed(sys.argv[2], texts=np.array(texts, dtype=str), vectors=vecto
 
 
 def sample_texts() -> list[str]:
-    from ragline.embedders.minilm import load_tokenizer
-    from ragline.ingest.chunking import Chunker, tokenizer_token_spans
+    from ragline.adapters.embedders.minilm import load_tokenizer
+    from ragline.core.chunking import Chunker, tokenizer_token_spans
     from ragline.ingest.loaders import load_file
-    from ragline.samples import sample_files
+    from ragline.service.samples import sample_files
 
     chunker = Chunker(tokenizer_token_spans(load_tokenizer()), size=200, overlap=40)
     texts: list[str] = []

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from ragline import Settings
-from ragline.embedders.hashing import HashingEmbedder
-from ragline.engine import Engine
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.embedders.hashing import HashingEmbedder
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.service.engine import Engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -71,7 +71,7 @@ def serve_env(directory: Path, port: int, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def minilm():
-    from ragline.embedders.minilm import MiniLMEmbedder
+    from ragline.adapters.embedders.minilm import MiniLMEmbedder
 
     return MiniLMEmbedder(threads=1)
 
@@ -344,7 +344,7 @@ class LiveServer:
 
         import uvicorn
 
-        from ragline.api.server import protocol_with
+        from ragline.service.api.server import protocol_with
 
         self.url = f"http://127.0.0.1:{port}"
         self.host, self.port = "127.0.0.1", port
@@ -380,8 +380,8 @@ class LiveServer:
 @pytest.fixture
 def serve_app(tmp_path: Path):
     """Start ragline's app (hashing embedder, Milvus Lite, extractive answers) with settings overrides."""
-    from ragline.api.app import create_app
-    from ragline.generators.extractive import ExtractiveGenerator
+    from ragline.adapters.generators.extractive import ExtractiveGenerator
+    from ragline.service.api.app import create_app
 
     servers: list[LiveServer] = []
 
@@ -404,7 +404,7 @@ def serve_app(tmp_path: Path):
             app = create_app(settings)
         else:
             embedder = HashingEmbedder()
-            from ragline.caches import build_cache
+            from ragline.adapters.caches import build_cache
 
             cache = build_cache(settings) if "cache_url" in overrides else None
             engine = Engine(

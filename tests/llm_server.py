@@ -3,7 +3,7 @@
 import sys
 import time
 
-from ragline.generators.local import serve_http
+from ragline.adapters.generators.local import serve_http
 
 if __name__ == "__main__":
     server = serve_http(int(sys.argv[1]), threads=1, context_tokens=2048, parallel=int(sys.argv[2]))

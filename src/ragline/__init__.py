@@ -2,7 +2,7 @@
 
 import typing as _typing
 
-from .errors import (
+from ragline.core.errors import (
     ConfigurationError,
     DependencyTimeout,
     DependencyUnavailable,
@@ -17,19 +17,20 @@ from .errors import (
 )
 
 if _typing.TYPE_CHECKING:
-    from .engine import Engine
-    from .models import Answer, Chunk, Citation, Context, DeadLetter, Document, Hit, IngestReport, Query
-    from .settings import Settings
+    from ragline.core.models import Answer, Chunk, Citation, Context, DeadLetter, Document, Hit, IngestReport, Query
+    from ragline.service.engine import Engine
+    from ragline.settings import Settings
 
 __version__ = "0.1.0"
 
 # Imported on first use (PEP 562): `import ragline` (and so the command line's --help)
 # does not load the engine, numpy or pydantic until one of these is asked for.
 _LAZY = {
-    "Engine": "engine",
+    "Engine": "service.engine",
     "Settings": "settings",
     **dict.fromkeys(
-        ["Answer", "Chunk", "Citation", "Context", "DeadLetter", "Document", "Hit", "IngestReport", "Query"], "models"
+        ["Answer", "Chunk", "Citation", "Context", "DeadLetter", "Document", "Hit", "IngestReport", "Query"],
+        "core.models",
     ),
 }
 

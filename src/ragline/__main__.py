@@ -1,5 +1,5 @@
 """``python -m ragline``: the same command line as ``ragline``."""
 
-from .cli import app
+from ragline.cli import app
 
 app(prog_name="ragline")

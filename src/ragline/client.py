@@ -11,7 +11,7 @@
 
 Both clients have the same methods (``AsyncClient``'s are coroutines, its ``stream`` and
 ``documents`` async iterators). Errors come back as ragline's own exceptions
-(``ragline.errors``), with ``status`` (the HTTP status) and ``problem`` (the RFC 9457
+(``ragline.core.errors``), with ``status`` (the HTTP status) and ``problem`` (the RFC 9457
 body) attached: 400/422 InvalidInput, 413 TooLarge, 401 Unauthorized, 403 Forbidden,
 404 NotFound, 429 RateLimited (``retry_after_s``), 501 NotImplementedInShape, 503
 DependencyUnavailable (``retry_after_s``; also when the server cannot be reached), 504
@@ -31,8 +31,7 @@ from typing import Any
 
 import httpx
 
-from .api.schemas import DeleteResponse, DocumentList, DocumentOut, DocumentsResponse, IngestionJob, SearchResponse
-from .errors import (
+from ragline.core.errors import (
     ConfigurationError,
     DependencyTimeout,
     DependencyUnavailable,
@@ -45,7 +44,15 @@ from .errors import (
     TooLarge,
     Unauthorized,
 )
-from .models import Answer, Document
+from ragline.core.models import Answer, Document
+from ragline.service.api.schemas import (
+    DeleteResponse,
+    DocumentList,
+    DocumentOut,
+    DocumentsResponse,
+    IngestionJob,
+    SearchResponse,
+)
 
 __all__ = ["AsyncClient", "Client"]
 

@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .errors import ConfigurationError
+from ragline.core.errors import ConfigurationError
 
 _TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ragline.buses.memory import MemoryBus
+from ragline.adapters.buses.memory import MemoryBus
 
 
 @pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.integration)])
@@ -17,7 +17,7 @@ async def bus(request) -> AsyncIterator:
     if request.param == "memory":
         backend = MemoryBus()
     else:
-        from ragline.buses.kafka import KafkaBus
+        from ragline.adapters.buses.kafka import KafkaBus
 
         broker = request.getfixturevalue("kafka_broker")
         backend = KafkaBus(broker.bootstrap, session_timeout_ms=2000)
@@ -28,7 +28,7 @@ async def bus(request) -> AsyncIterator:
 async def topic(bus, partitions: int = 2) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     if hasattr(bus, "create_topics"):
-        from ragline.buses.kafka import TopicSpec
+        from ragline.adapters.buses.kafka import TopicSpec
 
         await bus.create_topics([TopicSpec(name, partitions=partitions)])
     return name
@@ -165,7 +165,7 @@ async def test_a_message_can_be_sent_to_one_partition_and_tailed_there(bus):
 
 async def test_lag_counts_what_a_group_has_not_committed(bus):
     if bus.name == "kafka":  # a bus whose librdkafka statistics come often
-        from ragline.buses.kafka import KafkaBus
+        from ragline.adapters.buses.kafka import KafkaBus
 
         bus = KafkaBus(bus.servers, session_timeout_ms=2000, stats_interval_ms=200)
     t = await topic(bus, partitions=1)

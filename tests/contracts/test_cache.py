@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from ragline.caches.memory import MemoryCache
-from ragline.caches.redis import RedisCache
+from ragline.adapters.caches.memory import MemoryCache
+from ragline.adapters.caches.redis import RedisCache
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])

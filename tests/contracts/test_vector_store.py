@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from ragline import Chunk, InvalidInput, Settings
-from ragline.ids import chunk_id, content_hash
-from ragline.ports import VectorStore
-from ragline.stores import build_store
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.stores import build_store
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.core.ids import chunk_id, content_hash
+from ragline.core.ports import VectorStore
 
 DIM = 8
 
@@ -193,7 +193,7 @@ async def test_documents_are_listed_in_id_order_by_prefix_and_cursor_within_the_
 
 
 async def test_sentences_stored_with_a_chunk_come_back_with_it_when_a_search_asks(store):
-    from ragline import sentences
+    from ragline.core import sentences
 
     vectors = np.eye(DIM, dtype=np.float32)[:2]
     blob = sentences.encode(["First sentence here.", "Second one here."], vectors)

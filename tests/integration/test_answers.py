@@ -10,14 +10,14 @@ import httpx
 import pytest
 
 from ragline import Answer, Settings
-from ragline.breaker import CircuitBreaker
-from ragline.engine import Engine
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.generators.openai import OpenAIGenerator
-from ragline.models import Hit
-from ragline.prompting import build_prompt, says_it_does_not_know
-from ragline.samples import sample_files
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.generators.openai import OpenAIGenerator
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.core.breaker import CircuitBreaker
+from ragline.core.models import Hit
+from ragline.core.prompting import build_prompt, says_it_does_not_know
+from ragline.service.engine import Engine
+from ragline.service.samples import sample_files
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +199,7 @@ async def test_a_slow_llm_times_out_into_an_extractive_answer(running_llm, sampl
 
 @pytest.fixture(scope="module")
 def local_generator():
-    from ragline.generators.local import LocalGenerator
+    from ragline.adapters.generators.local import LocalGenerator
 
     return LocalGenerator(threads=1, parallel=1)
 

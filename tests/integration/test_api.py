@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from ragline.api.auth import KeyStore
+from ragline.service.api.auth import KeyStore
 
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."
 TEA = "Black tea is fully oxidised, while green tea is steamed soon after picking."

@@ -7,8 +7,8 @@ import time
 
 import httpx
 
-from ragline.api.auth import KeyStore
-from ragline.generators.openai import OpenAIGenerator
+from ragline.adapters.generators.openai import OpenAIGenerator
+from ragline.service.api.auth import KeyStore
 
 QUESTION = "How do honeybees perform the waggle dance to tell nest mates where the flowers are?"
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are and where."

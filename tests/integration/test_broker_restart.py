@@ -11,8 +11,8 @@ import time
 import pytest
 
 from ragline import DependencyUnavailable
-from ragline.buses.kafka import KafkaBus
-from ragline.ports import TopicSpec
+from ragline.adapters.buses.kafka import KafkaBus
+from ragline.core.ports import TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -295,7 +295,7 @@ async def test_a_group_with_a_ghost_leader_is_left_for_a_new_one_with_its_offset
     with it, and both members of the stage follow."""
     from conftest import KafkaBroker, free_port
 
-    from ragline.buses.group_directory import GroupDirectory
+    from ragline.adapters.buses.group_directory import GroupDirectory
 
     broker = KafkaBroker(free_port())
     broker.start()
@@ -352,15 +352,15 @@ async def test_documents_accepted_before_a_broker_came_back_empty_are_still_inde
     from conftest import KafkaBroker, free_port
 
     from ragline import Settings
-    from ragline.accepted import AcceptedSpool
-    from ragline.buses import topic_specs
-    from ragline.embedders.hashing import HashingEmbedder
-    from ragline.engine import Engine
-    from ragline.gateway import Gateway
-    from ragline.generators.extractive import ExtractiveGenerator
-    from ragline.models import Document
-    from ragline.stores.milvus import MilvusStore
-    from ragline.workers import Topics, build_worker
+    from ragline.adapters.buses import topic_specs
+    from ragline.adapters.embedders.hashing import HashingEmbedder
+    from ragline.adapters.generators.extractive import ExtractiveGenerator
+    from ragline.adapters.stores.milvus import MilvusStore
+    from ragline.core.models import Document
+    from ragline.service.accepted import AcceptedSpool
+    from ragline.service.engine import Engine
+    from ragline.service.gateway import Gateway
+    from ragline.service.workers import Topics, build_worker
 
     broker = KafkaBroker(free_port())
     broker.start()

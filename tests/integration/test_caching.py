@@ -11,13 +11,13 @@ import httpx
 import pytest
 
 from ragline import Settings
-from ragline.caches import build_cache
-from ragline.embedders.hashing import HashingEmbedder
-from ragline.engine import Engine
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.models import Document
-from ragline.observability import Metrics
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.caches import build_cache
+from ragline.adapters.embedders.hashing import HashingEmbedder
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.core.models import Document
+from ragline.service.engine import Engine
+from ragline.service.observability import Metrics
 
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."
 QUESTION = "What does the waggle dance tell nest mates?"
@@ -173,7 +173,7 @@ async def test_a_dead_redis_costs_at_most_the_timeout_and_then_nothing(tmp_path)
 
 @pytest.mark.integration
 def test_rate_limits_hold_across_api_replicas_sharing_redis(serve_app, running_redis, tmp_path):
-    from ragline.api.auth import KeyStore
+    from ragline.service.api.auth import KeyStore
 
     replicas = [serve_app(cache_url=running_redis.url, rate_limit_rps=0.5, rate_limit_burst=2) for _ in range(2)]
     key, _ = KeyStore(tmp_path / "keys.json").create("a", ["query"])
@@ -198,7 +198,7 @@ async def test_with_redis_frozen_the_rate_limiter_pays_its_timeout_three_times_t
     import os
     import signal
 
-    from ragline.api.ratelimit import RedisRateLimiter
+    from ragline.service.api.ratelimit import RedisRateLimiter
 
     limiter = RedisRateLimiter(running_redis.url, rate=100, burst=100, timeout_s=0.25, breaker_open_s=30)
     assert await limiter.acquire("warm") == 0.0

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from ragline.api.auth import KeyStore
+from ragline.service.api.auth import KeyStore
 
 MILVUS = "ragline stores its document vectors in Milvus, whose server listens on port 19530."
 REDIS = "The answer cache lives in Redis. Redis listens on port 6379 by default."
@@ -56,7 +56,7 @@ def test_models_lists_ragline_for_chat_front_ends(openai_client):
 
 
 def test_with_an_llm_configured_a_follow_up_is_rewritten_by_it_before_retrieval(serve_app, running_llm, tmp_path):
-    from ragline.generators.openai import OpenAIGenerator
+    from ragline.adapters.generators.openai import OpenAIGenerator
 
     bodies: list[dict] = []
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragline.api.auth import KeyStore
+from ragline.service.api.auth import KeyStore
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOTS = Path(__file__).parents[2] / "test-results"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ragline import Settings
-from ragline.engine import Engine
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.stores.milvus import MilvusStore
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.service.engine import Engine
 from tests.unit.test_converters import docx, pdf, text_at
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ragline import NotFound
-from ragline.models import Document
+from ragline.core.models import Document
 
 PARAGRAPH = "Honeybees dance to show their nest mates where the flowers are. " * 12
 

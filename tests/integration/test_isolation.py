@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from ragline.api.auth import KeyStore
+from ragline.service.api.auth import KeyStore
 from tests.conftest import wait_until
 
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ragline.api.auth import KeyStore
-from ragline.errors import ConfigurationError, DependencyUnavailable
+from ragline.core.errors import ConfigurationError, DependencyUnavailable
+from ragline.service.api.auth import KeyStore
 
 _WORKER = """
 import sys
 from pathlib import Path
-from ragline.api.auth import KeyStore
+from ragline.service.api.auth import KeyStore
 store = KeyStore(Path(sys.argv[1]))
 made = [store.create("t%s" % sys.argv[2], ["query"])[1].id for _ in range(3)]
 if int(sys.argv[2]) % 2:

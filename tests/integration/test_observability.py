@@ -18,15 +18,15 @@ from conftest import missing_tool
 from prometheus_client.parser import text_string_to_metric_families
 
 from ragline import Settings
-from ragline.buses.memory import MemoryBus
-from ragline.embedders.hashing import HashingEmbedder
-from ragline.engine import Engine
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.models import Document, Query
-from ragline.observability import JsonFormatter, Metrics, log_context
-from ragline.pipeline import Pipeline
-from ragline.stores.milvus import MilvusStore
-from ragline.workers import Topics
+from ragline.adapters.buses.memory import MemoryBus
+from ragline.adapters.embedders.hashing import HashingEmbedder
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.core.models import Document, Query
+from ragline.service.engine import Engine
+from ragline.service.observability import JsonFormatter, Metrics, log_context
+from ragline.service.pipeline import Pipeline
+from ragline.service.workers import Topics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."
@@ -95,7 +95,7 @@ async def traced_pipeline(request, tmp_path, span_exporter):
     if request.param == "memory":
         bus = MemoryBus()
     else:
-        from ragline.buses.kafka import KafkaBus, TopicSpec
+        from ragline.adapters.buses.kafka import KafkaBus, TopicSpec
 
         bus = KafkaBus(request.getfixturevalue("kafka_broker").bootstrap, session_timeout_ms=2000)
         await bus.create_topics([TopicSpec(name, partitions=2) for name in vars(topics).values()])

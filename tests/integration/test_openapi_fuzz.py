@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ragline.api.auth import KeyStore
+from ragline.service.api.auth import KeyStore
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"

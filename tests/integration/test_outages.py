@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragline.api.auth import KeyStore
+from ragline.service.api.auth import KeyStore
 from tests.conftest import TcpProxy, free_port, wait_until
 
 pytestmark = pytest.mark.integration

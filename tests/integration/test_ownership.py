@@ -92,7 +92,7 @@ def test_a_cli_command_next_to_a_process_that_is_not_a_server_fails_at_once_nami
             "-c",
             "import sys, time\n"
             "from pathlib import Path\n"
-            "from ragline.stores.ownership import DatabaseOwnership\n"
+            "from ragline.adapters.stores.ownership import DatabaseOwnership\n"
             "DatabaseOwnership(Path(sys.argv[1])).acquire()\n"
             "print('held', flush=True)\n"
             "time.sleep(120)\n",
@@ -129,7 +129,7 @@ async def test_a_closed_store_lets_another_process_open_the_file(tmp_path: Path)
     """Closing a Milvus Lite store stops its embedded server: before, the file stayed
     open until the process exited ("opened by another program" for the next one)."""
     from ragline import Settings
-    from ragline.stores.milvus import MilvusStore
+    from ragline.adapters.stores.milvus import MilvusStore
 
     database = tmp_path / "shared.db"
     store = MilvusStore.from_settings(Settings.load(milvus_uri=str(database)), 8)
@@ -138,7 +138,7 @@ async def test_a_closed_store_lets_another_process_open_the_file(tmp_path: Path)
     script = (
         "import asyncio, sys\n"
         "from ragline import Settings\n"
-        "from ragline.stores.milvus import MilvusStore\n"
+        "from ragline.adapters.stores.milvus import MilvusStore\n"
         "async def main():\n"
         "    s = MilvusStore.from_settings(Settings.load(milvus_uri=sys.argv[1]), 8)\n"
         "    print(await s.count('t'))\n"
@@ -167,7 +167,7 @@ def test_a_planted_owner_record_is_reported_and_nothing_is_sent_to_it(tmp_path: 
     hold = f"import fcntl, sys; f = open({str(record)!r}); fcntl.flock(f, fcntl.LOCK_EX); sys.stdin.read()"
     holder = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE)  # holds it until killed
     try:
-        from ragline.stores import ownership
+        from ragline.adapters.stores import ownership
 
         wait_until(lambda: ownership.owner_of(tmp_path / "m.db") is not None, timeout_s=10)
         (tmp_path / "secret.md").write_text("Private notes that must stay here.")

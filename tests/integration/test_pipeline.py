@@ -18,15 +18,15 @@ import httpx
 import pytest
 
 from ragline import DependencyTimeout, InvalidInput, Settings
-from ragline.buses.memory import MemoryBus
-from ragline.embedders.hashing import HashingEmbedder
-from ragline.engine import Engine
-from ragline.gateway import Gateway
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.models import Document, Query
-from ragline.pipeline import Pipeline
-from ragline.stores.milvus import MilvusStore
-from ragline.workers import Topics, Worker, build_worker, dead_letters, on_dead_for, replay
+from ragline.adapters.buses.memory import MemoryBus
+from ragline.adapters.embedders.hashing import HashingEmbedder
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.core.models import Document, Query
+from ragline.service.engine import Engine
+from ragline.service.gateway import Gateway
+from ragline.service.pipeline import Pipeline
+from ragline.service.workers import Topics, Worker, build_worker, dead_letters, on_dead_for, replay
 
 BEES = "Honeybees perform the waggle dance to tell nest mates how far away the flowers are."
 OWLS = "Barn owls hunt at night and find mice by sound alone, even in total darkness."
@@ -54,7 +54,7 @@ async def bus(bus_kind, topics, request):
     if bus_kind == "memory":
         backend = MemoryBus()
     else:
-        from ragline.buses.kafka import KafkaBus, TopicSpec
+        from ragline.adapters.buses.kafka import KafkaBus, TopicSpec
 
         backend = KafkaBus(
             request.getfixturevalue("kafka_broker").bootstrap,
@@ -293,7 +293,7 @@ async def test_two_api_replicas_sharing_the_answers_topic_each_get_their_own_ans
 
 @pytest.mark.integration
 async def test_two_api_replicas_with_a_partition_each_see_only_their_own_answers(kafka_broker, topics, engine):
-    from ragline.buses.kafka import KafkaBus, TopicSpec
+    from ragline.adapters.buses.kafka import KafkaBus, TopicSpec
 
     bus = KafkaBus(kafka_broker.bootstrap, session_timeout_ms=2000)  # the in-process bus has one partition
     await bus.create_topics([TopicSpec(name, partitions=4) for name in vars(topics).values()])
@@ -504,7 +504,7 @@ async def test_with_kafka_transactions_outputs_and_offsets_commit_together(kafka
     trustworthy, so what is checked is the flow and the offsets the transactions commit)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from ragline.buses.kafka import KafkaBus, TopicSpec
+    from ragline.adapters.buses.kafka import KafkaBus, TopicSpec
 
     plain = KafkaBus(kafka_broker.bootstrap, session_timeout_ms=2000)
     await plain.create_topics([TopicSpec(name, partitions=1) for name in vars(topics).values()])

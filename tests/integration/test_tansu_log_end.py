@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from ragline.buses import tansu
-from ragline.buses.kafka import KafkaBus
-from ragline.ports import TopicSpec
+from ragline.adapters.buses import tansu
+from ragline.adapters.buses.kafka import KafkaBus
+from ragline.core.ports import TopicSpec
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ async def test_a_group_that_committed_a_whole_batch_does_not_read_it_again():
         _, listed = probe.get_watermark_offsets(TopicPartition("work", 0), timeout=5)
         probe.close()
         # The broker behaviour this guards against (if Tansu fixes it, this precondition
-        # fails and the workaround in ragline/buses/tansu.py can go).
+        # fails and the workaround in ragline/adapters/buses/tansu.py can go).
         assert listed < 4, listed
         assert await asyncio.to_thread(tansu.log_end, broker.bootstrap, {}, "work", 0, listed) == 4
 

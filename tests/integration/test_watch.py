@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragline.watching import EngineSink, Watcher
+from ragline.service.watching import EngineSink, Watcher
 from tests.conftest import free_port, serve_env, wait_until
 
 pytestmark = pytest.mark.integration

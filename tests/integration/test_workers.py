@@ -8,13 +8,13 @@ import uuid
 import pytest
 
 from ragline import DependencyUnavailable, Settings
-from ragline.buses.memory import MemoryBus
-from ragline.embedders.hashing import HashingEmbedder
-from ragline.engine import Engine
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.models import Answer, Document, Query, reply_key
-from ragline.stores.milvus import MilvusStore
-from ragline.workers import (
+from ragline.adapters.buses.memory import MemoryBus
+from ragline.adapters.embedders.hashing import HashingEmbedder
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.stores.milvus import MilvusStore
+from ragline.core.models import Answer, Document, Query, reply_key
+from ragline.service.engine import Engine
+from ragline.service.workers import (
     Output,
     Topics,
     Worker,
@@ -33,7 +33,7 @@ async def bus(request):
     if request.param == "memory":
         backend = MemoryBus()
     else:
-        from ragline.buses.kafka import KafkaBus
+        from ragline.adapters.buses.kafka import KafkaBus
 
         backend = KafkaBus(request.getfixturevalue("kafka_broker").bootstrap, session_timeout_ms=2000)
     yield backend
@@ -46,7 +46,7 @@ async def topics(bus) -> Topics:
     suffix = uuid.uuid4().hex[:8]
     names = Topics(*(f"{name}-{suffix}" for name in ("docs", "queries", "context", "answers", "dlq")))
     if hasattr(bus, "create_topics"):  # Kafka: consumers only see topics that exist when they subscribe
-        from ragline.buses.kafka import TopicSpec
+        from ragline.adapters.buses.kafka import TopicSpec
 
         await bus.create_topics([TopicSpec(name, partitions=2) for name in vars(names).values()])
     return names
@@ -147,9 +147,9 @@ async def test_ingestion_waits_out_a_store_outage_instead_of_dead_lettering_acce
 
 
 async def test_a_query_whose_store_stays_down_is_given_up_within_its_budget_and_its_caller_told(bus, topics):
-    from ragline.errors import DependencyTimeout
-    from ragline.models import Failure
-    from ragline.workers import on_dead_for
+    from ragline.core.errors import DependencyTimeout
+    from ragline.core.models import Failure
+    from ragline.service.workers import on_dead_for
 
     async def frozen_store(delivery):
         await asyncio.sleep(0.4)  # a call that runs into its deadline

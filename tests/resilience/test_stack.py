@@ -3,7 +3,7 @@
 One stack for the module (two workers per stage, two API replicas behind the balancer,
 extractive answers, the session's Milvus server, Redis for the caches and the rate
 limiter); each test kill -9's one process under load (supervisord restarts it) and
-checks what the drill counted (ragline/drills.py). The stack is up only once it answers
+checks what the drill counted (ragline/ops/drills.py). The stack is up only once it answers
 a question end to end, and each drill injects its fault only after an answer came.
 
 The broker's drill restarts Tansu empty (it keeps its log in memory): everything the
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragline.drills import run_scenarios
-from ragline.stack import Stack
+from ragline.ops.drills import run_scenarios
+from ragline.ops.stack import Stack
 
 pytestmark = pytest.mark.integration
 

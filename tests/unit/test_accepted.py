@@ -1,4 +1,4 @@
-"""The gateway's spool of accepted writes (ragline/accepted.py)."""
+"""The gateway's spool of accepted writes (ragline/service/accepted.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from ragline import DependencyUnavailable
-from ragline.accepted import AcceptedSpool, Entry, new_token
+from ragline.service.accepted import AcceptedSpool, Entry, new_token
 
 
 def entry(key: str, value: bytes = b"{}", age_s: float = 0.0) -> Entry:
@@ -80,9 +80,9 @@ async def test_a_write_still_unconfirmed_is_sent_again_ever_less_often_until_the
     """Unconfirmed can mean behind: sending every waiting write again each round fed on
     itself (a 70 s Milvus outage left ingestion thousands of copies behind). A write
     sent again n times waits resend_after_s x 2^n; a bus that came back resets it."""
-    from ragline.buses.memory import MemoryBus
-    from ragline.gateway import Gateway
-    from ragline.protocol import Topics
+    from ragline.adapters.buses.memory import MemoryBus
+    from ragline.service.gateway import Gateway
+    from ragline.service.protocol import Topics
 
     bus = MemoryBus()
     spool = AcceptedSpool(tmp_path)

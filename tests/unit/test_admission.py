@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from ragline.generators.admission import AdaptiveLimit, LLMBusy
+from ragline.adapters.generators.admission import AdaptiveLimit, LLMBusy
 
 
 class Clock:

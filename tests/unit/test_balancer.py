@@ -1,4 +1,4 @@
-"""The stack's TCP balancer (ragline/lb.py) on real loopback sockets: round robin, a
+"""The stack's TCP balancer (ragline/ops/lb.py) on real loopback sockets: round robin, a
 refusing backend skipped and remembered, 503 when none accepts, bytes both ways, a
 client's half-close still gets its response."""
 
@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from ragline.lb import Balancer
+from ragline.ops.lb import Balancer
 
 
 def _free_port() -> int:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from ragline.generators.batching import MicroBatcher
+from ragline.adapters.generators.batching import MicroBatcher
 
 
 class Recorder:

@@ -1,6 +1,6 @@
 import json
 
-from ragline.benchmarks import write_report
+from ragline.ops.benchmarks import write_report
 
 SERVE = {
     level: {"rps": rps, "p50_ms": p50, "p99_ms": p50 * 2, "deciles_ms": [p50 * (0.5 + i / 10) for i in range(9)]}

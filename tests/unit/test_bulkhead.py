@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from ragline.bulkhead import Bulkhead
-from ragline.errors import DependencyTimeout, Overloaded
+from ragline.core.bulkhead import Bulkhead
+from ragline.core.errors import DependencyTimeout, Overloaded
 
 
 async def test_a_full_bulkhead_refuses_at_once_and_frees_its_slot_when_work_ends():
@@ -49,7 +49,7 @@ async def test_one_bulkhead_full_does_not_stop_another():
 async def test_a_process_bulkhead_runs_work_apart_and_returns_its_result_or_error():
     import os
 
-    from ragline.errors import DocumentError
+    from ragline.core.errors import DocumentError
     from ragline.ingest.loaders import load_file
 
     bulkhead = Bulkhead("parser", workers=1, queue=1, processes=True)

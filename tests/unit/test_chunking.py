@@ -1,4 +1,4 @@
-from ragline.ingest.chunking import Chunker, regex_token_spans, tokenizer_token_spans
+from ragline.core.chunking import Chunker, regex_token_spans, tokenizer_token_spans
 
 
 def words(n: int) -> str:

@@ -1,12 +1,12 @@
 """The command line starts without the engine: --help and --version load neither the
-engine, numpy, pydantic nor httpx (they took 0.87 s of imports; ragline/lazy.py)."""
+engine, numpy, pydantic nor httpx (they took 0.87 s of imports; ragline/core/lazy.py)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-HEAVY = ["ragline.engine", "numpy", "pydantic", "httpx", "pymilvus"]
+HEAVY = ["ragline.service.engine", "numpy", "pydantic", "httpx", "pymilvus"]
 
 
 def loaded_after(code: str) -> list[str]:

@@ -7,7 +7,7 @@ import asyncio
 from typer.testing import CliRunner
 
 from ragline import cli
-from ragline.models import Answer
+from ragline.core.models import Answer
 
 
 class StreamingEngine:

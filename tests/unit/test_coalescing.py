@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from ragline.coalescing import Coalescer
-from ragline.errors import Overloaded
+from ragline.core.coalescing import Coalescer
+from ragline.core.errors import Overloaded
 
 
 class Recorder:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from ragline import DocumentError
-from ragline.ingest.chunking import Chunker, regex_token_spans
+from ragline.core.chunking import Chunker, regex_token_spans
+from ragline.core.stages import chunk_documents
+from ragline.core.text import split_sentences
 from ragline.ingest.loaders import load_file
-from ragline.stages import chunk_documents
-from ragline.text import split_sentences
 
 MB = 1_000_000
 

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from ragline.evaluation import documents_ranked, score
-from ragline.models import Hit
+from ragline.core.models import Hit
+from ragline.ops.evaluation import documents_ranked, score
 
 
 def test_metrics_on_a_hand_made_run_match_their_definitions():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from ragline.buses.memory import MemoryBus
-from ragline.gateway import Gateway
-from ragline.models import Answer, new_query
-from ragline.workers import KIND, Topics
+from ragline.adapters.buses.memory import MemoryBus
+from ragline.core.models import Answer, new_query
+from ragline.service.gateway import Gateway
+from ragline.service.workers import KIND, Topics
 
 
 async def _until(condition, timeout_s: float = 2.0) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from ragline import stages
-from ragline.errors import DependencyUnavailable
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.grounding import ground
-from ragline.models import Context, Hit, Passage, new_query
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.core import stages
+from ragline.core.errors import DependencyUnavailable
+from ragline.core.grounding import ground
+from ragline.core.models import Context, Hit, Passage, new_query
 
 BEES = "Honeybees perform the waggle dance. The dance tells nest mates how far away the flowers are."
 PORT = "The ingestion service listens on port 8443 and stores documents for 14 days."

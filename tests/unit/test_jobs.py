@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ragline.api.jobs import Jobs
-from ragline.errors import DependencyUnavailable
-from ragline.models import Document, IngestReport
+from ragline.core.errors import DependencyUnavailable
+from ragline.core.models import Document, IngestReport
+from ragline.service.api.jobs import Jobs
 
 
 async def until(condition, timeout_s: float = 10.0) -> None:

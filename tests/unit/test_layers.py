@@ -1,32 +1,52 @@
-"""The core imports no adapter, service or operations module (issue 29: core -> adapter
-arrows ran back up). Checked on the source, imports inside functions included."""
+"""The package is laid out by layer and the arrows only point down (issue 29).
+
+Layers, lowest first: ``core`` (models, ports, stages, errors, domain rules) <- ``ingest``
+and ``settings`` <- ``adapters`` (one package per port) <- the service (``service``,
+``seam``, ``client``) <- ``ops`` (stack, drills, balancer, benchmarks) <- ``cli``.
+A module imports only from its own layer or a lower one. Checked on the source, imports
+inside functions and under TYPE_CHECKING included (an arrow is an arrow)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 import ragline
 
 PACKAGE = Path(ragline.__file__).parent
-CORE = ["errors", "models", "ports", "protocol", "stages", "prompting", "grounding", "ids", "text"]
-OUTSIDE = {
-    # adapters
-    "generators", "stores", "embedders", "caches", "buses",
-    # the service, operations and the command line
-    "api", "gateway", "workers", "engine", "pipeline", "cli", "stack", "drills", "lb", "benchmarks",
-    # configuration: the core is given values, never Settings
-    "settings",
-}  # fmt: skip
+RANK = {
+    "core": 0,
+    "ingest": 1,
+    "settings": 1,
+    "adapters": 2,
+    "service": 3,
+    "seam": 3,
+    "client": 3,
+    "ops": 4,
+    "cli": 5,
+    "__main__": 5,
+}
+# The package's front door re-exports names lazily from every layer; __version__ is data.
+ANYWHERE = {"__version__", "__init__"}
+MAX_LINES = 600
+MAX_ROOT_MODULES = 6
 
 
-def imported(module: str) -> set[str]:
-    """The ragline modules ``module`` imports (first component under ragline)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+def layer_of(path: Path, package: Path) -> str:
+    """The layer of a module: its first component under the package."""
+    return path.relative_to(package).with_suffix("").parts[0]
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The layers (first components under ragline) a module imports."""
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-            found.add(node.module.split(".")[0])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}: relative import (the layers are read from absolute imports)")
+        if isinstance(node, ast.ImportFrom) and node.module == "ragline":
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ragline."):
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
@@ -34,12 +54,56 @@ def imported(module: str) -> set[str]:
     return found
 
 
-def test_the_core_imports_nothing_from_the_adapters_the_service_or_settings():
-    wrong = {module: sorted(imported(module) & OUTSIDE) for module in CORE}
-    assert not any(wrong.values()), {m: w for m, w in wrong.items() if w}
+def wrong_arrows(package: Path) -> dict[str, list[str]]:
+    """Each module that imports a higher layer, with the layers it should not import."""
+    wrong = {}
+    for path in sorted(package.rglob("*.py")):
+        layer = layer_of(path, package)
+        if layer == "__init__":
+            continue
+        rank = RANK[layer]
+        above = sorted(
+            other
+            for other in imported_layers(path) - ANYWHERE
+            if RANK.get(other, 99) > rank  # an unknown layer is a new root module: say where it goes
+        )
+        if above:
+            wrong[str(path.relative_to(package))] = above
+    return wrong
 
 
-def test_the_check_sees_an_adapter_import(tmp_path, monkeypatch):
-    (tmp_path / "probe.py").write_text("def f():\n    from .generators.templates import render\n")
-    monkeypatch.setattr(f"{__name__}.PACKAGE", tmp_path)
-    assert imported("probe") == {"generators"}
+def test_every_arrow_points_down():
+    assert wrong_arrows(PACKAGE) == {}
+
+
+def test_the_core_imports_no_adapter_service_or_settings():
+    core = [p for p in PACKAGE.rglob("*.py") if layer_of(p, PACKAGE) == "core"]
+    assert len(core) > 10
+    outside = {"adapters", "service", "ops", "cli", "settings", "seam", "client", "ingest"}
+    assert {str(p.name): sorted(imported_layers(p) & outside) for p in core if imported_layers(p) & outside} == {}
+
+
+def test_the_root_holds_packages_and_a_handful_of_modules():
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(modules) <= MAX_ROOT_MODULES, modules
+    assert all(layer_of(p, PACKAGE) in RANK or p.name == "__init__.py" for p in PACKAGE.glob("*.py"))
+
+
+@pytest.mark.parametrize("source", ["from ragline.adapters.generators.templates import render", "import ragline.cli"])
+def test_the_check_sees_an_upward_import_inside_a_function(tmp_path, source):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "probe.py").write_text(f"def f():\n    {source}\n")
+    assert list(wrong_arrows(tmp_path)) == ["core/probe.py"]
+
+
+def test_the_check_refuses_relative_imports(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "probe.py").write_text("from .models import Chunk\n")
+    with pytest.raises(AssertionError, match="relative import"):
+        wrong_arrows(tmp_path)
+
+
+def test_the_check_places_a_new_root_module(tmp_path):
+    (tmp_path / "core").mkdir()
+    (tmp_path / "core" / "probe.py").write_text("from ragline.newthing import x\n")
+    assert wrong_arrows(tmp_path) == {"core/probe.py": ["newthing"]}

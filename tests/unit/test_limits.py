@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragline.errors import InvalidInput
-from ragline.limits import Limits, check_text
+from ragline.core.errors import InvalidInput
+from ragline.core.limits import Limits, check_text
 
 
 def test_metadata_depth_is_measured_without_recursion_on_hostile_nesting():

@@ -1,6 +1,6 @@
 """A small model's repetition loop ends the stream instead of running to max_tokens."""
 
-from ragline.generators.loops import LoopGuard
+from ragline.adapters.generators.loops import LoopGuard
 
 LOOP = "The data is stored in a hot storage, which is a cloud storage service. "
 

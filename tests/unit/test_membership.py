@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ragline.buses.group_directory import _apply
-from ragline.buses.membership import Action, Membership, State, group_name
+from ragline.adapters.buses.group_directory import _apply
+from ragline.adapters.buses.membership import Action, Membership, State, group_name
 
 LIMIT = 10.0
 

@@ -69,7 +69,7 @@ async def test_int8_questions_stay_close_to_sentence_transformers_vectors(minilm
 
 
 async def test_float32_questions_are_the_documents_vectors():
-    from ragline.embedders.minilm import MiniLMEmbedder
+    from ragline.adapters.embedders.minilm import MiniLMEmbedder
 
     embedder = MiniLMEmbedder(threads=1, query_precision="float32")
     try:
@@ -82,8 +82,8 @@ async def test_float32_questions_are_the_documents_vectors():
 
 
 def test_the_int8_copy_is_made_once_and_reused(tmp_path):
-    from ragline.embedders.minilm import model_path
-    from ragline.embedders.quantized import int8_model
+    from ragline.adapters.embedders.minilm import model_path
+    from ragline.adapters.embedders.quantized import int8_model
 
     first = int8_model(model_path(), tmp_path)
     mtime = first.stat().st_mtime_ns
@@ -144,8 +144,8 @@ async def test_an_exact_question_vector_is_the_float32_one_and_kept_apart_from_t
 
 
 async def test_the_embedding_cache_never_serves_an_int8_question_vector_as_the_models_own(minilm):
-    from ragline.caches.embedding_cache import CachedEmbedder
-    from ragline.caches.memory import MemoryCache
+    from ragline.adapters.caches.embedding_cache import CachedEmbedder
+    from ragline.adapters.caches.memory import MemoryCache
 
     cached = CachedEmbedder(minilm, MemoryCache())
     question = "Why does sealed honey keep for years? (cache test)"

@@ -2,7 +2,7 @@ import pytest
 
 import ragline
 from ragline import ConfigurationError, Document, Query, Settings
-from ragline.ids import chunk_id, content_hash
+from ragline.core.ids import chunk_id, content_hash
 
 
 def test_public_surface_is_exactly_all():
@@ -69,7 +69,7 @@ def test_a_missing_config_file_is_a_configuration_error(tmp_path):
 
 
 def test_hnsw_on_milvus_lite_is_refused_clearly():
-    from ragline.stores.milvus import IndexSpec
+    from ragline.adapters.stores.milvus import IndexSpec
 
     with pytest.raises(ConfigurationError, match="FLAT and IVF_FLAT"):
         IndexSpec.from_settings(Settings.load(index="HNSW"))
@@ -87,7 +87,7 @@ def test_secrets_come_from_files_in_the_secrets_dir_and_the_environment_wins(tmp
 
 
 def test_an_unknown_bus_url_is_a_configuration_error_naming_the_known_ones():
-    from ragline.buses import build_bus
+    from ragline.adapters.buses import build_bus
 
     with pytest.raises(ConfigurationError, match=r"no bus named 'amqp' \(bus_url\); known: kafka, memory"):
         build_bus(Settings.load(bus_url="amqp://rabbit"))

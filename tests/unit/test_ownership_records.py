@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ragline.api.auth import Authenticator, JWTConfig, KeyStore
-from ragline.errors import ConfigurationError, Unauthorized
-from ragline.stores import ownership
+from ragline.adapters.stores import ownership
+from ragline.core.errors import ConfigurationError, Unauthorized
+from ragline.service.api.auth import Authenticator, JWTConfig, KeyStore
 
 
 def test_the_owner_token_is_accepted_from_loopback_only_and_lets_the_caller_pick_a_tenant(tmp_path: Path):
@@ -44,7 +44,7 @@ def test_the_record_names_the_holder_and_what_it_announced_and_only_while_it_hol
             [
                 sys.executable,
                 "-c",
-                "import json, sys; from pathlib import Path; from ragline.stores.ownership import owner_of; "
+                "import json, sys; from pathlib import Path; from ragline.adapters.stores.ownership import owner_of; "
                 "print(json.dumps(owner_of(Path(sys.argv[1]))))",
                 str(database),
             ],
@@ -62,7 +62,7 @@ def test_the_record_names_the_holder_and_what_it_announced_and_only_while_it_hol
 
 
 def test_the_owner_record_is_created_private_even_with_an_open_umask(tmp_path):
-    from ragline.stores.ownership import DatabaseOwnership, trusted
+    from ragline.adapters.stores.ownership import DatabaseOwnership, trusted
 
     previous = os.umask(0)
     try:
@@ -79,7 +79,7 @@ def test_the_owner_record_is_created_private_even_with_an_open_umask(tmp_path):
 
 
 def test_a_record_others_can_read_or_plant_is_not_trusted(tmp_path):
-    from ragline.stores.ownership import trusted
+    from ragline.adapters.stores.ownership import trusted
 
     database = tmp_path / "m.db"
     record = tmp_path / "m.db.owner"
@@ -95,8 +95,8 @@ def test_a_record_others_can_read_or_plant_is_not_trusted(tmp_path):
 
 
 def test_a_record_owned_by_another_user_is_never_written_to(tmp_path):
-    from ragline.errors import ConfigurationError
-    from ragline.stores.ownership import DatabaseOwnership
+    from ragline.adapters.stores.ownership import DatabaseOwnership
+    from ragline.core.errors import ConfigurationError
 
     record = tmp_path / "m.db.owner"
     record.write_text("")
@@ -119,6 +119,6 @@ def test_a_record_owned_by_another_user_is_never_written_to(tmp_path):
     ],
 )
 def test_only_loopback_owner_urls_are_followed(url, local):
-    from ragline.stores.ownership import loopback
+    from ragline.adapters.stores.ownership import loopback
 
     assert loopback(url) is local

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ragline.errors import Overloaded
-from ragline.parse_lanes import ParseDeadline, ParseLanes
+from ragline.core.errors import Overloaded
+from ragline.service.parse_lanes import ParseDeadline, ParseLanes
 
 
 async def until(condition, timeout_s: float = 10.0) -> None:

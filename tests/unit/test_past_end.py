@@ -3,7 +3,7 @@ for ever. _PastEnd finds such positions in librdkafka's statistics reports."""
 
 from __future__ import annotations
 
-from ragline.buses.kafka import _PastEnd
+from ragline.adapters.buses.kafka import _PastEnd
 
 
 def report(**partitions: tuple[int, int, str]) -> dict:

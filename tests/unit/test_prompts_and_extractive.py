@@ -1,7 +1,7 @@
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.generators.templates import render
-from ragline.models import Hit
-from ragline.prompting import (
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.generators.templates import render
+from ragline.core.models import Hit
+from ragline.core.prompting import (
     NOT_ANSWERED,
     NOT_IN_SOURCES,
     build_prompt,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ragline import errors
-from ragline.gateway import _as_error
-from ragline.models import Failure
-from ragline.protocol import ERROR_CODES, INTERNAL, code_of_type, error_code, error_from
+from ragline.core import errors
+from ragline.core.models import Failure
+from ragline.service.gateway import _as_error
+from ragline.service.protocol import ERROR_CODES, INTERNAL, code_of_type, error_code, error_from
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_every_code_names_a_ragline_error():
 
 
 def test_the_gateway_imports_nothing_from_the_workers_package():
-    source = Path(__file__).resolve().parents[2] / "src" / "ragline" / "gateway.py"
+    source = Path(__file__).resolve().parents[2] / "src" / "ragline" / "service" / "gateway.py"
     imported = set()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ragline import entities, stages
-from ragline.generators.extractive import ExtractiveGenerator, candidates
-from ragline.models import Context, Hit, new_query
-from ragline.prompting import NOT_ANSWERED, NOTHING_RELEVANT, build_prompt
+from ragline.adapters.generators.extractive import ExtractiveGenerator, candidates
+from ragline.core import entities, stages
+from ragline.core.models import Context, Hit, new_query
+from ragline.core.prompting import NOT_ANSWERED, NOTHING_RELEVANT, build_prompt
 
 NORMANS = (
     "The Normans were descended from Norse raiders. In 911 their leader Rollo swore fealty to King Charles III "

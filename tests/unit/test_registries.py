@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ragline.buses import BUSES, build_bus
-from ragline.buses.memory import MemoryBus
-from ragline.caches import CACHES, build_cache
-from ragline.caches.memory import MemoryCache
-from ragline.embedders import EMBEDDERS, build_embedder
-from ragline.embedders.hashing import HashingEmbedder
-from ragline.generators import GENERATORS, build_generator
-from ragline.models import Prompt
-from ragline.ports import Bus, Cache, Embedder, Generator, VectorStore
+from ragline.adapters.buses import BUSES, build_bus
+from ragline.adapters.buses.memory import MemoryBus
+from ragline.adapters.caches import CACHES, build_cache
+from ragline.adapters.caches.memory import MemoryCache
+from ragline.adapters.embedders import EMBEDDERS, build_embedder
+from ragline.adapters.embedders.hashing import HashingEmbedder
+from ragline.adapters.generators import GENERATORS, build_generator
+from ragline.adapters.stores import STORES, build_store
+from ragline.adapters.stores.memory import MemoryStore
+from ragline.core.models import Prompt
+from ragline.core.ports import Bus, Cache, Embedder, Generator, VectorStore
 from ragline.settings import Settings
-from ragline.stores import STORES, build_store
-from ragline.stores.memory import MemoryStore
 
 
 class ShoutingGenerator:
@@ -60,8 +60,8 @@ def test_each_port_builds_a_registered_toy_adapter_from_settings():
 
 
 async def test_a_registered_generator_answers_through_the_engine():
-    from ragline.engine import Engine
-    from ragline.models import Document
+    from ragline.core.models import Document
+    from ragline.service.engine import Engine
 
     GENERATORS.register("shout", lambda settings: ShoutingGenerator())
     settings = Settings.load(milvus_uri="memory://", embedder="hashing", generator="shout", min_relevance=0.0)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ragline import sentences, stages
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.ingest.chunking import Chunker, regex_token_spans
-from ragline.models import Context, Document, new_query
-from ragline.stores.memory import MemoryStore
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.stores.memory import MemoryStore
+from ragline.core import sentences, stages
+from ragline.core.chunking import Chunker, regex_token_spans
+from ragline.core.models import Context, Document, new_query
 
 
 def test_vectors_survive_encoding_within_a_hundredth_of_a_cosine():

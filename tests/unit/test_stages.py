@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ragline import stages
-from ragline.embedders.hashing import HashingEmbedder
-from ragline.generators.extractive import ExtractiveGenerator
-from ragline.ingest.chunking import Chunker, regex_token_spans
-from ragline.models import Document, new_query
-from ragline.prompting import NOT_ANSWERED
-from ragline.stores.memory import MemoryStore
+from ragline.adapters.embedders.hashing import HashingEmbedder
+from ragline.adapters.generators.extractive import ExtractiveGenerator
+from ragline.adapters.stores.memory import MemoryStore
+from ragline.core import stages
+from ragline.core.chunking import Chunker, regex_token_spans
+from ragline.core.models import Document, new_query
+from ragline.core.prompting import NOT_ANSWERED
 
 BEES = "Honeybees perform the waggle dance. The dance tells nest mates how far away the flowers are."
 TEA = "Black tea is fully oxidised. Green tea is steamed soon after picking."
@@ -91,8 +91,8 @@ class Scripted:
     ],
 )
 async def test_an_llm_rewrite_of_a_follow_up_is_kept_only_when_it_resolves_the_reference(reply, kept):
-    from ragline.models import Query
-    from ragline.stages import standalone
+    from ragline.core.models import Query
+    from ragline.core.stages import standalone
 
     query = Query(text="and which port does it listen on?", follows="Which database stores the vectors? Milvus")
     generator = Scripted(reply)

@@ -2,7 +2,7 @@
 here, once. One module per command group; ``app`` is the typer application."""
 
 # each module registers its commands, in this order in --help
-from . import documents, answers, serving, bus, keys, stack  # noqa: F401, I001
-from ._shared import Client, app
+from ragline.cli import documents, answers, serving, bus, keys, stack  # noqa: F401, I001
+from ragline.cli._shared import Client, app
 
 __all__ = ["Client", "app"]

@@ -1,5 +1,5 @@
 """python -m ragline.cli"""
 
-from . import app
+from ragline.cli import app
 
 app()

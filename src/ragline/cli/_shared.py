@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from ..errors import ConfigurationError, RaglineError, Unauthorized
+from ragline.core.errors import ConfigurationError, RaglineError, Unauthorized
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..engine import Engine
-    from ..settings import Settings
-else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
-    from ..lazy import Lazy
+    from ragline.client import Client
+    from ragline.service.engine import Engine
+    from ragline.settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
+    from ragline.core.lazy import Lazy
 
     Client = Lazy("ragline.client", "Client")
-    Engine = Lazy("ragline.engine", "Engine")
+    Engine = Lazy("ragline.service.engine", "Engine")
     Settings = Lazy("ragline.settings", "Settings")
 
 # Model files come from installed packages; never reach for a model hub.
@@ -69,7 +69,7 @@ def _print_json(text: str) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from ragline import __version__
 
         out.print(f"ragline {__version__}", highlight=False)
         raise typer.Exit()
@@ -108,8 +108,8 @@ def _remote(config: Path | None, url: str | None, api_key: str | None, tenant: s
     """The server this command goes to: ``--url``, or the live server that owns the local
     database (found through its owner record); None to open the database in this process.
     A database held by a process that is not a server fails at once, naming it."""
-    from ..registry import scheme_of
-    from ..stores import ownership
+    from ragline.adapters.stores import ownership
+    from ragline.core.registry import scheme_of
 
     if url:
         return Client(url, api_key, tenant=tenant)
@@ -147,7 +147,7 @@ def _remote(config: Path | None, url: str | None, api_key: str | None, tenant: s
 def _say_if_new_database(settings: Settings) -> None:
     """A local command about to create the embedded database says so, and where: run from
     another folder, it would otherwise answer from a new, empty one without a word."""
-    from ..registry import scheme_of
+    from ragline.core.registry import scheme_of
 
     if scheme_of(settings.milvus_uri) != "file":
         return

@@ -12,22 +12,22 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import RaglineError
+from ragline.core.errors import RaglineError
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..engine import Engine
-    from ..models import Answer
-    from ..settings import Settings
-else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
-    from ..lazy import Lazy
+    from ragline.client import Client
+    from ragline.core.models import Answer
+    from ragline.service.engine import Engine
+    from ragline.settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
+    from ragline.core.lazy import Lazy
 
     Client = Lazy("ragline.client", "Client")
-    Engine = Lazy("ragline.engine", "Engine")
+    Engine = Lazy("ragline.service.engine", "Engine")
     Settings = Lazy("ragline.settings", "Settings")
 
 
-from ._shared import (
+from ragline.cli._shared import (
     ApiKeyOption,
     ConfigOption,
     JsonOption,
@@ -172,7 +172,7 @@ def evaluate(
     import statistics
     import tempfile
 
-    from .. import evaluation
+    from ragline.ops import evaluation
 
     modes = [m.strip() for m in mode.split(",") if m.strip()]
     if not modes or set(modes) - {"dense", "bm25", "hybrid"}:
@@ -244,7 +244,7 @@ def bench(
     results_dir: Annotated[Path, typer.Option("--results", help="Where to write the report.")] = Path("results"),
 ) -> None:
     """Run the benchmarks in bench/ and write results.json, summary.md and PNG plots."""
-    from .. import benchmarks
+    from ragline.ops import benchmarks
 
     names = [n.strip() for n in only.split(",")] if only else list(benchmarks.ALL)
     unknown = set(names) - set(benchmarks.ALL)

@@ -11,23 +11,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from ..errors import ConfigurationError, DocumentError
-from ..errors import NotFound as NotFoundError
+from ragline.core.errors import ConfigurationError, DocumentError
+from ragline.core.errors import NotFound as NotFoundError
 
 if TYPE_CHECKING:
-    from ..ingest.loaders import iter_files, load_file
-    from ..models import Document
-    from ..settings import Settings
-else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
-    from ..lazy import Lazy
+    from ragline.core.models import Document
+    from ragline.ingest.loaders import iter_files, load_file
+    from ragline.settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
+    from ragline.core.lazy import Lazy
 
     iter_files = Lazy("ragline.ingest.loaders", "iter_files")
     load_file = Lazy("ragline.ingest.loaders", "load_file")
     Settings = Lazy("ragline.settings", "Settings")
 
 
-from ._shared import ConfigOption, JsonOption, T, TenantOption, _main, _print_json, app, err, out
-from .documents import IdPrefixOption
+from ragline.cli._shared import ConfigOption, JsonOption, T, TenantOption, _main, _print_json, app, err, out
+from ragline.cli.documents import IdPrefixOption
 
 BusOption = Annotated[
     str | None,
@@ -48,7 +48,7 @@ def _bus_settings(config: Path | None, bus: str | None, **overrides: Any) -> Set
 
 
 def _run_bus(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    from ..buses import build_bus
+    from ragline.adapters.buses import build_bus
 
     async def main() -> T:
         bus = build_bus(settings)
@@ -67,7 +67,7 @@ app.add_typer(topics_app, name="topics")
 @topics_app.command("create")
 def topics_create(bus: BusOption = None, config: ConfigOption = None) -> None:
     """Create the missing topics with partitions, replication and retention from settings."""
-    from ..buses import topic_specs
+    from ragline.adapters.buses import topic_specs
 
     settings = _bus_settings(config, bus)
     specs = topic_specs(settings)
@@ -102,8 +102,8 @@ def worker(
     config: ConfigOption = None,
 ) -> None:
     """Run pipeline stages in consumer groups; run more of them to scale out."""
-    from ..observability import configure_logging, setup_tracing
-    from ..worker_process import run_workers
+    from ragline.service.observability import configure_logging, setup_tracing
+    from ragline.service.worker_process import run_workers
 
     settings = _bus_settings(config, bus, worker_concurrency=concurrency, worker_metrics_port=metrics_port)
     configure_logging(settings.log_level, settings.log_format)
@@ -159,7 +159,7 @@ def dlq_list(
     as_json: JsonOption = False,
 ) -> None:
     """List dead letters (oldest first)."""
-    from ..workers import dead_letters
+    from ragline.service.workers import dead_letters
 
     settings = _bus_settings(config, bus)
     letters = _run_bus(settings, lambda b: dead_letters(b, settings.topic_dlq, idle_s=idle, include_replayed=all_))
@@ -189,7 +189,7 @@ def dlq_replay(
     config: ConfigOption = None,
 ) -> None:
     """Send dead letters back to the topics they came from (all not yet replayed, or --id ones)."""
-    from ..workers import dead_letters, replay
+    from ragline.service.workers import dead_letters, replay
 
     settings = _bus_settings(config, bus)
 

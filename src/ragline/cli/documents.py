@@ -13,28 +13,28 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..errors import RaglineError
-from ..samples import SAMPLE_TENANT
+from ragline.core.errors import RaglineError
+from ragline.service.samples import SAMPLE_TENANT
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..engine import Engine
-    from ..ingest.loaders import iter_files
-    from ..models import IngestReport
-    from ..samples import sample_files
-    from ..settings import Settings
-else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
-    from ..lazy import Lazy
+    from ragline.client import Client
+    from ragline.core.models import IngestReport
+    from ragline.ingest.loaders import iter_files
+    from ragline.service.engine import Engine
+    from ragline.service.samples import sample_files
+    from ragline.settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
+    from ragline.core.lazy import Lazy
 
     Client = Lazy("ragline.client", "Client")
-    Engine = Lazy("ragline.engine", "Engine")
+    Engine = Lazy("ragline.service.engine", "Engine")
     iter_files = Lazy("ragline.ingest.loaders", "iter_files")
-    IngestReport = Lazy("ragline.models", "IngestReport")
-    sample_files = Lazy("ragline.samples", "sample_files")
+    IngestReport = Lazy("ragline.core.models", "IngestReport")
+    sample_files = Lazy("ragline.service.samples", "sample_files")
     Settings = Lazy("ragline.settings", "Settings")
 
 
-from ._shared import (
+from ragline.cli._shared import (
     ApiKeyOption,
     ConfigOption,
     Interrupted,
@@ -108,7 +108,7 @@ def ingest(
 
     with _IngestProgress(files, disable=as_json) as progress:
         if client is not None:
-            from ..remote_ingest import RemoteIngest
+            from ragline.cli.remote_ingest import RemoteIngest
 
             max_bytes = int(Settings.load(config).max_document_mb * 1_000_000)
             remote = RemoteIngest(client, max_bytes, progress.file, progress.chunks, so_far)
@@ -262,7 +262,7 @@ def watch(
     ] = False,
 ) -> None:
     """Keep the index in step with folders: created, changed, renamed and deleted files."""
-    from ..watching import ClientSink, EngineSink, Watcher
+    from ragline.service.watching import ClientSink, EngineSink, Watcher
 
     for folder in folders:
         if not folder.is_dir():
@@ -293,7 +293,7 @@ def watch(
     client = _remote(config, url, api_key, tenant)
     if client is not None:
         client.close()
-        from ..client import AsyncClient
+        from ragline.client import AsyncClient
 
         async def remotely() -> None:
             async with AsyncClient(client.url, client.api_key, tenant=client.tenant) as c:

@@ -8,24 +8,24 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from ..errors import RaglineError
+from ragline.core.errors import RaglineError
 
 if TYPE_CHECKING:
-    from ..settings import Settings
-else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
-    from ..lazy import Lazy
+    from ragline.settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
+    from ragline.core.lazy import Lazy
 
     Settings = Lazy("ragline.settings", "Settings")
 
 
-from ._shared import ConfigOption, app, err, out
+from ragline.cli._shared import ConfigOption, app, err, out
 
 keys_app = typer.Typer(help="Manage API keys (stored as hashes in the keys file).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
 def _keystore(config: Path | None):
-    from ..api.auth import KeyStore
+    from ragline.service.api.auth import KeyStore
 
     return KeyStore(Path(Settings.load(config).keys_file))
 

@@ -9,20 +9,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import ConfigurationError
-from ..samples import SAMPLE_TENANT
+from ragline.core.errors import ConfigurationError
+from ragline.service.samples import SAMPLE_TENANT
 
 if TYPE_CHECKING:
-    from ..samples import sample_files
-    from ..settings import Settings
-else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
-    from ..lazy import Lazy
+    from ragline.service.samples import sample_files
+    from ragline.settings import Settings
+else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
+    from ragline.core.lazy import Lazy
 
-    sample_files = Lazy("ragline.samples", "sample_files")
+    sample_files = Lazy("ragline.service.samples", "sample_files")
     Settings = Lazy("ragline.settings", "Settings")
 
 
-from ._shared import ConfigOption, _run, app, err
+from ragline.cli._shared import ConfigOption, _run, app, err
 
 
 @app.command()
@@ -44,8 +44,8 @@ def serve(
     config: ConfigOption = None,
 ) -> None:
     """Run the HTTP API and chat page on embedded defaults."""
-    from ..api import server
-    from ..api.app import create_app
+    from ragline.service.api import server
+    from ragline.service.api.app import create_app
 
     try:
         settings = Settings.load(
@@ -54,7 +54,7 @@ def serve(
     except ConfigurationError as exc:
         err.print(f"[red]configuration error:[/] {exc}")
         raise typer.Exit(2) from None
-    from ..observability import configure_logging, setup_tracing
+    from ragline.service.observability import configure_logging, setup_tracing
 
     configure_logging(settings.log_level, settings.log_format)
     setup_tracing(f"{settings.service_name}-api", settings.otlp_endpoint)
@@ -83,8 +83,8 @@ def serve(
 
 def _refuse_if_owned(settings: Settings) -> None:
     """A second server on the same Milvus Lite file fails at once, naming the first."""
-    from ..registry import scheme_of
-    from ..stores import ownership
+    from ragline.adapters.stores import ownership
+    from ragline.core.registry import scheme_of
 
     if scheme_of(settings.milvus_uri) != "file" or settings.bus_url not in (None, "", "memory"):
         return
@@ -100,7 +100,7 @@ def _refuse_if_owned(settings: Settings) -> None:
 
 def _sample_key(settings: Settings) -> None:
     """A query-only key for the sample corpus' tenant, in a 0600 file next to the keys."""
-    from ..api.auth import KeyStore
+    from ragline.service.api.auth import KeyStore
 
     path = Path(settings.keys_file).with_name("sample-key")
     keys = KeyStore(Path(settings.keys_file))
@@ -120,7 +120,7 @@ def _sample_key(settings: Settings) -> None:
 def _first_key(settings: Settings) -> None:
     """With no keys yet, create an admin key: into a 0600 file, and onto the terminal
     only when there is one (never into a log)."""
-    from ..api.auth import KeyStore
+    from ragline.service.api.auth import KeyStore
 
     keys = KeyStore(Path(settings.keys_file))
     try:

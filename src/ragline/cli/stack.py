@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import ConfigurationError
+from ragline.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     pass
-else:  # imported on first use: --help and --version stay fast (ragline/lazy.py)
+else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
     pass
 
 
-from ._shared import _main, app, err, out
+from ragline.cli._shared import _main, app, err, out
 
 stack_app = typer.Typer(
     help="The scale-out topology on this machine under a supervisor: broker, Milvus server, Redis, "
@@ -37,7 +37,7 @@ def stack_up(
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Extractive answers: no LLM server.")] = False,
 ) -> None:
     """Start the stack (supervised: whatever dies is restarted) and wait until it is ready."""
-    from ..stack import Stack
+    from ragline.ops.stack import Stack
 
     stack = Stack(directory.resolve(), port, workers, milvus_uri=milvus_uri, llm=not no_llm)
     err.print(f"starting the stack in {stack.directory} (logs in {stack.directory / 'logs'}) ...")
@@ -53,7 +53,7 @@ def stack_up(
 @stack_app.command("status")
 def stack_status(directory: StackDir = Path(".ragline/stack")) -> None:
     """Each supervised process: running, restarting or stopped, with its pid and uptime."""
-    from ..stack import Stack
+    from ragline.ops.stack import Stack
 
     stack = Stack(directory.resolve())
     if not stack.running():
@@ -65,7 +65,7 @@ def stack_status(directory: StackDir = Path(".ragline/stack")) -> None:
 @stack_app.command("down")
 def stack_down(directory: StackDir = Path(".ragline/stack")) -> None:
     """Stop every process of the stack."""
-    from ..stack import Stack
+    from ragline.ops.stack import Stack
 
     Stack(directory.resolve()).down()
     err.print("stack stopped")
@@ -77,8 +77,8 @@ def load_balancer(
     backend: Annotated[list[str], typer.Option(help="host:port of an API replica (repeat).")],
 ) -> None:
     """A TCP round-robin balancer over API replicas (the local stack's Service)."""
-    from ..lb import Balancer
-    from ..observability import configure_logging
+    from ragline.ops.lb import Balancer
+    from ragline.service.observability import configure_logging
 
     configure_logging("INFO", "json")
     backends = [(b.rpartition(":")[0], int(b.rpartition(":")[2])) for b in backend]
@@ -94,7 +94,7 @@ def llm_server(
     """SmolLM2 behind llama.cpp's OpenAI-compatible server (the local stand-in for vLLM)."""
     import time as _time
 
-    from ..generators.local import serve_http
+    from ragline.adapters.generators.local import serve_http
 
     server = serve_http(port, threads=threads, parallel=parallel)
     err.print(f"LLM server on {server.listening_address}")

@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import DocumentError
-from ..models import Document
-from . import office
-from .tables import rewrite_markdown_tables
+from ragline.core.errors import DocumentError
+from ragline.core.models import Document
+from ragline.ingest import office
+from ragline.ingest.tables import rewrite_markdown_tables
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 HTML_SUFFIXES = {".html", ".htm"}

@@ -24,8 +24,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import DocumentError
-from .tables import cell_text, render, rewrite_markdown_tables
+from ragline.core.errors import DocumentError
+from ragline.ingest.tables import cell_text, render, rewrite_markdown_tables
 
 ZIP_EXPANSION = 10  # an office file may expand to this many times the document limit
 MAX_ENTRIES = 5_000  # members of one package (real files have tens to a few hundred)

@@ -1,0 +1,1 @@
+"""Adapters, one package per port, each with a registry: embedders, stores, generators, caches, buses."""

@@ -1,0 +1,1 @@
+"""Operations: the supervised stack, fault drills, the balancer, benchmarks and evaluation."""
