@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ragline.core import stages
+from ragline.core import generation
 from ragline.core.errors import NotImplementedInShape, RaglineError
 from ragline.core.models import Answer, Context, Document, Hit, IngestReport, Query
 
@@ -72,7 +72,7 @@ class LocalAnswerer:
 
     async def stream(self, query: Query) -> AsyncIterator[str | Answer]:
         context = await self.engine.retrieve(query.model_copy(update={"purpose": "answer"}))
-        async for item in stages.generate_stream(context, answering=self.engine.answering()):
+        async for item in generation.generate_stream(context, answering=self.engine.answering()):
             yield item
 
     async def search(self, query: Query) -> Context:

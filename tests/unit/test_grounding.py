@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ragline.adapters.generators.extractive import ExtractiveGenerator
-from ragline.core import stages
+from ragline.core import generation
 from ragline.core.errors import DependencyUnavailable
 from ragline.core.grounding import ground
 from ragline.core.models import Context, Hit, Passage, new_query
@@ -68,9 +68,9 @@ def _context(question: str) -> Context:
 
 
 def test_an_ungrounded_llm_answer_is_replaced_by_the_extractive_one_and_says_why():
-    answering = stages.Answering(Inventor(), ExtractiveGenerator(), min_relevance=0.0)
+    answering = generation.Answering(Inventor(), ExtractiveGenerator(), min_relevance=0.0)
     answer = asyncio.run(
-        stages.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
+        generation.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
     )
     assert answer.model == "extractive" and answer.degraded and answer.grounded is True
     assert "not grounded" in answer.degraded_reason and "Mars" in answer.degraded_reason
@@ -78,18 +78,18 @@ def test_an_ungrounded_llm_answer_is_replaced_by_the_extractive_one_and_says_why
 
 
 def test_an_ungrounded_llm_answer_can_be_returned_flagged_instead():
-    answering = stages.Answering(Inventor(), ExtractiveGenerator(), min_relevance=0.0, replace_ungrounded=False)
+    answering = generation.Answering(Inventor(), ExtractiveGenerator(), min_relevance=0.0, replace_ungrounded=False)
     answer = asyncio.run(
-        stages.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
+        generation.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
     )
     assert answer.model == "inventor" and answer.grounded is False and not answer.degraded
     assert [s.supported for s in answer.grounding] == [True, False]
 
 
 def test_a_failure_without_a_message_still_gives_a_reason():
-    answering = stages.Answering(Inventor(fail=True), ExtractiveGenerator(), min_relevance=0.0)
+    answering = generation.Answering(Inventor(fail=True), ExtractiveGenerator(), min_relevance=0.0)
     answer = asyncio.run(
-        stages.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
+        generation.generate(_context("How far away are the flowers, says the dance?"), answering=answering)
     )
     assert answer.degraded and "DependencyUnavailable: no detail given" in answer.degraded_reason
-    assert stages.describe(TimeoutError(), 30) == "TimeoutError: LLM timed out after 30 s"
+    assert generation.describe(TimeoutError(), 30) == "TimeoutError: LLM timed out after 30 s"

@@ -107,3 +107,12 @@ def test_the_check_places_a_new_root_module(tmp_path):
     (tmp_path / "core").mkdir()
     (tmp_path / "core" / "probe.py").write_text("from ragline.newthing import x\n")
     assert wrong_arrows(tmp_path) == {"core/probe.py": ["newthing"]}
+
+
+def test_no_module_over_the_line_cap():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}

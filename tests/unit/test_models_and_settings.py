@@ -69,7 +69,7 @@ def test_a_missing_config_file_is_a_configuration_error(tmp_path):
 
 
 def test_hnsw_on_milvus_lite_is_refused_clearly():
-    from ragline.adapters.stores.milvus import IndexSpec
+    from ragline.adapters.stores.milvus_config import IndexSpec
 
     with pytest.raises(ConfigurationError, match="FLAT and IVF_FLAT"):
         IndexSpec.from_settings(Settings.load(index="HNSW"))

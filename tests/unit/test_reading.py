@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ragline.adapters.generators.extractive import ExtractiveGenerator, candidates
-from ragline.core import entities, stages
+from ragline.core import entities, generation
 from ragline.core.models import Context, Hit, new_query
 from ragline.core.prompting import NOT_ANSWERED, NOTHING_RELEVANT, build_prompt
 
@@ -101,8 +101,10 @@ def context_for(question: str, hits: list[Hit]) -> Context:
 async def test_the_default_path_reads_each_prompt_once_and_the_answer_carries_the_reading(minilm):
     counting = Counting(minilm)
     answerer = ExtractiveGenerator(embedder=counting)
-    answering = stages.Answering(answerer, answerer, min_relevance=0.2)
-    answer = await stages.generate(context_for("Who did Rollo swear fealty to?", [hit(NORMANS)]), answering=answering)
+    answering = generation.Answering(answerer, answerer, min_relevance=0.2)
+    answer = await generation.generate(
+        context_for("Who did Rollo swear fealty to?", [hit(NORMANS)]), answering=answering
+    )
     assert counting.batches == 1  # the gate and the answer share one reading
     assert answer.answers_question and answer.short_answer and "Charles III" in answer.short_answer
     assert answer.evidence and answer.evidence[0].document_id == "d1" and answer.citations[0].number == 1
@@ -111,12 +113,12 @@ async def test_the_default_path_reads_each_prompt_once_and_the_answer_carries_th
 
 async def test_a_refusal_says_whether_nothing_was_relevant_or_what_was_read(minilm):
     answerer = ExtractiveGenerator(embedder=minilm)
-    answering = stages.Answering(answerer, answerer, min_relevance=0.3)
-    far = await stages.generate(
+    answering = generation.Answering(answerer, answerer, min_relevance=0.3)
+    far = await generation.generate(
         context_for("Who won the 1966 world cup?", [hit(NORMANS, similarity=0.1)]), answering=answering
     )
     assert far.text == NOTHING_RELEVANT and far.refusal == "nothing_relevant" and far.related == []
-    near = await stages.generate(
+    near = await generation.generate(
         context_for("How many raiders did Rollo lead?", [hit(RAIDERS, similarity=0.7)]),
         answering=answering,
     )

@@ -6,7 +6,7 @@ import numpy as np
 
 from ragline.adapters.generators.extractive import ExtractiveGenerator
 from ragline.adapters.stores.memory import MemoryStore
-from ragline.core import sentences, stages
+from ragline.core import generation, sentences, stages
 from ragline.core.chunking import Chunker, regex_token_spans
 from ragline.core.models import Context, Document, new_query
 
@@ -69,7 +69,7 @@ async def test_answering_embeds_only_the_question_when_sentences_were_stored_at_
     assert context.sentences  # the hits' sentences came with them
     answerer = ExtractiveGenerator(embedder=counting)
     before = counting.texts
-    answer = await stages.generate(context, answering=stages.Answering(answerer, answerer, min_relevance=0.1))
+    answer = await generation.generate(context, answering=generation.Answering(answerer, answerer, min_relevance=0.1))
     assert counting.texts == before  # no sentence embedded to answer
     assert "1852" in answer.text and answer.short_answer == "1852"
     # the evidence is the whole sentence, though the chunks cut it
@@ -86,7 +86,7 @@ async def test_without_stored_sentences_the_answer_embeds_them_and_reads_the_sam
     )
     assert context.sentences == {}
     answerer = ExtractiveGenerator(embedder=minilm)
-    answer = await stages.generate(context, answering=stages.Answering(answerer, answerer, min_relevance=0.1))
+    answer = await generation.generate(context, answering=generation.Answering(answerer, answerer, min_relevance=0.1))
     assert answer.short_answer == "1852"
 
 

@@ -7,7 +7,7 @@ import pytest
 from ragline.adapters.embedders.hashing import HashingEmbedder
 from ragline.adapters.generators.extractive import ExtractiveGenerator
 from ragline.adapters.stores.memory import MemoryStore
-from ragline.core import stages
+from ragline.core import generation, stages
 from ragline.core.chunking import Chunker, regex_token_spans
 from ragline.core.models import Document, new_query
 from ragline.core.prompting import NOT_ANSWERED
@@ -51,13 +51,13 @@ async def test_retrieval_stays_in_the_callers_tenant(parts):
 
 async def test_an_answer_cites_the_passage_it_comes_from_or_says_it_does_not_know(parts):
     await stages.ingest([Document(id="bees", text=BEES), Document(id="tea", text=TEA)], **parts)
-    answering = stages.Answering(ExtractiveGenerator(), ExtractiveGenerator(), min_relevance=0.0)
+    answering = generation.Answering(ExtractiveGenerator(), ExtractiveGenerator(), min_relevance=0.0)
 
     async def ask(question: str):
         context = await stages.retrieve(
             new_query(text=question, top_k=3), embedder=parts["embedder"], store=parts["store"]
         )
-        return await stages.generate(context, answering=answering)
+        return await generation.generate(context, answering=answering)
 
     answer = await ask("How far away are the flowers, says the dance?")
     assert "flowers" in answer.text and answer.citations[0].document_id == "bees"
@@ -91,8 +91,8 @@ class Scripted:
     ],
 )
 async def test_an_llm_rewrite_of_a_follow_up_is_kept_only_when_it_resolves_the_reference(reply, kept):
+    from ragline.core.generation import standalone
     from ragline.core.models import Query
-    from ragline.core.stages import standalone
 
     query = Query(text="and which port does it listen on?", follows="Which database stores the vectors? Milvus")
     generator = Scripted(reply)

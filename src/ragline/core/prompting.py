@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ragline.core.models import SYSTEM, Citation, Hit, Passage, Prompt
 
 NOT_IN_SOURCES = "I don't know: the sources do not contain the answer to this question."
-# The two refusals ragline gives itself (stages.generate decides, in one place):
+# The two refusals ragline gives itself (generation.generate decides, in one place):
 NOTHING_RELEVANT = "I don't know: nothing in the sources is about this question."
 NOT_ANSWERED = "I don't know: the sources have related passages (see related), but none of them answers this question."
 

@@ -15,7 +15,7 @@ from ragline.adapters.caches.embedding_cache import CachedEmbedder
 from ragline.adapters.embedders import build_embedder
 from ragline.adapters.generators import build_generator
 from ragline.adapters.generators.extractive import ExtractiveGenerator
-from ragline.core import stages
+from ragline.core import generation, stages
 from ragline.core.bulkhead import Bulkhead
 from ragline.core.chunking import Chunker, regex_token_spans, tokenizer_token_spans
 from ragline.core.errors import DocumentError, NotFound, RetryableError
@@ -93,9 +93,9 @@ class Engine:
             self._generator.observe_batches(self.metrics.llm_batch_size.observe)
         return self._generator
 
-    def answering(self) -> stages.Answering:
+    def answering(self) -> generation.Answering:
         s = self.settings
-        return stages.Answering(
+        return generation.Answering(
             self.generator,
             self.fallback,
             max_tokens=s.llm_max_tokens,
@@ -273,7 +273,7 @@ class Engine:
         exact = query.purpose == "answer"
         with span("retrieve", tenant=query.tenant, request_id=query.request_id):
             if query.follows and self.settings.generator != "extractive" and self.settings.llm_rewrites_follow_ups:
-                query = await stages.standalone(query, self.generator, self.settings.llm_rewrite_timeout_s)
+                query = await generation.standalone(query, self.generator, self.settings.llm_rewrite_timeout_s)
             try:
                 context = await stages.retrieve(
                     query, embedder=self.embedder, store=self.store, mode=self.settings.retrieval_mode, exact=exact
@@ -287,7 +287,7 @@ class Engine:
     async def generate(self, context: Context) -> Answer:
         """The generate stage, traced (the API and the generate worker call this)."""
         with span("generate", tenant=context.query.tenant, request_id=context.query.request_id):
-            return await stages.generate(context, answering=self.answering())
+            return await generation.generate(context, answering=self.answering())
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -313,7 +313,7 @@ class Engine:
     ) -> AsyncIterator[str | Answer]:
         """Text pieces as they are generated, then the final Answer."""
         context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode, "answer")
-        async for item in stages.generate_stream(context, answering=self.answering()):
+        async for item in generation.generate_stream(context, answering=self.answering()):
             yield item
 
     async def stats(self, tenant: str | None = None) -> dict[str, Any]:

@@ -13,33 +13,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
-import json
 import logging
 import os
 import re
 import threading
 import typing
 import warnings
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ragline.adapters.stores.milvus_config import MilvusConfig
+from ragline.adapters.stores.milvus_rpc import (
+    filter_expression,
+    quote,
+    takes_options,
+    translated,
+    truncate_utf8,
+    warm_column_writes,
+)
 from ragline.adapters.stores.ownership import DatabaseOwnership
 from ragline.core.bulkhead import Bulkhead
 from ragline.core.coalescing import Coalescer
 from ragline.core.errors import (
     ConfigurationError,
-    DependencyTimeout,
     DependencyUnavailable,
     InvalidInput,
     RaglineError,
 )
-from ragline.core.limits import FILTER_KEY
 from ragline.core.models import Chunk, FilterValue, Hit
 from ragline.core.ports import DocumentRow, StoredChunk
 from ragline.settings import Settings
@@ -53,7 +56,6 @@ _WRITE_PARALLEL = 2  # concurrent upsert calls of one write (two cores' worth fo
 _WRITE_MIN = 64  # rows below which a write is not split
 _RETRIES = 3  # pymilvus' own retries of a failed RPC, within the call's timeout
 _PING_TIMEOUT_S = 2.0  # readiness must notice a dead Milvus within 5 s
-_COLUMNS = {"document_id", "number", "content_hash"}  # filterable as fields, not metadata
 _HIT_FIELDS = ["document_id", "number", "text", "content_hash", "metadata"]
 _SENTENCES_BYTES = 65_535  # Milvus' VARCHAR limit; sentences.encode keeps within it
 
@@ -61,143 +63,6 @@ _SENTENCES_BYTES = 65_535  # Milvus' VARCHAR limit; sentences.encode keeps withi
 def _sentences_field(blob: str | None) -> str:
     """The stored form: "" for none (no nullable fields on Milvus 2.3 servers)."""
     return blob if blob and len(blob.encode()) <= _SENTENCES_BYTES else ""
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    kind: str  # FLAT, IVF_FLAT, HNSW
-    build_params: dict[str, int]
-    search_params: dict[str, int]
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> IndexSpec:
-        kind = settings.index
-        if kind == "auto":
-            kind = "HNSW" if settings.is_milvus_server else "FLAT"
-        if kind == "HNSW" and not settings.is_milvus_server:
-            raise ConfigurationError("Milvus Lite supports only FLAT and IVF_FLAT indexes, not HNSW")
-        if kind == "IVF_FLAT":
-            return cls(kind, {"nlist": settings.ivf_nlist}, {"nprobe": settings.ivf_nprobe})
-        if kind == "HNSW":
-            return cls(
-                kind, {"M": settings.hnsw_m, "efConstruction": settings.hnsw_ef_construction}, {"ef": settings.hnsw_ef}
-            )
-        return cls("FLAT", {}, {})
-
-
-@contextlib.contextmanager
-def _translated(uri: str) -> Iterator[None]:
-    """Map pymilvus and gRPC errors onto ragline's error tree: the one place that does."""
-    import grpc
-    from pymilvus.exceptions import MilvusException, MilvusUnavailableException
-
-    try:
-        yield
-    except RaglineError:
-        raise
-    except MilvusUnavailableException as exc:
-        raise DependencyUnavailable(f"Milvus at {uri} is unavailable: {exc.message}") from exc
-    except MilvusException as exc:
-        message = str(exc.message)
-        if exc.code == 1100 or ("invalid" in message.lower() and "expr" in message.lower()):
-            raise InvalidInput(f"Milvus rejected the request: {message}") from exc
-        if "timeout" in message.lower() or "deadline" in message.lower():
-            raise DependencyTimeout(f"Milvus at {uri} timed out: {message}") from exc
-        raise DependencyUnavailable(f"Milvus at {uri} failed: {message}") from exc
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise DependencyTimeout(f"Milvus at {uri} timed out") from exc
-        raise DependencyUnavailable(f"Milvus at {uri} is unavailable: {exc.code().name}") from exc
-    except (ConnectionError, TimeoutError) as exc:
-        raise DependencyUnavailable(f"Milvus at {uri} is unreachable: {exc}") from exc
-
-
-@functools.cache
-def _takes_options_of(function: Any) -> bool:
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(function).parameters.values())
-
-
-def _takes_options(method: Any) -> bool:
-    """Whether a MilvusClient method passes extra options (``retry_times``) on to the RPC."""
-    return _takes_options_of(getattr(method, "__func__", method))
-
-
-def _warm_column_writes() -> None:
-    """pymilvus imports scipy.sparse on its first column-based write (to tell sparse
-    matrices apart): ~1 s of CPU, done in the background at start rather than inside the
-    first write someone waits for."""
-    with contextlib.suppress(Exception):
-        from pymilvus.client.utils import SciPyHelper
-
-        SciPyHelper._init()
-
-
-def _quote(value: str) -> str:
-    """A Milvus string literal (JSON escaping is what its expression grammar accepts)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _literal(value: FilterValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, (int, float)):
-        return repr(value)
-    raise InvalidInput(f"unsupported filter value {value!r}")
-
-
-def filter_expression(tenant: str, filters: Mapping[str, FilterValue] | None = None) -> str:
-    """The boolean expression for a tenant and equality / any-of metadata filters."""
-    clauses = [f"tenant == {_quote(tenant)}"]
-    for key, value in (filters or {}).items():
-        if not FILTER_KEY.match(key):
-            raise InvalidInput(f"filter key {key!r} must be letters, digits and '_'")
-        field = key if key in _COLUMNS else f'metadata["{key}"]'
-        if isinstance(value, list):
-            if not value:
-                raise InvalidInput(f"filter {key!r} has an empty list of values")
-            clauses.append(f"{field} in [{', '.join(_literal(v) for v in value)}]")
-        else:
-            clauses.append(f"{field} == {_literal(value)}")
-    return " and ".join(clauses)
-
-
-def _truncate_utf8(text: str, max_bytes: int) -> str:
-    data = text.encode("utf-8")
-    return text if len(data) <= max_bytes else data[:max_bytes].decode("utf-8", errors="ignore")
-
-
-@dataclass(frozen=True)
-class MilvusConfig:
-    """What the Milvus adapter needs, and nothing else (built from Settings at the edge)."""
-
-    uri: str
-    token: str
-    collection: str
-    index: IndexSpec
-    timeout_s: float
-    workers: int
-    queue: int
-    rrf_k: int
-    bm25_analyzer: str
-    shards: int
-    replicas: int
-    load_timeout_s: float = 600.0  # loading a large collection at start-up (not one RPC's 10 s)
-
-    @property
-    def is_server(self) -> bool:
-        return self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> MilvusConfig:
-        return cls(
-            uri=settings.milvus_uri, token=settings.milvus_token or "", collection=settings.collection,
-            index=IndexSpec.from_settings(settings), timeout_s=settings.milvus_timeout_s,
-            workers=settings.milvus_workers, queue=settings.milvus_queue, rrf_k=settings.rrf_k,
-            bm25_analyzer=settings.bm25_analyzer, shards=settings.shards, replicas=settings.replicas,
-            load_timeout_s=settings.milvus_load_timeout_s,
-        )  # fmt: skip
 
 
 class MilvusStore:
@@ -225,7 +90,7 @@ class MilvusStore:
         self.rrf_k = config.rrf_k
         self._ensure_collection()
         self._private()
-        threading.Thread(target=_warm_column_writes, name="pymilvus-warm", daemon=True).start()
+        threading.Thread(target=warm_column_writes, name="pymilvus-warm", daemon=True).start()
 
     @classmethod
     def from_settings(cls, settings: Settings, dimension: int) -> MilvusStore:
@@ -244,7 +109,7 @@ class MilvusStore:
     def _client_for_uri(self) -> Any:
         from pymilvus import MilvusClient
 
-        with _translated(self.uri), warnings.catch_warnings():
+        with translated(self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # milvus-lite's import
             return MilvusClient(uri=self.uri, token=self.config.token, timeout=self.rpc_timeout)
 
@@ -294,7 +159,7 @@ class MilvusStore:
             self._client.close()
         server_manager_instance.release_server(self._lite_path)
         client = self._client_for_uri()
-        with _translated(self.uri):
+        with translated(self.uri):
             client.load_collection(self.collection, timeout=max(self.rpc_timeout, int(self.config.load_timeout_s)))
         self._client = client
 
@@ -305,7 +170,7 @@ class MilvusStore:
                 os.chmod(Path(self.uri).expanduser(), 0o600)
 
     def _ensure_collection(self) -> None:
-        with _translated(self.uri):
+        with translated(self.uri):
             if self._client.has_collection(self.collection, timeout=self.rpc_timeout):
                 self._check_schema()
             else:
@@ -401,11 +266,11 @@ class MilvusStore:
             await self._revive_lite()
 
         call = getattr(self._client, method) if isinstance(method, str) else method
-        if isinstance(method, str) and _takes_options(call):
+        if isinstance(method, str) and takes_options(call):
             kwargs["retry_times"] = _RETRIES
 
         def run() -> Any:
-            with _translated(self.uri):
+            with translated(self.uri):
                 return call(self.collection, *args, timeout=rpc_timeout, **kwargs)
 
         return await self.bulkhead.run(run, deadline_s=timeout_s + 0.5)
@@ -438,7 +303,7 @@ class MilvusStore:
             "document_id": [c.document_id for c in chunks],
             "number": [c.number for c in chunks],
             "content_hash": [c.content_hash for c in chunks],
-            "text": [_truncate_utf8(c.text, MAX_TEXT_BYTES) for c in chunks],
+            "text": [truncate_utf8(c.text, MAX_TEXT_BYTES) for c in chunks],
             "metadata": [c.metadata for c in chunks],
             "vector": [c.vector for c in chunks],
         }
@@ -465,7 +330,7 @@ class MilvusStore:
     async def delete_chunks(self, tenant: str, chunk_ids: Sequence[str]) -> None:
         ids = list(chunk_ids)
         for start in range(0, len(ids), _WRITE_BATCH):
-            batch = ", ".join(_quote(i) for i in ids[start : start + _WRITE_BATCH])
+            batch = ", ".join(quote(i) for i in ids[start : start + _WRITE_BATCH])
             await self._call("delete", filter=f"{filter_expression(tenant)} and id in [{batch}]")
 
     async def delete_document(self, tenant: str, document_id: str) -> int:
@@ -629,9 +494,9 @@ class MilvusStore:
         # sorted here, so a page costs a read of every id after the cursor (ids only).
         clauses = [f"{filter_expression(tenant, filters)} and number == 0"]
         if prefix:
-            clauses.append(f"document_id >= {_quote(prefix)}")
+            clauses.append(f"document_id >= {quote(prefix)}")
         if after:
-            clauses.append(f"document_id > {_quote(after)}")
+            clauses.append(f"document_id > {quote(after)}")
         rows = await self._call("query", filter=" and ".join(clauses), output_fields=["document_id"], limit=_PAGE)
         if len(rows) >= _PAGE:
             raise InvalidInput(

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from ragline.core import stages
+from ragline.core import generation
 from ragline.core.errors import NotFound
 from ragline.core.models import Answer, Context, Delta, Document, DocumentRef, Failure, Query, reply_key
 from ragline.core.ports import Bus, Delivery
@@ -144,7 +144,7 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
                 await bus.publish(topic, delta.model_dump_json().encode(), key, {KIND: b"delta"}, partition)
                 seq, buffered, last = seq + 1, [], time.perf_counter()
 
-        async for item in stages.generate_stream(context, answering=engine.answering()):
+        async for item in generation.generate_stream(context, answering=engine.answering()):
             if isinstance(item, Answer):
                 answer = item
             else:
