@@ -253,6 +253,13 @@ class Client(_Api):
         """The caller's tenant: how many chunks, which collection and embedder."""
         return self._call(self._stats())
 
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """The server's dependencies and their checks (GET /readyz; ready or not)."""
+        try:
+            return _dependencies(self._http.get(f"{self.url}/readyz"))
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.url) from exc
+
     def _call(self, call: _Call) -> Any:
         method, url, kwargs = self._request(call)
         try:
@@ -358,6 +365,12 @@ class AsyncClient(_Api):
     async def stats(self) -> dict[str, Any]:
         return await self._call(self._stats())
 
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        try:
+            return _dependencies(await self._http.get(f"{self.url}/readyz"))
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.url) from exc
+
     async def _call(self, call: _Call) -> Any:
         method, url, kwargs = self._request(call)
         try:
@@ -397,6 +410,13 @@ def _parse(response: httpx.Response, call: _Call) -> Any:
         raise _error(response)
     body = response.json()
     return call.parse.model_validate(body) if call.parse is not None else body
+
+
+def _dependencies(response: httpx.Response) -> dict[str, dict[str, Any]]:
+    """/readyz's checks: 200 (ready) and 503 (not) both carry them."""
+    if response.status_code not in (200, 503):
+        raise _error(response)
+    return dict(response.json()["dependencies"])
 
 
 def _error(response: httpx.Response) -> RaglineError:

@@ -115,7 +115,7 @@ def test_a_killed_milvus_lite_process_is_started_again_and_searches_go_on(serve_
             "/v1/documents", json={"documents": [{"id": "bees", "text": "Bees dance."}], "wait": True}
         )
         assert written.status_code == 200
-        store = server.app.state.answerer.engine.store
+        store = server.app.state.service.engine.store
         first = store.lite_process()
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)

@@ -145,7 +145,7 @@ def round_trip_setup(bus_kind, topics, suffix, tmp_path, request, serve_app):
     )
     for worker in workers:
         worker.wait_ready()
-    assert type(api.app.state.answerer).__name__ == "BusAnswerer" and _no_milvus_client(api)
+    assert type(api.app.state.service).__name__ == "BusService" and _no_milvus_client(api)
     return api, workers
 
 
@@ -223,7 +223,7 @@ async def test_a_query_makes_the_round_trip_through_the_workers_and_the_api(roun
 
 def _no_milvus_client(api) -> bool:
     """No engine (so no MilvusClient, no MiniLM session) anywhere in the gateway's app state."""
-    answerer = api.app.state.answerer
+    answerer = api.app.state.service
     return not any(hasattr(holder, "engine") for holder in (api.app.state, answerer, answerer.gateway))
 
 

@@ -3,8 +3,8 @@
 Routes live one module per resource under ``api/routes``; errors become problem
 details in ``api/problems.py``; authentication, body limits and security headers run
 in ``api/middleware.py`` before a route sees the request. The routes depend only on
-the ``Answerer`` interface (answering.py), served by the embedded engine or, with a
-bus, by the pipeline.
+the seam (``ragline.seam``), served by the embedded engine or, with a bus, by the
+pipeline; ``_service`` is the one place that picks the shape.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from fastapi.staticfiles import StaticFiles
 
 from ragline.adapters.stores import ownership
 from ragline.core.limits import Limits
-from ragline.seam import Answerer, BusAnswerer, LocalAnswerer
+from ragline.seam import Service
+from ragline.seam.bus import BusService
+from ragline.seam.local import LocalService
 from ragline.service.api.auth import Authenticator, JWTConfig, KeyStore
 from ragline.service.api.jobs import Jobs
 from ragline.service.api.middleware import Guard, GuardConfig, RequestContext
@@ -46,11 +48,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             stack.callback(app.state.parsers.close)
-            app.state.answerer = await _answerer(settings, engine, app, stack)
+            app.state.service = await _service(settings, engine, app, stack)
             # Tell CLI commands on this machine where the owner of the database listens.
             ownership.announce(url=local_url(settings), token=auth.owner_token)
-            if not app.state.answerer.writes_are_queued:
-                app.state.jobs.resume(app.state.answerer.write)
             yield
             # Shutdown: unfinished ingestion gets part of the grace period, then is spooled.
             await app.state.jobs.close(grace_s=settings.shutdown_grace_s * SERVER_SHARE)
@@ -100,10 +100,11 @@ def local_url(settings: Settings) -> str:
     return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
 
 
-async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, stack: AsyncExitStack) -> Answerer:
-    """The embedded engine; with a bus, the pipeline (in this process for ``memory``)."""
+async def _service(settings: Settings, engine: Engine | None, app: FastAPI, stack: AsyncExitStack) -> Service:
+    """The seam's factory, the one place that knows the shape: the embedded engine; with a
+    bus, the pipeline (in this process for ``memory``)."""
     if settings.bus_url and settings.bus_url != "memory":
-        return await _bus_answerer(settings, app, stack)
+        return await _bus_service(settings, app, stack)
     if engine is None:
         engine = Engine.from_settings(settings)
         app.state.metrics = engine.metrics
@@ -113,7 +114,9 @@ async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, sta
 
         await asyncio.to_thread(entities.warm)
     if not settings.bus_url:
-        return LocalAnswerer(engine)
+        local = LocalService(engine, app.state.jobs)
+        app.state.jobs.resume(local.write_now)  # jobs a previous shutdown spooled
+        return local
     from ragline.adapters.buses import build_bus
     from ragline.service.pipeline import Pipeline
     from ragline.service.workers import Topics
@@ -130,10 +133,10 @@ async def _answerer(settings: Settings, engine: Engine | None, app: FastAPI, sta
         backoff_s=settings.worker_backoff_s,
     ).start()
     stack.push_async_callback(pipeline.close, settings.shutdown_grace_s * SERVER_SHARE)
-    return BusAnswerer(pipeline.gateway, settings.bus_url, settings.generator)
+    return BusService(pipeline.gateway, settings.bus_url, settings.generator)
 
 
-async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack) -> BusAnswerer:
+async def _bus_service(settings: Settings, app: FastAPI, stack: AsyncExitStack) -> BusService:
     """A gateway over Kafka: no embedding model, no Milvus connection in this process."""
     from ragline.adapters.buses import build_bus
     from ragline.service.gateway import Gateway
@@ -158,7 +161,7 @@ async def _bus_answerer(settings: Settings, app: FastAPI, stack: AsyncExitStack)
     app.state.metrics.watch_lag(bus.lag)
     await gateway.start()
     stack.push_async_callback(gateway.close)
-    return BusAnswerer(gateway, settings.bus_url, settings.generator)
+    return BusService(gateway, settings.bus_url, settings.generator)
 
 
 def _guard_config(settings: Settings) -> GuardConfig:

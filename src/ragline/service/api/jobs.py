@@ -25,6 +25,7 @@ from typing import Any
 
 from ragline.core.errors import NotFound, Overloaded, RaglineError
 from ragline.core.models import Document, IngestReport
+from ragline.seam import Receipt
 
 log = logging.getLogger("ragline.jobs")
 
@@ -183,6 +184,17 @@ class Jobs:
         job.let_go_of_texts()
         self._remember(job)
         return job
+
+    def book(self, receipt: Receipt, tenant: str, documents: list[Document], rejected: list[dict[str, Any]]) -> Job:
+        """The job a write's receipt stands for, with the documents refused beside it: the
+        job already running for an ``accepted`` receipt, else one recorded as over
+        (``searchable``, or ``published`` for a write queued on the bus)."""
+        if receipt.job_id is not None and receipt.job_id in self._jobs:
+            job = self._jobs[receipt.job_id]
+            job.rejected = rejected
+            return job
+        status = "searchable" if receipt.status == "searchable" else "published"
+        return self.record(tenant, documents, rejected, status, receipt.report)
 
     def get(self, tenant: str, job_id: str) -> Job:
         job = self._jobs.get(job_id)

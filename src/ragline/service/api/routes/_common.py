@@ -1,4 +1,4 @@
-"""What the route modules share: the answerer, query building, SSE framing."""
+"""What the route modules share: the seam, query building, SSE framing."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from pydantic import BaseModel
 
 from ragline.core.limits import Limits, check_text
 from ragline.core.models import FilterValue, Query, new_query
-from ragline.seam import Answerer
+from ragline.seam import Service
 from ragline.service.observability import request_id_var
 
 
-def answerer(request: Request) -> Answerer:
-    return request.app.state.answerer
+def service(request: Request) -> Service:
+    """What answers behind this API (seam/): the only thing the routes call."""
+    return request.app.state.service
 
 
 def make_query(

@@ -32,7 +32,7 @@ from ragline.core.errors import InvalidInput, RaglineError
 from ragline.core.models import Answer, Query
 from ragline.core.text import content_words
 from ragline.service.api.deps import QueryCaller
-from ragline.service.api.routes._common import answerer, make_query
+from ragline.service.api.routes._common import make_query, service
 from ragline.service.api.schemas import ChatMessage, ChatRequest
 
 _REFERS_BACK = re.compile(
@@ -144,7 +144,7 @@ async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         started = time.perf_counter()
-        answer = await answerer(request).ask(q)
+        answer = await service(request).ask(q)
         request.app.state.metrics.observe_answer(answer, time.perf_counter() - started)
         return completion(answer, completion_id, body.model, usage(body, answer))
     return StreamingResponse(
@@ -159,7 +159,7 @@ async def _events(request: Request, q: Query, completion_id: str, model: str) ->
     started = time.perf_counter()
     streamed: list[str] = []
     try:
-        async for item in answerer(request).stream(q):
+        async for item in service(request).stream(q):
             if isinstance(item, Answer):
                 request.app.state.metrics.observe_answer(item, time.perf_counter() - started)
                 more = extras(item)
@@ -185,7 +185,7 @@ async def models(request: Request, who: QueryCaller) -> dict[str, Any]:
                 "id": "ragline",
                 "object": "model",
                 "created": 0,
-                "owned_by": f"ragline ({answerer(request).generator_name})",
+                "owned_by": f"ragline ({service(request).generator_name})",
             }
         ],
     }

@@ -22,8 +22,9 @@ from ragline.core.ids import content_hash
 from ragline.core.limits import Limits, check_text
 from ragline.core.models import Document
 from ragline.ingest.loaders import SUPPORTED_SUFFIXES, load_file
+from ragline.seam import catalogue_of
 from ragline.service.api.deps import IngestCaller, QueryCaller
-from ragline.service.api.routes._common import answerer
+from ragline.service.api.routes._common import service
 from ragline.service.api.schemas import (
     DeleteResponse,
     DocumentIn,
@@ -121,19 +122,19 @@ async def list_documents(
             raise InvalidInput(f"where: KEY=VALUE, got {pair!r}")
         filters[key] = value
     request.app.state.limits.check_filters(filters)
-    documents, cursor = await answerer(request).documents(who.tenant, prefix, after, limit, filters)
+    documents, cursor = await catalogue_of(service(request)).documents(who.tenant, prefix, after, limit, filters)
     return DocumentList(documents=documents, next=cursor)
 
 
 @router.get("/v1/stats", response_model=TenantStats)
 async def stats(request: Request, who: QueryCaller) -> dict[str, Any]:
     """How many chunks the caller's tenant has, in which collection, with which embedder."""
-    return await answerer(request).stats(who.tenant)
+    return await catalogue_of(service(request)).stats(who.tenant)
 
 
 @router.get("/v1/documents/{document_id:path}", response_model=DocumentOut)
 async def get_document(document_id: str, request: Request, who: QueryCaller) -> DocumentOut:
-    chunks = await answerer(request).document(who.tenant, document_id)
+    chunks = await service(request).document(who.tenant, document_id)
     if not chunks:
         raise NotFound(f"no document {document_id!r}")
     return DocumentOut(id=document_id, tenant=who.tenant, chunks=chunks, metadata=chunks[0].metadata)
@@ -143,7 +144,7 @@ async def get_document(document_id: str, request: Request, who: QueryCaller) -> 
     "/v1/documents/{document_id:path}", response_model=DeleteResponse, responses={202: {"model": DeleteResponse}}
 )
 async def delete_document(document_id: str, request: Request, who: IngestCaller) -> Any:
-    removed = await answerer(request).delete(who.tenant, document_id)
+    removed = await service(request).delete(who.tenant, document_id)
     if removed is None:  # queued on the documents topic, in order with the document's writes
         return JSONResponse(
             DeleteResponse(id=document_id, deleted_chunks=None, status="accepted").model_dump(), status_code=202
@@ -226,19 +227,13 @@ def _load_upload(name: str, data: bytes, tenant: str, max_bytes: int) -> Documen
 async def _accept(
     request: Request, tenant: str, docs: list[Document], rejected: list[dict[str, Any]], wait: bool
 ) -> Any:
-    svc, jobs = answerer(request), request.app.state.jobs
+    """Write through the seam; the receipt says what was promised (200 searchable, or 202
+    with a job to follow), whatever the shape behind it."""
     ids, errors = [d.id for d in docs], [f"{r['id'] or r['index']}: {r['error']}" for r in rejected]
-    if svc.writes_are_queued:
-        if wait:
-            raise InvalidInput(
-                "wait=true is not available while ingestion goes through the bus; the documents "
-                "are searchable once the ingest workers have them (poll GET /v1/documents/{id})"
-            )
-        await svc.write(docs)  # on the broker (acks=all) before the 202
-        job = jobs.record(tenant, docs, rejected, "published")
-    elif wait:
-        report = await svc.write(docs)
-        job = jobs.record(tenant, docs, rejected, "searchable", report)
+    receipt = await service(request).write(docs, wait=wait)
+    job = request.app.state.jobs.book(receipt, tenant, docs, rejected)
+    if receipt.status == "searchable":
+        report = receipt.report
         return DocumentsResponse(
             status="searchable",
             ids=ids,
@@ -248,7 +243,5 @@ async def _accept(
             job_id=job.id,
             seconds=report.seconds if report else None,
         )
-    else:
-        job = await jobs.accept(tenant, docs, rejected, svc.write)
     body = DocumentsResponse(status="accepted", ids=ids, errors=errors, rejected=rejected, job_id=job.id)
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/ingestions/{job.id}"})

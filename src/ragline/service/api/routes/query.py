@@ -13,7 +13,7 @@ from ragline.core.errors import RaglineError
 from ragline.core.models import Answer, Query
 from ragline.service.api.deps import QueryCaller
 from ragline.service.api.problems import from_error
-from ragline.service.api.routes._common import answerer, json_response, make_query, sse
+from ragline.service.api.routes._common import json_response, make_query, service, sse
 from ragline.service.api.schemas import QueryRequest, SearchRequest, SearchResponse
 from ragline.service.observability import span
 
@@ -42,7 +42,7 @@ async def query(body: QueryRequest, request: Request, who: QueryCaller):
     metrics = request.app.state.metrics
     started = time.perf_counter()
     with metrics.inflight.track_inprogress(), span("POST /v1/query", kind="server", tenant=who.tenant):
-        answer = await answerer(request).ask(q)
+        answer = await service(request).ask(q)
     metrics.observe_answer(answer, time.perf_counter() - started)
     return json_response(answer)
 
@@ -50,7 +50,7 @@ async def query(body: QueryRequest, request: Request, who: QueryCaller):
 @router.post("/v1/search", response_model=SearchResponse, tags=["retrieval"])
 async def search(body: SearchRequest, request: Request, who: QueryCaller) -> Response:
     q = make_query(request, body.query, who.tenant, body.top_k, body.filters, body.mode)
-    context = await answerer(request).search(q)
+    context = await service(request).search(q)
     return json_response(
         SearchResponse(hits=context.hits, mode=context.mode, notice=context.notice, timings_ms=context.timings_ms)
     )
@@ -62,7 +62,7 @@ async def _answer_events(request: Request, q: Query) -> AsyncIterator[str]:
     started = time.perf_counter()
     metrics.inflight.inc()
     try:
-        async for item in answerer(request).stream(q):
+        async for item in service(request).stream(q):
             if isinstance(item, Answer):
                 metrics.observe_answer(item, time.perf_counter() - started)
                 yield sse("answer", item)
