@@ -10,34 +10,37 @@ from ragline import cli
 from ragline.core.models import Answer
 
 
-class StreamingEngine:
-    """What the engine's stream yields when an LLM answer is replaced as ungrounded: the
+class StreamingService:
+    """What the seam's stream yields when an LLM answer is replaced as ungrounded: the
     LLM's pieces first, then the Answer the checks settled on."""
+
+    generator_name = "extractive"
 
     def __init__(self, pieces: list[str], final: str) -> None:
         self.pieces, self.final = pieces, final
 
-    async def stream(self, question, tenant, top_k):
+    async def stream(self, query):
         for piece in self.pieces:
             yield piece
-        yield Answer(request_id="r", tenant="default", text=self.final, model="test")
+        yield Answer(request_id="r", tenant=query.tenant, text=self.final, model="test")
 
 
-def ask_with(monkeypatch, engine: StreamingEngine):
-    monkeypatch.setattr(cli.answers, "_remote", lambda *args: None)
-    monkeypatch.setattr(cli.answers, "_run", lambda config, work, **kw: asyncio.run(work(engine)))
+def ask_with(monkeypatch, service: StreamingService):
+    monkeypatch.setattr(
+        cli.answers, "_serve", lambda config, url, key, tenant, work, **kw: asyncio.run(work(service, "default"))
+    )
     return CliRunner().invoke(cli.app, ["ask", "How far are the flowers?", "--generator", "extractive"])
 
 
 def test_a_replaced_answer_is_printed_after_the_text_that_streamed(monkeypatch):
-    result = ask_with(monkeypatch, StreamingEngine(["The budget was ", "$3.4 billion."], "Bees dance."))
+    result = ask_with(monkeypatch, StreamingService(["The budget was ", "$3.4 billion."], "Bees dance."))
     assert result.exit_code == 0, result.output
     assert "replaced:" in result.output
     assert result.output.rstrip().index("Bees dance.") > result.output.index("$3.4 billion.")
 
 
 def test_an_answer_that_streamed_whole_is_printed_once(monkeypatch):
-    result = ask_with(monkeypatch, StreamingEngine(["Bees ", "dance."], "Bees dance."))
+    result = ask_with(monkeypatch, StreamingService(["Bees ", "dance."], "Bees dance."))
     assert result.exit_code == 0, result.output
     assert "replaced:" not in result.output and result.output.count("Bees dance.") == 1
 
@@ -45,8 +48,7 @@ def test_an_answer_that_streamed_whole_is_printed_once(monkeypatch):
 def test_piped_listings_keep_each_document_on_one_line(monkeypatch):
     meta = {"source": "handbooks/engineering/onboarding/" + "very-long-file-name-" * 4 + ".md", "team": "platform"}
     docs = [{"id": "doc-1", "chunks": 3, "content_hash": "ab" * 32, "updated_at": None, "metadata": meta}]
-    monkeypatch.setattr(cli.documents, "_remote", lambda *args: None)
-    monkeypatch.setattr(cli.documents, "_run", lambda config, work, **kw: docs)
+    monkeypatch.setattr(cli.documents, "_serve", lambda config, url, key, tenant, work, **kw: docs)
     result = CliRunner().invoke(cli.app, ["ls"])  # not a terminal: 80 columns
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if line.startswith("doc-1"))

@@ -18,6 +18,10 @@ from ragline.core.errors import ConfigurationError, RaglineError, Unauthorized
 
 if TYPE_CHECKING:
     from ragline.client import Client
+    from ragline.core.models import Query
+    from ragline.seam import Service
+    from ragline.seam.local import LocalService
+    from ragline.seam.remote import RemoteService
     from ragline.service.engine import Engine
     from ragline.settings import Settings
 else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
@@ -25,6 +29,8 @@ else:  # imported on first use: --help and --version stay fast (ragline/core/laz
 
     Client = Lazy("ragline.client", "Client")
     Engine = Lazy("ragline.service.engine", "Engine")
+    LocalService = Lazy("ragline.seam.local", "LocalService")
+    RemoteService = Lazy("ragline.seam.remote", "RemoteService")
     Settings = Lazy("ragline.settings", "Settings")
 
 # Model files come from installed packages; never reach for a model hub.
@@ -105,14 +111,20 @@ ApiKeyOption = Annotated[
 
 
 def _remote(config: Path | None, url: str | None, api_key: str | None, tenant: str | None) -> Client | None:
-    """The server this command goes to: ``--url``, or the live server that owns the local
+    """A client of the server this command goes to (see ``_endpoint``), or None."""
+    endpoint = _endpoint(config, url, api_key)
+    return None if endpoint is None else Client(*endpoint, tenant=tenant)
+
+
+def _endpoint(config: Path | None, url: str | None, api_key: str | None) -> tuple[str, str | None] | None:
+    """The server this command goes to, as (URL, credential): ``--url``, or the live server that owns the local
     database (found through its owner record); None to open the database in this process.
     A database held by a process that is not a server fails at once, naming it."""
     from ragline.adapters.stores import ownership
     from ragline.core.registry import scheme_of
 
     if url:
-        return Client(url, api_key, tenant=tenant)
+        return url, api_key
     try:
         settings = Settings.load(config)
     except ConfigurationError as exc:
@@ -136,7 +148,7 @@ def _remote(config: Path | None, url: str | None, api_key: str | None, tenant: s
     if owner.get("url") and owner.get("token"):
         err.print(f"[dim]through the server that owns {database}: {owner['url']} (process {owner.get('pid')})[/]")
         # The owner's token only: the user's own API key is never sent to a URL read from a file.
-        return Client(owner["url"], owner["token"], tenant=tenant)
+        return str(owner["url"]), str(owner["token"])
     err.print(
         f"[red]error:[/] the database {database} is in use by {ownership.describe(owner)}; wait for it "
         "to finish or stop it (a Milvus Lite file has one owner at a time)"
@@ -193,6 +205,44 @@ def _run(
     return _main(main(), on_interrupt)
 
 
+def _serve(
+    config: Path | None,
+    url: str | None,
+    api_key: str | None,
+    tenant: str | None,
+    work: Callable[[Service, str], Awaitable[T]],
+    *,
+    on_interrupt: Callable[[str], str] | None = None,
+    **overrides: Any,
+) -> T:
+    """Run one command over the seam: a server (``--url``, or the live owner of the local
+    database) or the engine in this process, chosen here and nowhere else. ``work`` gets
+    the service and the tenant to name (``--tenant``, else the settings' default; through
+    a server an API key's own tenant wins). ``overrides``: settings for the engine in
+    this process (a server keeps its own)."""
+    endpoint = _endpoint(config, url, api_key)
+
+    async def main() -> T:
+        settings = Settings.load(config, **{k: v for k, v in overrides.items() if v is not None})
+        service: Service
+        if endpoint is None:
+            _say_if_new_database(settings)
+            service = LocalService(Engine.from_settings(settings))
+        else:
+            service = RemoteService(*endpoint)
+        try:
+            return await work(service, tenant or settings.default_tenant)
+        except Unauthorized as exc:
+            if endpoint is None:
+                raise
+            err.print(f"[red]error:[/] {exc}; pass --api-key (or set RAGLINE_API_KEY) for {endpoint[0]}")
+            raise typer.Exit(1) from None
+        finally:
+            await service.close()
+
+    return _main(main(), on_interrupt)
+
+
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM stopped the command."""
 
@@ -239,6 +289,16 @@ def _main(coroutine: Coroutine[Any, Any, T], on_interrupt: Callable[[str], str] 
     except RaglineError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
+
+
+def _query(
+    text: str, tenant: str, top_k: int | None = None, filters: dict[str, Any] | None = None, mode: str | None = None
+) -> Query:
+    """A command's query; ``top_k`` left unset when not given, so whoever answers applies
+    its own default (answers read fewer passages than searches list)."""
+    from ragline.core.models import new_query
+
+    return new_query(text=text, tenant=tenant, filters=filters or {}, mode=mode, **({"top_k": top_k} if top_k else {}))
 
 
 def _parse_filters(pairs: list[str]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,14 +14,13 @@ from rich.table import Table
 from ragline.core.errors import RaglineError
 
 if TYPE_CHECKING:
-    from ragline.client import Client
-    from ragline.core.models import Answer
+    from ragline.core.models import Answer, Context
+    from ragline.seam import Service
     from ragline.service.engine import Engine
     from ragline.settings import Settings
 else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
     from ragline.core.lazy import Lazy
 
-    Client = Lazy("ragline.client", "Client")
     Engine = Lazy("ragline.service.engine", "Engine")
     Settings = Lazy("ragline.settings", "Settings")
 
@@ -35,9 +33,9 @@ from ragline.cli._shared import (
     UrlOption,
     _parse_filters,
     _print_json,
-    _remote,
+    _query,
     _run,
-    _through,
+    _serve,
     app,
     err,
     out,
@@ -58,12 +56,11 @@ def search(
 ) -> None:
     """Find the chunks that best match a question."""
     filters = _parse_filters(where or [])
-    client = _remote(config, url, api_key, tenant)
-    context: Any
-    if client is not None:
-        context = _through(client, lambda c: c.search(question, top_k, filters, mode))
-    else:
-        context = _run(config, lambda engine: engine.search(question, tenant, top_k, filters, mode))
+
+    async def work(service: Service, tenant_name: str) -> Context:
+        return await service.search(_query(question, tenant_name, top_k, filters, mode))
+
+    context = _serve(config, url, api_key, tenant, work)
     if as_json:
         _print_json(context.model_dump_json())
         return
@@ -95,33 +92,19 @@ def ask(
     """Answer a question from the documents, streaming, then list its sources."""
     streamed: list[str] = []
 
-    def show(item: str | Answer, final: Answer | None) -> Answer | None:
-        if isinstance(item, str):
-            streamed.append(item)
-            if not as_json:
-                out.print(item, end="", soft_wrap=True, highlight=False, markup=False)
-            return final
-        return item
-
-    async def work(engine: Engine) -> Answer | None:
+    async def work(service: Service, tenant_name: str) -> Answer | None:
+        _say_which_generator(service.generator_name, generator)
         final = None
-        async for item in engine.stream(question, tenant, top_k):
-            final = show(item, final)
+        async for item in service.stream(_query(question, tenant_name, top_k)):
+            if isinstance(item, str):
+                streamed.append(item)
+                if not as_json:
+                    out.print(item, end="", soft_wrap=True, highlight=False, markup=False)
+            else:
+                final = item
         return final
 
-    def remotely(c: Client) -> Answer | None:
-        final = None
-        for item in c.stream(question, top_k):
-            final = show(item, final)
-        return final
-
-    client = _remote(config, url, api_key, tenant)
-    if client is not None:
-        if generator:
-            err.print("[yellow]note:[/] --generator is ignored: the server answers with its own generator")
-        answer = _through(client, remotely)
-    else:
-        answer = _ask_locally(config, generator, work)
+    answer = _serve(config, url, api_key, tenant, work, generator=generator)
     if answer is None:
         err.print("[red]error:[/] the answer stream ended without an answer")
         raise typer.Exit(1)
@@ -149,16 +132,15 @@ def ask(
     err.print(f"[dim]{answer.model} · {timings}[/]")
 
 
-def _ask_locally(
-    config: Path | None, generator: str | None, work: Callable[[Engine], Awaitable[Answer | None]]
-) -> Answer | None:
-    if (generator or Settings.load(config).generator) == "local":
+def _say_which_generator(answering: str, asked: str | None) -> None:
+    if asked and asked != answering:
+        err.print(f"[yellow]note:[/] --generator is ignored: {answering} generator answers")
+    if answering == "local":
         err.print(
             "[yellow]note:[/] the local model is SmolLM2-135M: small enough for any CPU, too small to be "
             "reliable. Its answers are checked against the passages and replaced by extractive ones when "
             "unsupported. For fluent answers point ragline at vLLM: RAGLINE_GENERATOR=openai RAGLINE_LLM_URL=..."
         )
-    return _run(config, work, generator=generator)
 
 
 @app.command("eval")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ragline.client import Client
     from ragline.core.models import IngestReport
     from ragline.ingest.loaders import iter_files
+    from ragline.seam import Service, catalogue_of
     from ragline.service.engine import Engine
     from ragline.service.samples import sample_files
     from ragline.settings import Settings
@@ -27,6 +28,7 @@ else:  # imported on first use: --help and --version stay fast (ragline/core/laz
     from ragline.core.lazy import Lazy
 
     Client = Lazy("ragline.client", "Client")
+    catalogue_of = Lazy("ragline.seam", "catalogue_of")
     Engine = Lazy("ragline.service.engine", "Engine")
     iter_files = Lazy("ragline.ingest.loaders", "iter_files")
     IngestReport = Lazy("ragline.core.models", "IngestReport")
@@ -46,6 +48,7 @@ from ragline.cli._shared import (
     _print_json,
     _remote,
     _run,
+    _serve,
     _through,
     app,
     err,
@@ -321,16 +324,15 @@ def delete(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Delete a document and all its chunks."""
-    client = _remote(config, url, api_key, tenant)
-    if client is None:
-        removed = _run(config, lambda engine: engine.delete_document(document_id, tenant))
-        out.print(f"deleted {document_id}: {removed} chunks")
-        return
-    result = _through(client, lambda c: c.delete(document_id))
-    if result.deleted_chunks is None:
+
+    async def work(service: Service, tenant_name: str) -> int | None:
+        return await service.delete(tenant_name, document_id)
+
+    removed = _serve(config, url, api_key, tenant, work)
+    if removed is None:
         out.print(f"delete of {document_id} accepted: queued in order with the document's writes")
     else:
-        out.print(f"deleted {document_id}: {result.deleted_chunks} chunks")
+        out.print(f"deleted {document_id}: {removed} chunks")
 
 
 @app.command("ls")
@@ -347,20 +349,13 @@ def list_documents(
     """List the documents that are indexed: id, chunks, content hash, metadata."""
     filters = _parse_filters(where or [])
 
-    def remotely(c: Client) -> list[dict[str, Any]]:
-        listed = []
-        for doc in c.documents(prefix, page_size=min(limit, 1000), where=filters):
-            listed.append(doc.model_dump())
-            if len(listed) == limit:
-                break
-        return listed
-
-    async def every(engine: Engine) -> list[dict[str, Any]]:
+    async def every(service: Service, tenant_name: str) -> list[dict[str, Any]]:
+        catalogue = catalogue_of(service)
         listed: list[dict[str, Any]] = []
         after = ""
         while len(listed) < limit:
-            page, after_next = await engine.list_documents(
-                tenant, prefix, after, min(1000, limit - len(listed)), filters
+            page, after_next = await catalogue.documents(
+                tenant_name, prefix, after, min(1000, limit - len(listed)), filters
             )
             listed += page
             if after_next is None:
@@ -368,8 +363,7 @@ def list_documents(
             after = after_next
         return listed
 
-    client = _remote(config, url, api_key, tenant)
-    documents = _through(client, remotely) if client is not None else _run(config, every)
+    documents = _serve(config, url, api_key, tenant, every)
     if as_json:
         _print_json(json.dumps(documents))
         return
@@ -389,11 +383,11 @@ def stats(
     api_key: ApiKeyOption = None,
 ) -> None:
     """How many chunks the tenant has, and where they live."""
-    client = _remote(config, url, api_key, tenant)
-    if client is not None:
-        result = {**_through(client, lambda c: c.stats()), "server": client.url}
-    else:
-        result = _run(config, lambda engine: engine.stats(tenant))
+
+    async def work(service: Service, tenant_name: str) -> dict[str, Any]:
+        return await catalogue_of(service).stats(tenant_name)
+
+    result = _serve(config, url, api_key, tenant, work)
     if as_json:
         _print_json(json.dumps(result))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ragline.core import generation
 from ragline.core.errors import RaglineError
@@ -33,15 +33,24 @@ class LocalService:
         return self
 
     async def ask(self, query: Query) -> Answer:
-        return await self.engine.generate(await self.engine.retrieve(query.model_copy(update={"purpose": "answer"})))
+        return await self.engine.generate(await self.engine.retrieve(self._for(query, "answer")))
 
     async def stream(self, query: Query) -> AsyncIterator[str | Answer]:
-        context = await self.engine.retrieve(query.model_copy(update={"purpose": "answer"}))
+        context = await self.engine.retrieve(self._for(query, "answer"))
         async for item in generation.generate_stream(context, answering=self.engine.answering()):
             yield item
 
     async def search(self, query: Query) -> Context:
-        return await self.engine.retrieve(query.model_copy(update={"purpose": "search"}))
+        return await self.engine.retrieve(self._for(query, "search"))
+
+    def _for(self, query: Query, purpose: Literal["answer", "search"]) -> Query:
+        """The query for this purpose; a query that left ``top_k`` unset gets the
+        deployment's default for it (answers read fewer passages than searches list)."""
+        update: dict[str, Any] = {"purpose": purpose}
+        if "top_k" not in query.model_fields_set:
+            settings = self.engine.settings
+            update["top_k"] = settings.answer_top_k if purpose == "answer" else settings.top_k
+        return query.model_copy(update=update)
 
     async def document(self, tenant: str, document_id: str) -> list[Hit]:
         return await self.engine.store.document_chunks(tenant, document_id)

@@ -45,14 +45,14 @@ class RemoteService:
         return self
 
     async def ask(self, query: Query) -> Answer:
-        return await self._client(query.tenant).ask(query.text, query.top_k, query.filters, query.mode)
+        return await self._client(query.tenant).ask(query.text, _top_k(query), query.filters, query.mode)
 
     async def stream(self, query: Query) -> AsyncIterator[str | Answer]:
-        async for item in self._client(query.tenant).stream(query.text, query.top_k, query.filters, query.mode):
+        async for item in self._client(query.tenant).stream(query.text, _top_k(query), query.filters, query.mode):
             yield item
 
     async def search(self, query: Query) -> Context:
-        found = await self._client(query.tenant).search(query.text, query.top_k, query.filters, query.mode)
+        found = await self._client(query.tenant).search(query.text, _top_k(query), query.filters, query.mode)
         return Context(query=query, hits=found.hits, mode=found.mode, notice=found.notice, timings_ms=found.timings_ms)
 
     async def document(self, tenant: str, document_id: str) -> list[Hit]:
@@ -92,3 +92,8 @@ class RemoteService:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def _top_k(query: Query) -> int | None:
+    """The query's top_k, or None (the server's default) where the caller left it unset."""
+    return query.top_k if "top_k" in query.model_fields_set else None
