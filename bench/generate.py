@@ -27,7 +27,7 @@ from ragline.core.prompting import build_prompt
 
 PASSAGES = [
     p.strip()
-    for f in sorted((ROOT / "src/ragline/sample_corpus").glob("*.*"))
+    for f in sorted((ROOT / "src/ragline/service/sample_corpus").glob("*.*"))
     for p in f.read_text().split("\n\n")
     if len(p) > 200
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def sample_corpus_dir() -> Path:
-    return Path(str(resources.files("ragline") / "sample_corpus"))
+    return Path(str(resources.files("ragline.service") / "sample_corpus"))
 
 
 # The sample corpus has a tenant of its own, so that it never shows up in answers about

@@ -34,7 +34,7 @@ SMALL_MODEL_NOTICE = (
 
 @router.get("/", response_class=HTMLResponse)
 async def chat_page(request: Request) -> HTMLResponse:
-    page = (resources.files("ragline") / "api" / "static" / "index.html").read_text()
+    page = (resources.files("ragline.service.api") / "static" / "index.html").read_text()
     notice = SMALL_MODEL_NOTICE if request.app.state.settings.generator == "local" else ""
     return HTMLResponse(page.replace("<!--notice-->", notice))
 
