@@ -267,10 +267,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
-    def is_milvus_server(self) -> bool:
-        return self.milvus_uri.startswith(("http://", "https://", "tcp://", "grpc://"))
-
     @classmethod
     def settings_customise_sources(
         cls,

@@ -14,6 +14,15 @@ CacheFactory = Callable[[Settings, "StateCallback | None"], Cache]
 CACHES: Registry[CacheFactory] = Registry("cache", "cache_url")
 
 
+SHARED_SCHEMES = ("redis", "rediss", "unix")  # caches that every replica sees (Redis)
+
+
+def is_shared(settings: Settings) -> bool:
+    """Whether the configured cache is shared by every replica (so state kept there, like
+    rate-limit buckets, holds across them)."""
+    return scheme_of(settings.cache_url, default=settings.cache_url) in SHARED_SCHEMES
+
+
 def build_cache(settings: Settings, on_state_change: StateCallback | None = None) -> Cache | None:
     """The configured cache (``none``: no caching)."""
     if settings.cache_url == "none":
@@ -39,5 +48,5 @@ def _redis(settings: Settings, on_state_change: StateCallback | None) -> Cache:
 
 
 CACHES.register("memory", _memory)
-for _scheme in ("redis", "rediss", "unix"):
+for _scheme in SHARED_SCHEMES:
     CACHES.register(_scheme, _redis)

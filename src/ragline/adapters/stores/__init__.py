@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ragline.adapters.stores.milvus_config import SERVER_SCHEMES
 from ragline.core.ports import VectorStore
 from ragline.core.registry import Registry, scheme_of
 from ragline.settings import Settings
@@ -33,6 +34,6 @@ def _memory(settings: Settings, dimension: int) -> VectorStore:
     return MemoryStore(dimension)
 
 
-for _scheme in ("file", "http", "https", "tcp", "grpc"):
+for _scheme in ("file", *SERVER_SCHEMES):
     STORES.register(_scheme, _milvus)
 STORES.register("memory", _memory)

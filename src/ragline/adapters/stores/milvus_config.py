@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ragline.core.errors import ConfigurationError
+from ragline.core.registry import scheme_of
 from ragline.settings import Settings
+
+SERVER_SCHEMES = ("http", "https", "tcp", "grpc")  # a Milvus server or cluster; a plain path is Milvus Lite
+
+
+def is_server_uri(uri: str) -> bool:
+    return scheme_of(uri) in SERVER_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -16,10 +23,10 @@ class IndexSpec:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IndexSpec:
-        kind = settings.index
+        kind, server = settings.index, is_server_uri(settings.milvus_uri)
         if kind == "auto":
-            kind = "HNSW" if settings.is_milvus_server else "FLAT"
-        if kind == "HNSW" and not settings.is_milvus_server:
+            kind = "HNSW" if server else "FLAT"
+        if kind == "HNSW" and not server:
             raise ConfigurationError("Milvus Lite supports only FLAT and IVF_FLAT indexes, not HNSW")
         if kind == "IVF_FLAT":
             return cls(kind, {"nlist": settings.ivf_nlist}, {"nprobe": settings.ivf_nprobe})
@@ -49,7 +56,7 @@ class MilvusConfig:
 
     @property
     def is_server(self) -> bool:
-        return self.uri.startswith(("http://", "https://", "tcp://", "grpc://"))
+        return is_server_uri(self.uri)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MilvusConfig:

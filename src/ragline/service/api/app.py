@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from ragline.adapters import caches
 from ragline.adapters.stores import ownership
 from ragline.core.limits import Limits
 from ragline.seam import Service
@@ -178,7 +179,7 @@ def _guard_config(settings: Settings) -> GuardConfig:
 
 def _limiter(settings: Settings) -> Any:
     """Buckets in Redis when Redis is the cache (limits hold across replicas), else in-process."""
-    if settings.cache_url.startswith(("redis://", "rediss://", "unix://")):
+    if caches.is_shared(settings):
         return RedisRateLimiter(
             settings.cache_url,
             settings.rate_limit_rps,
