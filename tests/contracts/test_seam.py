@@ -19,6 +19,7 @@ from ragline.adapters.stores.milvus import MilvusStore
 from ragline.core.errors import InvalidInput, NotFound, NotImplementedInShape
 from ragline.core.models import Answer, Document, Query
 from ragline.seam import Receipt, Service, catalogue_of
+from ragline.seam.remote import RemoteService
 from ragline.settings import Settings
 from tests.conftest import LiveServer, free_port
 
@@ -75,7 +76,6 @@ async def service(request, tmp_path_factory) -> AsyncIterator[Service]:
         await bus.close()
         await engine.close()
     else:
-        from ragline.seam.remote import RemoteService
         from ragline.service.api.app import create_app
 
         settings = _settings(tmp, "remote", auth_enabled=False, rate_limit_rps=0)
@@ -210,6 +210,8 @@ async def test_the_catalogue_lists_and_counts_or_says_it_is_not_here(service, te
     assert [d["id"] for d in rest] == ["a/tea.md"] and end is None
     stats = await catalogue.stats(tenant)
     assert stats["tenant"] == tenant and stats["chunks"] >= 3
+    if isinstance(service, RemoteService):
+        assert stats["server"] == service.url  # the CLI's `stats` says which server answered
 
 
 async def test_readiness_reports_required_dependencies_ok(service):

@@ -92,7 +92,7 @@ class Catalogue(Protocol):
         ...
 
     async def stats(self, tenant: str) -> dict[str, Any]:
-        """The tenant's chunk count, the collection and the embedder."""
+        """The tenant's chunk count, the collection and the embedder (and, through a server, its URL)."""
         ...
 
 

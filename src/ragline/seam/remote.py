@@ -82,7 +82,8 @@ class RemoteService:
         return [d.model_dump(mode="json") for d in page.documents], page.next
 
     async def stats(self, tenant: str) -> dict[str, Any]:
-        return await self._client(tenant).stats()
+        # where the chunks live: that server's own figures, and the server
+        return {**await self._client(tenant).stats(), "server": self.url}
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         """The server's own readiness checks (GET /readyz), or why it could not be asked."""
