@@ -66,7 +66,7 @@ async def main() -> None:
             hits.append(ms)
         if not hits:
             sys.exit(f"bench/cache.py: every answer of the {args.generator} generator was degraded (never cached)")
-        engine._generator = build_generator(settings.model_copy(update={"generator": "extractive"}))
+        engine._generator = build_generator(settings.model_copy(update={"generator": "extractive"}).llm)
         await engine.cache.close()  # the replay starts cold
         ranks = np.random.default_rng(11).zipf(1.3, size=args.log)
         log = [QUESTIONS[(r - 1) % len(QUESTIONS)] for r in ranks]  # another generator: a fresh key space

@@ -100,7 +100,7 @@ async def write_path(settings: Settings, docs: list[Document], batch: int) -> di
             v = rng.normal(size=384).astype(np.float32)
             table[text] = v / np.linalg.norm(v)
     embedder = Precomputed(tokenizer, table)
-    store = MilvusStore.from_settings(settings, 384)
+    store = MilvusStore.of(settings.store, 384)
     engine = Engine(settings, embedder, store)
     try:
         started = time.perf_counter()
@@ -144,7 +144,7 @@ def bare_queries(database: str, collection: str, texts: list[str], precision: st
 
 
 async def engine_queries(settings: Settings, texts: list[str]) -> list[float]:
-    engine = Engine(settings, MiniLMEmbedder(threads=1), MilvusStore.from_settings(settings, 384))
+    engine = Engine(settings, MiniLMEmbedder(threads=1), MilvusStore.of(settings.store, 384))
     latencies = []
     try:
         for text in texts:

@@ -164,7 +164,7 @@ def chunked(docs: list[Document], settings: Settings) -> tuple[dict[str, np.ndar
 
 async def write_ragline(settings: Settings, docs: list[Document], table, batch: int) -> float:
     embedder = Precomputed(load_tokenizer(), table)
-    engine = Engine(settings, embedder, MilvusStore.from_settings(settings, 384))
+    engine = Engine(settings, embedder, MilvusStore.of(settings.store, 384))
     try:
         started = time.perf_counter()
         for i in range(0, len(docs), batch):

@@ -97,9 +97,9 @@ async def run(args) -> dict:
                 suffix = uuid.uuid4().hex[:6]
                 names = {f"topic_{f}": f"rag-{f}-{suffix}" for f in ("docs", "queries", "context", "answers", "dlq")}
                 shape = Settings.load(**base, **extra, **names)
-                bus = build_bus(shape)
+                bus = build_bus(shape.bus)
                 if hasattr(bus, "create_topics"):
-                    await bus.create_topics(topic_specs(shape))
+                    await bus.create_topics(topic_specs(shape.bus))
                 async with Pipeline(engine, bus, Topics.from_settings(shape), concurrency=args.concurrency) as pipe:
                     await sequential(pipe, 10)  # warm: group joins, connections
                     lat = await sequential(pipe, args.queries)

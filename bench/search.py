@@ -90,7 +90,7 @@ async def main() -> None:
     seeds = await embedder.embed(sample_sentences())
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.load(milvus_uri=str(Path(tmp) / "bench.db"), index=args.index)
-        store = MilvusStore.from_settings(settings, embedder.dimension)
+        store = MilvusStore.of(settings.store, embedder.dimension)
         t0 = time.perf_counter()
         vectors = generated_vectors(args.chunks, seeds, np.random.default_rng(7))
         await fill(store, vectors)

@@ -50,7 +50,7 @@ async def fill(database: str, chunks: int) -> None:
     sentences = sample_sentences()
     seeds = await embedder.embed(sentences)
     rng = np.random.default_rng(7)
-    store = MilvusStore.from_settings(Settings.load(milvus_uri=database, index="IVF_FLAT"), embedder.dimension)
+    store = MilvusStore.of(Settings.load(milvus_uri=database, index="IVF_FLAT").store, embedder.dimension)
     try:
         for start in range(0, chunks, 2000):
             n = min(2000, chunks - start)

@@ -88,8 +88,8 @@ async def run(args) -> dict:
             suffix = uuid.uuid4().hex[:6]
             names = {f"topic_{f}": f"rag-{f}-{suffix}" for f in ("docs", "queries", "context", "answers", "dlq")}
             shape = Settings.load(bus_url=f"kafka://{bootstrap}", kafka_session_timeout_ms=2000, **names)
-            kafka = build_bus(shape)
-            await kafka.create_topics(topic_specs(shape))
+            kafka = build_bus(shape.bus)
+            await kafka.create_topics(topic_specs(shape.bus))
             kt = Topics.from_settings(shape)
             result["kafka_retrieve_per_s"] = await drain(engine, kafka, kt, "retrieve", queries, kt.queries)
             result["kafka_generate_per_s"] = await drain(

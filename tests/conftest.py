@@ -85,7 +85,7 @@ def lite_settings(tmp_path: Path) -> Settings:
 async def engine(lite_settings: Settings) -> AsyncIterator[Engine]:
     """An engine over Milvus Lite and the hashing embedder (it counts what it embeds)."""
     embedder = HashingEmbedder()
-    store = MilvusStore.from_settings(lite_settings, embedder.dimension)
+    store = MilvusStore.of(lite_settings.store, embedder.dimension)
     async with Engine(lite_settings, embedder, store) as eng:
         yield eng
 
@@ -406,11 +406,11 @@ def serve_app(tmp_path: Path):
             embedder = HashingEmbedder()
             from ragline.adapters.caches import build_cache
 
-            cache = build_cache(settings) if "cache_url" in overrides else None
+            cache = build_cache(settings.cache) if "cache_url" in overrides else None
             engine = Engine(
                 settings,
                 embedder,
-                MilvusStore.from_settings(settings, embedder.dimension),
+                MilvusStore.of(settings.store, embedder.dimension),
                 generator or ExtractiveGenerator(),
                 cache=cache,
             )

@@ -3,11 +3,19 @@
 Sources, strongest first: explicit arguments, ``RAGLINE_*`` environment variables,
 files in ``RAGLINE_SECRETS_DIR`` (one per setting, e.g. ``RAGLINE_JWT_SECRET``: a
 mounted Kubernetes Secret), then an optional TOML file (``--config`` or ``RAGLINE_CONFIG``).
+
+The names users set stay flat (``RAGLINE_MILVUS_URI``, ``llm_url = ...`` in the TOML
+file: every deployment, manifest and document says them so). What the code passes on
+is grouped: one small frozen value per port (``settings.store``, ``.bus``, ``.cache``,
+``.llm``, ``.embedding``), each with the URL or name its registry chooses by. Adapters
+and their registries receive these groups, never ``Settings`` (tests/unit/test_layers.py
+checks it); the service reads the rest (the HTTP front door, limits, workers) itself.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -259,6 +267,65 @@ class Settings(BaseSettings):
     otlp_endpoint: str = ""
     service_name: str = "ragline"
 
+    # -- the groups adapters receive ------------------------------------------------
+
+    @property
+    def store(self) -> StoreSettings:
+        return StoreSettings(
+            url=self.milvus_uri, token=self.milvus_token or "", collection=self.collection, index=self.index,
+            ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe, hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.hnsw_ef_construction, hnsw_ef=self.hnsw_ef, shards=self.shards,
+            replicas=self.replicas, timeout_s=self.milvus_timeout_s, load_timeout_s=self.milvus_load_timeout_s,
+            workers=self.milvus_workers, queue=self.milvus_queue, rrf_k=self.rrf_k, bm25_analyzer=self.bm25_analyzer,
+        )  # fmt: skip
+
+    @property
+    def embedding(self) -> EmbeddingSettings:
+        return EmbeddingSettings(
+            name=self.embedder, batch_size=self.embed_batch_size, threads=self.embed_threads,
+            query_threads=self.query_embed_threads, query_precision=self.query_precision,
+            workers=self.embed_workers, queue=self.embed_queue, query_queue=self.query_embed_queue,
+            background_nice=self.background_nice,
+        )  # fmt: skip
+
+    @property
+    def llm(self) -> LLMSettings:
+        return LLMSettings(
+            generator=self.generator, url=self.llm_url, model=self.llm_model, api=self.llm_api,
+            template=self.llm_template, api_key=self.llm_api_key, timeout_s=self.llm_timeout_s,
+            connect_timeout_s=self.llm_connect_timeout_s, max_retries=self.llm_max_retries,
+            breaker_open_s=self.llm_breaker_open_s, concurrency=self.llm_concurrency,
+            queue_timeout_s=self.llm_queue_timeout_s, target_ttft_s=self.llm_target_ttft_s,
+            first_token_timeout_s=self.llm_first_token_timeout_s, batch_max=self.llm_batch_max,
+            batch_wait_ms=self.llm_batch_wait_ms, max_tokens=self.llm_max_tokens,
+            context_tokens=self.llm_context_tokens, temperature=self.llm_temperature,
+            local_model_path=self.local_model_path, local_threads=self.local_threads,
+            local_parallel=self.local_parallel,
+        )  # fmt: skip
+
+    @property
+    def cache(self) -> CacheSettings:
+        return CacheSettings(
+            url=self.cache_url, prefix=self.cache_prefix, timeout_s=self.cache_timeout_s,
+            breaker_open_s=self.cache_breaker_open_s, answer_ttl_s=self.answer_cache_ttl_s,
+            embedding_ttl_s=self.embedding_cache_ttl_s, memory_max_entries=self.memory_cache_max_entries,
+            memory_max_mb=self.memory_cache_max_mb,
+        )  # fmt: skip
+
+    @property
+    def bus(self) -> BusSettings:
+        return BusSettings(
+            url=self.bus_url, client_id=self.kafka_client_id, session_timeout_ms=self.kafka_session_timeout_ms,
+            fetch_wait_max_ms=self.kafka_fetch_wait_max_ms, publish_timeout_ms=self.kafka_publish_timeout_ms,
+            leave_group=self.kafka_leave_group, linger_ms=self.kafka_linger_ms,
+            interactive_linger_ms=self.kafka_interactive_linger_ms, transactions=self.kafka_transactions,
+            stats_interval_ms=self.kafka_stats_interval_ms, topic_docs=self.topic_docs,
+            topic_queries=self.topic_queries, topic_context=self.topic_context, topic_answers=self.topic_answers,
+            topic_dlq=self.topic_dlq, topic_groups=self.topic_groups, partitions=self.topic_partitions,
+            replication_factor=self.topic_replication_factor, min_insync_replicas=self.topic_min_insync_replicas,
+            retention_hours=self.topic_retention_hours, dlq_retention_days=self.dlq_retention_days,
+        )  # fmt: skip
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -295,6 +362,117 @@ class Settings(BaseSettings):
             return source_cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValueError as exc:
             raise ConfigurationError(f"invalid settings: {exc}") from exc
+
+
+# One group per port: what its registry chooses by (a URL or a name) and what its
+# adapters are built with. Frozen values, made from Settings by its properties above.
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """The vector store: Milvus Lite (a path), a Milvus server (http/https/tcp/grpc) or memory://."""
+
+    url: str
+    token: str
+    collection: str
+    index: str  # auto, FLAT, IVF_FLAT, HNSW
+    ivf_nlist: int
+    ivf_nprobe: int
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef: int
+    shards: int
+    replicas: int
+    timeout_s: float
+    load_timeout_s: float
+    workers: int
+    queue: int
+    rrf_k: int
+    bm25_analyzer: str
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """The embedder, by name, and its threads and bulkheads."""
+
+    name: str
+    batch_size: int
+    threads: int
+    query_threads: int
+    query_precision: str
+    workers: int
+    queue: int
+    query_queue: int
+    background_nice: int
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """The generator, by name, and the LLM it may call (an OpenAI-compatible server or a local model)."""
+
+    generator: str
+    url: str
+    model: str
+    api: str
+    template: str
+    api_key: str | None
+    timeout_s: float
+    connect_timeout_s: float
+    max_retries: int
+    breaker_open_s: float
+    concurrency: int
+    queue_timeout_s: float
+    target_ttft_s: float
+    first_token_timeout_s: float
+    batch_max: int
+    batch_wait_ms: float
+    max_tokens: int
+    context_tokens: int
+    temperature: float
+    local_model_path: Path | None
+    local_threads: int
+    local_parallel: int
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The cache: memory, redis(s)://, unix:// or none, and its time limits and bounds."""
+
+    url: str
+    prefix: str
+    timeout_s: float
+    breaker_open_s: float
+    answer_ttl_s: float
+    embedding_ttl_s: float
+    memory_max_entries: int
+    memory_max_mb: float
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """The bus: empty (none), memory, or kafka://host:port[,host:port]; Kafka's client and topics."""
+
+    url: str
+    client_id: str
+    session_timeout_ms: int
+    fetch_wait_max_ms: int
+    publish_timeout_ms: int
+    leave_group: bool
+    linger_ms: float
+    interactive_linger_ms: float
+    transactions: bool
+    stats_interval_ms: int
+    topic_docs: str
+    topic_queries: str
+    topic_context: str
+    topic_answers: str
+    topic_dlq: str
+    topic_groups: str
+    partitions: int
+    replication_factor: int
+    min_insync_replicas: int | None
+    retention_hours: float
+    dlq_retention_days: float
 
 
 def _env_config_file() -> Path | None:

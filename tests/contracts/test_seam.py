@@ -49,7 +49,7 @@ def _engine(settings: Settings):
     from ragline.service.engine import Engine
 
     embedder = HashingEmbedder()
-    store = MilvusStore.from_settings(settings, embedder.dimension)
+    store = MilvusStore.of(settings.store, embedder.dimension)
     return Engine(settings, embedder, store, ExtractiveGenerator())
 
 

@@ -20,14 +20,14 @@ DIM = 8
 @pytest.fixture(params=["memory", "lite", pytest.param("server", marks=pytest.mark.integration)])
 async def store(request, tmp_path) -> AsyncIterator[VectorStore]:
     if request.param == "memory":
-        yield build_store(Settings.load(milvus_uri="memory://"), DIM)
+        yield build_store(Settings.load(milvus_uri="memory://").store, DIM)
         return
     if request.param == "lite":
         settings = Settings.load(milvus_uri=str(tmp_path / "contract.db"))
     else:
         uri = request.getfixturevalue("milvus_server_uri")
         settings = Settings.load(milvus_uri=uri, collection=f"c_{uuid.uuid4().hex[:12]}")
-    s = MilvusStore.from_settings(settings, DIM)
+    s = MilvusStore.of(settings.store, DIM)
     yield s
     await s.close()
 

@@ -41,9 +41,7 @@ PASSAGE = Hit(
 async def sample_engine(tmp_path_factory, minilm) -> AsyncIterator[Engine]:
     """MiniLM + Milvus Lite over the sample corpus; tests swap in their generator."""
     settings = Settings.load(milvus_uri=str(tmp_path_factory.mktemp("answers") / "m.db"), llm_timeout_s=60)
-    engine = Engine(
-        settings, minilm, MilvusStore.from_settings(settings, minilm.dimension), generator=ExtractiveGenerator()
-    )
+    engine = Engine(settings, minilm, MilvusStore.of(settings.store, minilm.dimension), generator=ExtractiveGenerator())
     await engine.ingest_paths(sample_files())
     yield engine
     await engine.close()

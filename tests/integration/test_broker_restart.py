@@ -367,11 +367,11 @@ async def test_documents_accepted_before_a_broker_came_back_empty_are_still_inde
     settings = Settings.load(
         milvus_uri=str(tmp_path / "spool.db"), embedder="hashing", min_relevance=0.0, cache_url="none"
     )
-    specs = topic_specs(settings)
+    specs = topic_specs(settings.bus)
     bus = KafkaBus(broker.bootstrap, session_timeout_ms=2000, publish_timeout_ms=2000, topic_specs=specs)
     spool = AcceptedSpool(tmp_path / "accepted")
     embedder = HashingEmbedder()
-    engine = Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator())
+    engine = Engine(settings, embedder, MilvusStore.of(settings.store, embedder.dimension), ExtractiveGenerator())
     topics = Topics.from_settings(settings)
     gateway = Gateway(bus, topics, timeout_s=10, spool=spool)
     workers: list[asyncio.Task] = []

@@ -56,9 +56,9 @@ async def make_engine(tmp_path, cache_url: str, **overrides) -> Engine:
     return Engine(
         settings,
         embedder,
-        MilvusStore.from_settings(settings, embedder.dimension),
+        MilvusStore.of(settings.store, embedder.dimension),
         CountingGenerator(),
-        cache=build_cache(settings, metrics.cache_state),
+        cache=build_cache(settings.cache, metrics.cache_state),
         metrics=metrics,
     )
 

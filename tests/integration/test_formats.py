@@ -75,9 +75,7 @@ async def formats_engine(tmp_path_factory, minilm) -> AsyncIterator[Engine]:
     (root / "docs").mkdir()
     write_corpus(root / "docs")
     settings = Settings.load(milvus_uri=str(root / "m.db"))
-    engine = Engine(
-        settings, minilm, MilvusStore.from_settings(settings, minilm.dimension), generator=ExtractiveGenerator()
-    )
+    engine = Engine(settings, minilm, MilvusStore.of(settings.store, minilm.dimension), generator=ExtractiveGenerator())
     report = await engine.ingest_paths([root / "docs"])
     assert report.documents == len(QUESTIONS) and not report.errors, report.errors
     yield engine

@@ -107,7 +107,7 @@ async def traced_pipeline(request, tmp_path, span_exporter):
         cache_url="none",
     )
     embedder = HashingEmbedder()
-    engine = Engine(settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator())
+    engine = Engine(settings, embedder, MilvusStore.of(settings.store, embedder.dimension), ExtractiveGenerator())
     await engine.ingest_documents([Document(id="bees", text=BEES)])
     async with Pipeline(engine, bus, topics, timeout_s=60) as pipeline:
         yield pipeline, topics

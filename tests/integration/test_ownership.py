@@ -132,7 +132,7 @@ async def test_a_closed_store_lets_another_process_open_the_file(tmp_path: Path)
     from ragline.adapters.stores.milvus import MilvusStore
 
     database = tmp_path / "shared.db"
-    store = MilvusStore.from_settings(Settings.load(milvus_uri=str(database)), 8)
+    store = MilvusStore.of(Settings.load(milvus_uri=str(database)).store, 8)
     await store.count("t")
     await store.close()
     script = (
@@ -140,7 +140,7 @@ async def test_a_closed_store_lets_another_process_open_the_file(tmp_path: Path)
         "from ragline import Settings\n"
         "from ragline.adapters.stores.milvus import MilvusStore\n"
         "async def main():\n"
-        "    s = MilvusStore.from_settings(Settings.load(milvus_uri=sys.argv[1]), 8)\n"
+        "    s = MilvusStore.of(Settings.load(milvus_uri=sys.argv[1]).store, 8)\n"
         "    print(await s.count('t'))\n"
         "    await s.close()\n"
         "asyncio.run(main())\n"

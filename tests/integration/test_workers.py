@@ -63,7 +63,7 @@ async def engine(tmp_path):
     )
     embedder = HashingEmbedder()
     async with Engine(
-        settings, embedder, MilvusStore.from_settings(settings, embedder.dimension), ExtractiveGenerator()
+        settings, embedder, MilvusStore.of(settings.store, embedder.dimension), ExtractiveGenerator()
     ) as eng:
         yield eng
 

@@ -83,6 +83,32 @@ def test_the_core_imports_no_adapter_service_or_settings():
     assert {str(p.name): sorted(imported_layers(p) & outside) for p in core if imported_layers(p) & outside} == {}
 
 
+def settings_names_taken(path: Path) -> set[str]:
+    """What a module takes from ragline.settings."""
+    return {
+        alias.name
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module == "ragline.settings"
+        for alias in node.names
+    }
+
+
+# what an adapter may take from ragline.settings: its port's group, and the defaults
+PORT_GROUPS = {"StoreSettings", "BusSettings", "CacheSettings", "LLMSettings", "EmbeddingSettings", "default"}
+
+
+def test_adapters_receive_their_port_group_never_the_whole_settings():
+    adapters = [p for p in PACKAGE.rglob("*.py") if layer_of(p, PACKAGE) == "adapters"]
+    taken = {str(p.relative_to(PACKAGE)): settings_names_taken(p) - PORT_GROUPS for p in adapters}
+    assert {name: sorted(extra) for name, extra in taken.items() if extra} == {}
+    assert any(settings_names_taken(p) & PORT_GROUPS for p in adapters)  # the check reads what they take
+
+
+def test_the_check_sees_an_adapter_taking_settings(tmp_path):
+    (tmp_path / "probe.py").write_text("def f():\n    from ragline.settings import Settings, StoreSettings\n")
+    assert settings_names_taken(tmp_path / "probe.py") - PORT_GROUPS == {"Settings"}
+
+
 def test_the_root_holds_packages_and_a_handful_of_modules():
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(modules) <= MAX_ROOT_MODULES, modules

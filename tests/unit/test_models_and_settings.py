@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 import ragline
@@ -72,8 +74,8 @@ def test_hnsw_on_milvus_lite_is_refused_clearly():
     from ragline.adapters.stores.milvus_config import IndexSpec
 
     with pytest.raises(ConfigurationError, match="FLAT and IVF_FLAT"):
-        IndexSpec.from_settings(Settings.load(index="HNSW"))
-    assert IndexSpec.from_settings(Settings.load(milvus_uri="http://h:19530")).kind == "HNSW"
+        IndexSpec.of(Settings.load(index="HNSW").store)
+    assert IndexSpec.of(Settings.load(milvus_uri="http://h:19530").store).kind == "HNSW"
 
 
 def test_secrets_come_from_files_in_the_secrets_dir_and_the_environment_wins(tmp_path, monkeypatch):
@@ -90,4 +92,21 @@ def test_an_unknown_bus_url_is_a_configuration_error_naming_the_known_ones():
     from ragline.adapters.buses import build_bus
 
     with pytest.raises(ConfigurationError, match=r"no bus named 'amqp' \(bus_url\); known: kafka, memory"):
-        build_bus(Settings.load(bus_url="amqp://rabbit"))
+        build_bus(Settings.load(bus_url="amqp://rabbit").bus)
+
+
+def test_each_port_gets_its_group_of_the_flat_settings():
+    """Users set flat names (RAGLINE_MILVUS_URI, llm_url); each port's registry gets its
+    group, with the URL or name it chooses by."""
+    settings = Settings.load(
+        milvus_uri="memory://", milvus_timeout_s=3, bus_url="kafka://b:9092", kafka_linger_ms=7,
+        topic_partitions=3, cache_url="redis://r:6379/0", cache_timeout_s=0.5, generator="openai",
+        llm_url="http://vllm:8000/v1", llm_batch_max=8, embedder="hashing", embed_batch_size=16,
+    )  # fmt: skip
+    assert (settings.store.url, settings.store.timeout_s) == ("memory://", 3)
+    assert (settings.bus.url, settings.bus.linger_ms, settings.bus.partitions) == ("kafka://b:9092", 7, 3)
+    assert (settings.cache.url, settings.cache.timeout_s) == ("redis://r:6379/0", 0.5)
+    assert (settings.llm.generator, settings.llm.url, settings.llm.batch_max) == ("openai", "http://vllm:8000/v1", 8)
+    assert (settings.embedding.name, settings.embedding.batch_size) == ("hashing", 16)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.store.url = "elsewhere"  # type: ignore[misc]

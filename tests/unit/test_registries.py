@@ -49,14 +49,14 @@ def test_each_port_builds_a_registered_toy_adapter_from_settings():
         milvus_uri="toy://x", bus_url="toybus://", cache_url="toycache://", embedder="toy", generator="shout"
     )
     built = [
-        (build_store(settings, 16), VectorStore),
-        (build_bus(settings), Bus),
-        (build_cache(settings), Cache),
-        (build_embedder(settings), Embedder),
-        (build_generator(settings), Generator),
+        (build_store(settings.store, 16), VectorStore),
+        (build_bus(settings.bus), Bus),
+        (build_cache(settings.cache), Cache),
+        (build_embedder(settings.embedding), Embedder),
+        (build_generator(settings.llm), Generator),
     ]
     assert all(isinstance(adapter, port) for adapter, port in built)
-    assert build_embedder(settings).dimension == 16
+    assert build_embedder(settings.embedding).dimension == 16
 
 
 async def test_a_registered_generator_answers_through_the_engine():

@@ -51,7 +51,7 @@ def _run_bus(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     from ragline.adapters.buses import build_bus
 
     async def main() -> T:
-        bus = build_bus(settings)
+        bus = build_bus(settings.bus)
         try:
             return await work(bus)
         finally:
@@ -70,7 +70,7 @@ def topics_create(bus: BusOption = None, config: ConfigOption = None) -> None:
     from ragline.adapters.buses import topic_specs
 
     settings = _bus_settings(config, bus)
-    specs = topic_specs(settings)
+    specs = topic_specs(settings.bus)
     if settings.bus_url == "memory":
         err.print("the in-process bus needs no topics")
         return

@@ -89,7 +89,7 @@ class Engine:
         if self._generator is None and self.settings.generator == "extractive":
             self._generator = self.fallback  # the same answerer, choosing sentences with our embedder
         if self._generator is None:
-            self._generator = build_generator(self.settings)
+            self._generator = build_generator(self.settings.llm)
             self._generator.observe_batches(self.metrics.llm_batch_size.observe)
         return self._generator
 
@@ -111,10 +111,10 @@ class Engine:
     def from_settings(cls, settings: Settings) -> Engine:
         from ragline.adapters.stores import build_store
 
-        embedder = build_embedder(settings)
+        embedder = build_embedder(settings.embedding)
         metrics = Metrics()
-        cache = build_cache(settings, on_state_change=metrics.cache_state)
-        return cls(settings, embedder, build_store(settings, embedder.dimension), cache=cache, metrics=metrics)
+        cache = build_cache(settings.cache, on_state_change=metrics.cache_state)
+        return cls(settings, embedder, build_store(settings.store, embedder.dimension), cache=cache, metrics=metrics)
 
     async def close(self) -> None:
         await self.store.close()

@@ -60,7 +60,7 @@ async def run_workers(
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigurationError(f"unknown stage {unknown[0]!r}; choose from {', '.join(STAGES)}")
-    bus = build_bus(settings)
+    bus = build_bus(settings.bus)
     engine = Engine.from_settings(settings)
     topics = Topics.from_settings(settings)
     workers = [

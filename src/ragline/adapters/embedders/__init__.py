@@ -1,4 +1,4 @@
-"""Embedder adapters by name (``embedder``): MiniLM (the default) and a hashing embedder
+"""Embedder adapters by name (``embedder``, ``settings.embedding.name``): MiniLM (the default) and a hashing embedder
 for fast tests. A new embedder is one module and one ``EMBEDDERS.register``."""
 
 from __future__ import annotations
@@ -7,31 +7,32 @@ from collections.abc import Callable
 
 from ragline.core.ports import Embedder
 from ragline.core.registry import Registry
-from ragline.settings import Settings
+from ragline.settings import EmbeddingSettings
 
-EmbedderFactory = Callable[[Settings], Embedder]
+EmbedderFactory = Callable[[EmbeddingSettings], Embedder]
 EMBEDDERS: Registry[EmbedderFactory] = Registry("embedder", "embedder")
 
 
-def build_embedder(settings: Settings) -> Embedder:
-    return EMBEDDERS.factory(settings.embedder)(settings)
+def build_embedder(config: EmbeddingSettings) -> Embedder:
+    """The embedder ``config.name`` names (``settings.embedding``)."""
+    return EMBEDDERS.factory(config.name)(config)
 
 
-def _minilm(settings: Settings) -> Embedder:
+def _minilm(settings: EmbeddingSettings) -> Embedder:
     from ragline.adapters.embedders.minilm import MiniLMEmbedder
     from ragline.core.bulkhead import Bulkhead
 
     return MiniLMEmbedder(
-        batch_size=settings.embed_batch_size,
-        threads=settings.embed_threads,
-        query_threads=settings.query_embed_threads,
+        batch_size=settings.batch_size,
+        threads=settings.threads,
+        query_threads=settings.query_threads,
         query_precision=settings.query_precision,
-        bulkhead=Bulkhead("embedder", settings.embed_workers, settings.embed_queue, nice=settings.background_nice),
-        query_bulkhead=Bulkhead("query embedder", 1, settings.query_embed_queue),
+        bulkhead=Bulkhead("embedder", settings.workers, settings.queue, nice=settings.background_nice),
+        query_bulkhead=Bulkhead("query embedder", 1, settings.query_queue),
     )
 
 
-def _hashing(settings: Settings) -> Embedder:
+def _hashing(settings: EmbeddingSettings) -> Embedder:
     from ragline.adapters.embedders.hashing import HashingEmbedder
 
     return HashingEmbedder()

@@ -7,55 +7,56 @@ from collections.abc import Callable
 from ragline.adapters.generators.extractive import ExtractiveGenerator
 from ragline.core.ports import Generator
 from ragline.core.registry import Registry
-from ragline.settings import Settings
+from ragline.settings import LLMSettings
 
-GeneratorFactory = Callable[[Settings], Generator]
+GeneratorFactory = Callable[[LLMSettings], Generator]
 GENERATORS: Registry[GeneratorFactory] = Registry("generator", "generator")
 
 
-def build_generator(settings: Settings) -> Generator:
-    return GENERATORS.factory(settings.generator)(settings)
+def build_generator(config: LLMSettings) -> Generator:
+    """The generator ``config.generator`` names (``settings.llm``)."""
+    return GENERATORS.factory(config.generator)(config)
 
 
-def _extractive(settings: Settings) -> Generator:
+def _extractive(settings: LLMSettings) -> Generator:
     return ExtractiveGenerator()
 
 
-def _openai(settings: Settings) -> Generator:
+def _openai(settings: LLMSettings) -> Generator:
     from ragline.adapters.generators.openai import OpenAIGenerator
     from ragline.core.breaker import CircuitBreaker
 
     return OpenAIGenerator(
-        settings.llm_url,
-        settings.llm_model,
-        api=settings.llm_api,
-        template=settings.llm_template,
-        api_key=settings.llm_api_key,
-        timeout_s=settings.llm_timeout_s,
-        connect_timeout_s=settings.llm_connect_timeout_s,
-        max_retries=settings.llm_max_retries,
-        concurrency=settings.llm_concurrency,
-        queue_timeout_s=settings.llm_queue_timeout_s,
-        first_token_timeout_s=settings.llm_first_token_timeout_s,
-        target_ttft_s=settings.llm_target_ttft_s,
-        batch_max=settings.llm_batch_max,
-        batch_wait_ms=settings.llm_batch_wait_ms,
-        temperature=settings.llm_temperature,
-        breaker=CircuitBreaker(f"LLM at {settings.llm_url}", 3, settings.llm_breaker_open_s),
+        settings.url,
+        settings.model,
+        api=settings.api,
+        template=settings.template,
+        api_key=settings.api_key,
+        timeout_s=settings.timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        max_retries=settings.max_retries,
+        concurrency=settings.concurrency,
+        queue_timeout_s=settings.queue_timeout_s,
+        first_token_timeout_s=settings.first_token_timeout_s,
+        target_ttft_s=settings.target_ttft_s,
+        batch_max=settings.batch_max,
+        batch_wait_ms=settings.batch_wait_ms,
+        temperature=settings.temperature,
+        breaker=CircuitBreaker(f"LLM at {settings.url}", 3, settings.breaker_open_s),
     )
 
 
-def _local(settings: Settings) -> Generator:
+def _local(settings: LLMSettings) -> Generator:
     from ragline.adapters.generators.local import LocalGenerator
 
     return LocalGenerator(
         settings.local_model_path,
         threads=settings.local_threads,
-        context_tokens=settings.llm_context_tokens,
+        context_tokens=settings.context_tokens,
         parallel=settings.local_parallel,
-        temperature=settings.llm_temperature,
-        queue_timeout_s=settings.llm_queue_timeout_s,
-        target_ttft_s=settings.llm_target_ttft_s,
+        temperature=settings.temperature,
+        queue_timeout_s=settings.queue_timeout_s,
+        target_ttft_s=settings.target_ttft_s,
     )
 
 

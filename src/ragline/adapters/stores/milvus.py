@@ -45,7 +45,7 @@ from ragline.core.errors import (
 )
 from ragline.core.models import Chunk, FilterValue, Hit
 from ragline.core.ports import DocumentRow, StoredChunk
-from ragline.settings import Settings
+from ragline.settings import StoreSettings
 
 log = logging.getLogger("ragline.milvus")
 
@@ -93,8 +93,9 @@ class MilvusStore:
         threading.Thread(target=warm_column_writes, name="pymilvus-warm", daemon=True).start()
 
     @classmethod
-    def from_settings(cls, settings: Settings, dimension: int) -> MilvusStore:
-        return cls(MilvusConfig.from_settings(settings), dimension)
+    def of(cls, settings: StoreSettings, dimension: int) -> MilvusStore:
+        """The store ``settings.store`` describes."""
+        return cls(MilvusConfig.of(settings), dimension)
 
     # -- set-up ------------------------------------------------------------------
 

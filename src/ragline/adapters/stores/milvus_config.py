@@ -1,4 +1,4 @@
-"""What the Milvus adapter needs, and nothing else: built from Settings at the edge."""
+"""What the Milvus adapter needs, and nothing else: built from the store settings group."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ragline.core.errors import ConfigurationError
 from ragline.core.registry import scheme_of
-from ragline.settings import Settings
+from ragline.settings import StoreSettings
 
 SERVER_SCHEMES = ("http", "https", "tcp", "grpc")  # a Milvus server or cluster; a plain path is Milvus Lite
 
@@ -22,8 +22,8 @@ class IndexSpec:
     search_params: dict[str, int]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> IndexSpec:
-        kind, server = settings.index, is_server_uri(settings.milvus_uri)
+    def of(cls, settings: StoreSettings) -> IndexSpec:
+        kind, server = settings.index, is_server_uri(settings.url)
         if kind == "auto":
             kind = "HNSW" if server else "FLAT"
         if kind == "HNSW" and not server:
@@ -39,7 +39,7 @@ class IndexSpec:
 
 @dataclass(frozen=True)
 class MilvusConfig:
-    """What the Milvus adapter needs, and nothing else (built from Settings at the edge)."""
+    """What the Milvus adapter needs, and nothing else (built from the store settings group)."""
 
     uri: str
     token: str
@@ -59,11 +59,10 @@ class MilvusConfig:
         return is_server_uri(self.uri)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> MilvusConfig:
+    def of(cls, settings: StoreSettings) -> MilvusConfig:
         return cls(
-            uri=settings.milvus_uri, token=settings.milvus_token or "", collection=settings.collection,
-            index=IndexSpec.from_settings(settings), timeout_s=settings.milvus_timeout_s,
-            workers=settings.milvus_workers, queue=settings.milvus_queue, rrf_k=settings.rrf_k,
+            uri=settings.url, token=settings.token, collection=settings.collection, index=IndexSpec.of(settings),
+            timeout_s=settings.timeout_s, workers=settings.workers, queue=settings.queue, rrf_k=settings.rrf_k,
             bm25_analyzer=settings.bm25_analyzer, shards=settings.shards, replicas=settings.replicas,
-            load_timeout_s=settings.milvus_load_timeout_s,
+            load_timeout_s=settings.load_timeout_s,
         )  # fmt: skip

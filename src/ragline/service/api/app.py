@@ -122,7 +122,7 @@ async def _service(settings: Settings, engine: Engine | None, app: FastAPI, stac
     from ragline.service.pipeline import Pipeline
     from ragline.service.workers import Topics
 
-    bus = build_bus(settings)
+    bus = build_bus(settings.bus)
     stack.push_async_callback(bus.close)
     pipeline = await Pipeline(
         engine,
@@ -143,7 +143,7 @@ async def _bus_service(settings: Settings, app: FastAPI, stack: AsyncExitStack) 
     from ragline.service.gateway import Gateway
     from ragline.service.workers import Topics
 
-    bus = build_bus(settings)
+    bus = build_bus(settings.bus)
     stack.push_async_callback(bus.close)
     spool = None
     if settings.spool_dir:  # a 202 means it will be indexed, even if the broker forgets it
@@ -179,7 +179,7 @@ def _guard_config(settings: Settings) -> GuardConfig:
 
 def _limiter(settings: Settings) -> Any:
     """Buckets in Redis when Redis is the cache (limits hold across replicas), else in-process."""
-    if caches.is_shared(settings):
+    if caches.is_shared(settings.cache):
         return RedisRateLimiter(
             settings.cache_url,
             settings.rate_limit_rps,
