@@ -91,9 +91,14 @@ def test_files_upload_and_a_bad_file_is_reported(api):
     files = [
         ("files", ("notes.md", b"# Notes\n\n" + BEES.encode(), "text/markdown")),
         ("files", ("empty.txt", b"", "text/plain")),
+        ("files", ("NOTES", b"Plain words without a suffix.", "text/plain")),
+        ("files", ("report.pages", b"PK\x03\x04\x00\x00binary", "application/octet-stream")),
     ]
     body = a.post("/v1/documents/files", files=files, data={"wait": "true"}).json()
-    assert body["ids"] == ["notes.md"] and "empty.txt: empty" in body["errors"][0]
+    # the same rules as `ragline ingest FILE`: a file of unknown type is read when it is
+    # text and refused with the supported list when it is not
+    assert body["ids"] == ["notes.md", "NOTES"] and "empty.txt: empty" in body["errors"][0]
+    assert "report.pages: binary file" in body["errors"][1] and "supported: " in body["errors"][1]
 
 
 def test_get_and_delete_a_document(api):

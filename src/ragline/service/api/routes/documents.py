@@ -21,7 +21,7 @@ from ragline.core.errors import DependencyUnavailable, DocumentError, InvalidInp
 from ragline.core.ids import content_hash
 from ragline.core.limits import Limits, check_text
 from ragline.core.models import Document
-from ragline.ingest.loaders import SUPPORTED_SUFFIXES, load_file
+from ragline.ingest.loaders import load_file
 from ragline.seam import catalogue_of
 from ragline.service.api.deps import IngestCaller, QueryCaller
 from ragline.service.api.routes._common import service
@@ -212,11 +212,9 @@ def _load_upload(name: str, data: bytes, tenant: str, max_bytes: int) -> Documen
         raise DocumentError(repr(name)[:100], "the file name has control characters or is not a file name")
     if len(name.encode()) > 255:
         raise DocumentError(name[:60] + "...", f"the file name is {len(name.encode())} bytes long; at most 255")
-    suffix = Path(name).suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DocumentError(
-            name, f"unsupported file type {suffix or '(none)'}; use {' '.join(sorted(SUPPORTED_SUFFIXES))}"
-        )
+    # An upload is a file named alone, read by the same rules as `ragline ingest FILE`
+    # (loaders.load_file): a known type by its converter, an unknown one as text when it
+    # is text, else refused with the supported list. No second list of types here.
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
