@@ -15,9 +15,9 @@ checks it); the service reads the rest (the HTTP front door, limits, workers) it
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
@@ -31,6 +31,7 @@ from pydantic_settings import (
 from ragline.core.errors import ConfigurationError
 
 _TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
+G = TypeVar("G")
 
 
 class Settings(BaseSettings):
@@ -267,64 +268,27 @@ class Settings(BaseSettings):
     otlp_endpoint: str = ""
     service_name: str = "ragline"
 
-    # -- the groups adapters receive ------------------------------------------------
+    # -- the groups adapters receive (GROUPS: which flat setting each field is) -------
 
     @property
     def store(self) -> StoreSettings:
-        return StoreSettings(
-            url=self.milvus_uri, token=self.milvus_token or "", collection=self.collection, index=self.index,
-            ivf_nlist=self.ivf_nlist, ivf_nprobe=self.ivf_nprobe, hnsw_m=self.hnsw_m,
-            hnsw_ef_construction=self.hnsw_ef_construction, hnsw_ef=self.hnsw_ef, shards=self.shards,
-            replicas=self.replicas, timeout_s=self.milvus_timeout_s, load_timeout_s=self.milvus_load_timeout_s,
-            workers=self.milvus_workers, queue=self.milvus_queue, rrf_k=self.rrf_k, bm25_analyzer=self.bm25_analyzer,
-        )  # fmt: skip
+        return _group(self, StoreSettings)
 
     @property
     def embedding(self) -> EmbeddingSettings:
-        return EmbeddingSettings(
-            name=self.embedder, batch_size=self.embed_batch_size, threads=self.embed_threads,
-            query_threads=self.query_embed_threads, query_precision=self.query_precision,
-            workers=self.embed_workers, queue=self.embed_queue, query_queue=self.query_embed_queue,
-            background_nice=self.background_nice,
-        )  # fmt: skip
+        return _group(self, EmbeddingSettings)
 
     @property
     def llm(self) -> LLMSettings:
-        return LLMSettings(
-            generator=self.generator, url=self.llm_url, model=self.llm_model, api=self.llm_api,
-            template=self.llm_template, api_key=self.llm_api_key, timeout_s=self.llm_timeout_s,
-            connect_timeout_s=self.llm_connect_timeout_s, max_retries=self.llm_max_retries,
-            breaker_open_s=self.llm_breaker_open_s, concurrency=self.llm_concurrency,
-            queue_timeout_s=self.llm_queue_timeout_s, target_ttft_s=self.llm_target_ttft_s,
-            first_token_timeout_s=self.llm_first_token_timeout_s, batch_max=self.llm_batch_max,
-            batch_wait_ms=self.llm_batch_wait_ms, max_tokens=self.llm_max_tokens,
-            context_tokens=self.llm_context_tokens, temperature=self.llm_temperature,
-            local_model_path=self.local_model_path, local_threads=self.local_threads,
-            local_parallel=self.local_parallel,
-        )  # fmt: skip
+        return _group(self, LLMSettings)
 
     @property
     def cache(self) -> CacheSettings:
-        return CacheSettings(
-            url=self.cache_url, prefix=self.cache_prefix, timeout_s=self.cache_timeout_s,
-            breaker_open_s=self.cache_breaker_open_s, answer_ttl_s=self.answer_cache_ttl_s,
-            embedding_ttl_s=self.embedding_cache_ttl_s, memory_max_entries=self.memory_cache_max_entries,
-            memory_max_mb=self.memory_cache_max_mb,
-        )  # fmt: skip
+        return _group(self, CacheSettings)
 
     @property
     def bus(self) -> BusSettings:
-        return BusSettings(
-            url=self.bus_url, client_id=self.kafka_client_id, session_timeout_ms=self.kafka_session_timeout_ms,
-            fetch_wait_max_ms=self.kafka_fetch_wait_max_ms, publish_timeout_ms=self.kafka_publish_timeout_ms,
-            leave_group=self.kafka_leave_group, linger_ms=self.kafka_linger_ms,
-            interactive_linger_ms=self.kafka_interactive_linger_ms, transactions=self.kafka_transactions,
-            stats_interval_ms=self.kafka_stats_interval_ms, topic_docs=self.topic_docs,
-            topic_queries=self.topic_queries, topic_context=self.topic_context, topic_answers=self.topic_answers,
-            topic_dlq=self.topic_dlq, topic_groups=self.topic_groups, partitions=self.topic_partitions,
-            replication_factor=self.topic_replication_factor, min_insync_replicas=self.topic_min_insync_replicas,
-            retention_hours=self.topic_retention_hours, dlq_retention_days=self.dlq_retention_days,
-        )  # fmt: skip
+        return _group(self, BusSettings)
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
@@ -348,7 +312,7 @@ class Settings(BaseSettings):
         if secrets_dir:  # one file per setting, named like its variable (Kubernetes Secret volumes)
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
         if cls._toml_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+            sources.append(_GroupedToml(settings_cls, toml_file=cls._toml_file))
         return tuple(sources)
 
     @classmethod
@@ -373,7 +337,7 @@ class StoreSettings:
     """The vector store: Milvus Lite (a path), a Milvus server (http/https/tcp/grpc) or memory://."""
 
     url: str
-    token: str
+    token: str | None
     collection: str
     index: str  # auto, FLAT, IVF_FLAT, HNSW
     ivf_nlist: int
@@ -473,6 +437,75 @@ class BusSettings:
     min_insync_replicas: int | None
     retention_hours: float
     dlq_retention_days: float
+
+
+# Each group's fields, and the flat setting each one is (the same name when not listed):
+# what the properties above read, and what a TOML section ([store] url = ...) sets.
+GROUPS: dict[str, tuple[type[Any], dict[str, str]]] = {
+    "store": (StoreSettings, {
+        "url": "milvus_uri", "token": "milvus_token", "timeout_s": "milvus_timeout_s",
+        "load_timeout_s": "milvus_load_timeout_s", "workers": "milvus_workers", "queue": "milvus_queue",
+    }),
+    "embedding": (EmbeddingSettings, {
+        "name": "embedder", "batch_size": "embed_batch_size", "threads": "embed_threads",
+        "query_threads": "query_embed_threads", "workers": "embed_workers", "queue": "embed_queue",
+        "query_queue": "query_embed_queue",
+    }),
+    "llm": (LLMSettings, {
+        **{f: f"llm_{f}" for f in (
+            "url", "model", "api", "template", "api_key", "timeout_s", "connect_timeout_s", "max_retries",
+            "breaker_open_s", "concurrency", "queue_timeout_s", "target_ttft_s", "first_token_timeout_s",
+            "batch_max", "batch_wait_ms", "max_tokens", "context_tokens", "temperature",
+        )},
+    }),
+    "cache": (CacheSettings, {
+        "url": "cache_url", "prefix": "cache_prefix", "timeout_s": "cache_timeout_s",
+        "breaker_open_s": "cache_breaker_open_s", "answer_ttl_s": "answer_cache_ttl_s",
+        "embedding_ttl_s": "embedding_cache_ttl_s", "memory_max_entries": "memory_cache_max_entries",
+        "memory_max_mb": "memory_cache_max_mb",
+    }),
+    "bus": (BusSettings, {
+        "url": "bus_url", "partitions": "topic_partitions", "replication_factor": "topic_replication_factor",
+        "min_insync_replicas": "topic_min_insync_replicas", "retention_hours": "topic_retention_hours",
+        **{f: f"kafka_{f}" for f in (
+            "client_id", "session_timeout_ms", "fetch_wait_max_ms", "publish_timeout_ms", "leave_group",
+            "linger_ms", "interactive_linger_ms", "transactions", "stats_interval_ms",
+        )},
+    }),
+}  # fmt: skip
+
+
+def _setting_of(group: str, name: str) -> str:
+    return GROUPS[group][1].get(name, name)
+
+
+def _group(settings: Settings, cls: type[G]) -> G:
+    [renames] = [r for c, r in GROUPS.values() if c is cls]
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]  # every group is a dataclass
+    return cls(**{name: getattr(settings, renames.get(name, name)) for name in names})
+
+
+class _GroupedToml(TomlConfigSettingsSource):
+    """The TOML file, flat names or sections per group (``[store] url = ...`` is
+    ``milvus_uri``); a key both ways, or a section key no group has, is refused."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        flat = {k: v for k, v in data.items() if not (k in GROUPS and isinstance(v, dict))}
+        for group, values in data.items():
+            if group not in GROUPS or not isinstance(values, dict):
+                continue
+            known = {f.name for f in fields(GROUPS[group][0])}
+            for key, value in values.items():
+                if key not in known:
+                    raise ConfigurationError(
+                        f"{file_path}: [{group}] has no setting {key!r}; it has: {', '.join(sorted(known))}"
+                    )
+                name = _setting_of(group, key)
+                if name in flat:
+                    raise ConfigurationError(f"{file_path}: {name} is set twice (also as [{group}] {key})")
+                flat[name] = value
+        return flat
 
 
 def _env_config_file() -> Path | None:

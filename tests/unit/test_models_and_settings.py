@@ -110,3 +110,31 @@ def test_each_port_gets_its_group_of_the_flat_settings():
     assert (settings.embedding.name, settings.embedding.batch_size) == ("hashing", 16)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.store.url = "elsewhere"  # type: ignore[misc]
+
+
+def test_every_group_field_is_a_setting_and_every_group_builds():
+    from ragline.settings import GROUPS
+
+    settings = Settings.load()
+    for group, (cls, renames) in GROUPS.items():
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert set(renames) <= set(names), group  # no rename of a field the group lacks
+        assert all(renames.get(n, n) in Settings.model_fields for n in names), group
+        assert isinstance(getattr(settings, group), cls)
+
+
+def test_the_toml_file_takes_sections_per_group_or_flat_names(tmp_path):
+    config = tmp_path / "ragline.toml"
+    config.write_text(
+        'top_k = 7\n[store]\nurl = "http://milvus:19530"\nindex = "HNSW"\n'
+        '[llm]\nurl = "http://vllm:8000/v1"\nbatch_max = 16\n[bus]\nurl = "kafka://b:9092"\n'
+    )
+    settings = Settings.load(config)
+    assert (settings.milvus_uri, settings.index, settings.top_k) == ("http://milvus:19530", "HNSW", 7)
+    assert (settings.llm.url, settings.llm_batch_max, settings.bus.url) == ("http://vllm:8000/v1", 16, "kafka://b:9092")
+    config.write_text('[store]\nuri = "x"\n')
+    with pytest.raises(ConfigurationError, match=r"\[store\] has no setting 'uri'; it has: .*url"):
+        Settings.load(config)
+    config.write_text('milvus_uri = "a"\n[store]\nurl = "b"\n')
+    with pytest.raises(ConfigurationError, match=r"milvus_uri is set twice \(also as \[store\] url\)"):
+        Settings.load(config)

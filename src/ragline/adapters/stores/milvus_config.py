@@ -61,7 +61,7 @@ class MilvusConfig:
     @classmethod
     def of(cls, settings: StoreSettings) -> MilvusConfig:
         return cls(
-            uri=settings.url, token=settings.token, collection=settings.collection, index=IndexSpec.of(settings),
+            uri=settings.url, token=settings.token or "", collection=settings.collection, index=IndexSpec.of(settings),
             timeout_s=settings.timeout_s, workers=settings.workers, queue=settings.queue, rrf_k=settings.rrf_k,
             bm25_analyzer=settings.bm25_analyzer, shards=settings.shards, replicas=settings.replicas,
             load_timeout_s=settings.load_timeout_s,
