@@ -136,10 +136,23 @@ class _Api:
         return _Call("POST", "/v1/search", {"json": body}, SearchResponse)
 
     def _ask(
-        self, question: str, top_k: int | None, filters: Mapping[str, Any] | None, mode: str | None, stream: bool
+        self,
+        question: str,
+        top_k: int | None,
+        filters: Mapping[str, Any] | None,
+        mode: str | None,
+        stream: bool,
+        generator: str | None = None,
     ) -> _Call:
         body = _without_none(
-            {"question": question, "top_k": top_k, "filters": dict(filters or {}), "mode": mode, "stream": stream}
+            {
+                "question": question,
+                "top_k": top_k,
+                "filters": dict(filters or {}),
+                "mode": mode,
+                "stream": stream,
+                "generator": generator,
+            }
         )
         return _Call("POST", "/v1/query", {"json": body}, Answer)
 
@@ -224,8 +237,9 @@ class Client(_Api):
         top_k: int | None = None,
         filters: Mapping[str, Any] | None = None,
         mode: str | None = None,
+        generator: str | None = None,
     ) -> Answer:
-        return self._call(self._ask(question, top_k, filters, mode, stream=False))
+        return self._call(self._ask(question, top_k, filters, mode, stream=False, generator=generator))
 
     def stream(
         self,
@@ -233,9 +247,10 @@ class Client(_Api):
         top_k: int | None = None,
         filters: Mapping[str, Any] | None = None,
         mode: str | None = None,
+        generator: str | None = None,
     ) -> Iterator[str | Answer]:
         """The answer's text as it is generated (``str`` pieces), then the ``Answer``."""
-        method, url, kwargs = self._request(self._ask(question, top_k, filters, mode, stream=True))
+        method, url, kwargs = self._request(self._ask(question, top_k, filters, mode, stream=True, generator=generator))
         try:
             with self._http.stream(method, url, headers={"Accept": "text/event-stream"}, **kwargs) as response:
                 if response.is_error:
@@ -338,8 +353,9 @@ class AsyncClient(_Api):
         top_k: int | None = None,
         filters: Mapping[str, Any] | None = None,
         mode: str | None = None,
+        generator: str | None = None,
     ) -> Answer:
-        return await self._call(self._ask(question, top_k, filters, mode, stream=False))
+        return await self._call(self._ask(question, top_k, filters, mode, stream=False, generator=generator))
 
     async def stream(
         self,
@@ -347,8 +363,9 @@ class AsyncClient(_Api):
         top_k: int | None = None,
         filters: Mapping[str, Any] | None = None,
         mode: str | None = None,
+        generator: str | None = None,
     ) -> AsyncIterator[str | Answer]:
-        method, url, kwargs = self._request(self._ask(question, top_k, filters, mode, stream=True))
+        method, url, kwargs = self._request(self._ask(question, top_k, filters, mode, stream=True, generator=generator))
         try:
             async with self._http.stream(method, url, headers={"Accept": "text/event-stream"}, **kwargs) as response:
                 if response.is_error:

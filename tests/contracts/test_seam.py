@@ -177,6 +177,19 @@ async def test_a_stream_yields_text_then_the_same_answer(service, tenant):
     assert items[-1].citations[0].document_id == "tea.md"
 
 
+async def test_a_query_may_ask_for_the_extractive_answerer_and_nothing_the_deployment_lacks(service, tenant):
+    await _write(service, _docs(tenant, ("bees.md", BEES)))
+    asked = Query(tenant=tenant, text="What does the length of the waggle run encode?", generator="extractive")
+    answer = await service.ask(asked)
+    assert answer.model == "extractive" and "bees.md" in {c.document_id for c in answer.citations}
+    lacking = asked.model_copy(update={"generator": "openai"})  # these deployments have no LLM
+    with pytest.raises(InvalidInput, match="answers with 'extractive'; a request may ask for it or 'extractive'"):
+        await service.ask(lacking)
+    with pytest.raises(InvalidInput, match="not 'openai'"):
+        async for _ in service.stream(lacking):
+            pass
+
+
 async def test_nothing_relevant_is_an_answer_that_says_so_not_an_error(service, tenant):
     answer = await service.ask(Query(tenant=tenant, text="What is the boiling point of liquid nitrogen?"))
     assert answer.refusal == "nothing_relevant" and not answer.citations

@@ -292,13 +292,19 @@ def _main(coroutine: Coroutine[Any, Any, T], on_interrupt: Callable[[str], str] 
 
 
 def _query(
-    text: str, tenant: str, top_k: int | None = None, filters: dict[str, Any] | None = None, mode: str | None = None
+    text: str,
+    tenant: str,
+    top_k: int | None = None,
+    filters: dict[str, Any] | None = None,
+    mode: str | None = None,
+    generator: str | None = None,
 ) -> Query:
     """A command's query; ``top_k`` left unset when not given, so whoever answers applies
     its own default (answers read fewer passages than searches list)."""
     from ragline.core.models import new_query
 
-    return new_query(text=text, tenant=tenant, filters=filters or {}, mode=mode, **({"top_k": top_k} if top_k else {}))
+    top = {"top_k": top_k} if top_k else {}
+    return new_query(text=text, tenant=tenant, filters=filters or {}, mode=mode, generator=generator, **top)
 
 
 def _parse_filters(pairs: list[str]) -> dict[str, Any]:

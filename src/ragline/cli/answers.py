@@ -81,7 +81,12 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, max=50)] = None,
     generator: Annotated[
-        str | None, typer.Option("--generator", "-g", help="local | openai | extractive (default: settings).")
+        str | None,
+        typer.Option(
+            "--generator",
+            "-g",
+            help="local | openai | extractive (default: settings). Through a server: its own or extractive.",
+        ),
     ] = None,
     tenant: TenantOption = None,
     config: ConfigOption = None,
@@ -93,9 +98,9 @@ def ask(
     streamed: list[str] = []
 
     async def work(service: Service, tenant_name: str) -> Answer | None:
-        _say_which_generator(service.generator_name, generator)
+        _say_which_generator(generator or service.generator_name)
         final = None
-        async for item in service.stream(_query(question, tenant_name, top_k)):
+        async for item in service.stream(_query(question, tenant_name, top_k, generator=generator)):
             if isinstance(item, str):
                 streamed.append(item)
                 if not as_json:
@@ -132,9 +137,7 @@ def ask(
     err.print(f"[dim]{answer.model} · {timings}[/]")
 
 
-def _say_which_generator(answering: str, asked: str | None) -> None:
-    if asked and asked != answering:
-        err.print(f"[yellow]note:[/] --generator is ignored: {answering} generator answers")
+def _say_which_generator(answering: str) -> None:
     if answering == "local":
         err.print(
             "[yellow]note:[/] the local model is SmolLM2-135M: small enough for any CPU, too small to be "

@@ -90,6 +90,9 @@ class Query(Message):
     # performed?" after "What is the waggle dance?"). Retrieval searches for both; the
     # answer is to ``text``, with the earlier question shown to the LLM.
     follows: str | None = Field(default=None, max_length=4096)
+    # Answer with this generator instead of the deployment's: its own name, or
+    # "extractive" (no LLM), which every deployment has; None: the deployment's.
+    generator: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_\-]{0,39}$")
 
     @property
     def retrieval_text(self) -> str:

@@ -33,11 +33,13 @@ class LocalService:
         return self
 
     async def ask(self, query: Query) -> Answer:
+        self.engine.check_generator(query.generator)  # before the search
         return await self.engine.generate(await self.engine.retrieve(self._for(query, "answer")))
 
     async def stream(self, query: Query) -> AsyncIterator[str | Answer]:
+        answering = self.engine.answering(query.generator)
         context = await self.engine.retrieve(self._for(query, "answer"))
-        async for item in generation.generate_stream(context, answering=self.engine.answering()):
+        async for item in generation.generate_stream(context, answering=answering):
             yield item
 
     async def search(self, query: Query) -> Context:

@@ -45,10 +45,14 @@ class RemoteService:
         return self
 
     async def ask(self, query: Query) -> Answer:
-        return await self._client(query.tenant).ask(query.text, _top_k(query), query.filters, query.mode)
+        return await self._client(query.tenant).ask(
+            query.text, _top_k(query), query.filters, query.mode, query.generator
+        )
 
     async def stream(self, query: Query) -> AsyncIterator[str | Answer]:
-        async for item in self._client(query.tenant).stream(query.text, _top_k(query), query.filters, query.mode):
+        async for item in self._client(query.tenant).stream(
+            query.text, _top_k(query), query.filters, query.mode, query.generator
+        ):
             yield item
 
     async def search(self, query: Query) -> Context:

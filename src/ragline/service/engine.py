@@ -18,7 +18,7 @@ from ragline.adapters.generators.extractive import ExtractiveGenerator
 from ragline.core import generation, stages
 from ragline.core.bulkhead import Bulkhead
 from ragline.core.chunking import Chunker, regex_token_spans, tokenizer_token_spans
-from ragline.core.errors import DocumentError, NotFound, RetryableError
+from ragline.core.errors import DocumentError, InvalidInput, NotFound, RetryableError
 from ragline.core.models import Answer, Context, Document, FilterValue, IngestReport, Query, new_query
 from ragline.core.ports import Cache, Embedder, Generator, VectorStore
 from ragline.ingest.loaders import iter_files, load_file
@@ -93,10 +93,13 @@ class Engine:
             self._generator.observe_batches(self.metrics.llm_batch_size.observe)
         return self._generator
 
-    def answering(self) -> generation.Answering:
+    def answering(self, asked: str | None = None) -> generation.Answering:
+        """How this deployment answers; ``asked``: a query's own choice of generator (the
+        deployment's, or extractive, which every deployment has), else InvalidInput."""
         s = self.settings
+        self.check_generator(asked)
         return generation.Answering(
-            self.generator,
+            self.fallback if asked == "extractive" else self.generator,
             self.fallback,
             max_tokens=s.llm_max_tokens,
             budget_tokens=s.llm_context_tokens - s.llm_max_tokens - 64,
@@ -106,6 +109,14 @@ class Engine:
             metrics=self.metrics,
             replace_ungrounded=s.ungrounded_answers == "replace",
         )
+
+    def check_generator(self, asked: str | None) -> None:
+        """InvalidInput unless a query may ask for ``asked`` here (before any work is done)."""
+        if asked is not None and asked not in {self.settings.generator, "extractive"}:
+            raise InvalidInput(
+                f"generator: this deployment answers with {self.settings.generator!r}; a request may ask for it "
+                f"or 'extractive' (no LLM), not {asked!r}"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
@@ -287,7 +298,7 @@ class Engine:
     async def generate(self, context: Context) -> Answer:
         """The generate stage, traced (the API and the generate worker call this)."""
         with span("generate", tenant=context.query.tenant, request_id=context.query.request_id):
-            return await generation.generate(context, answering=self.answering())
+            return await generation.generate(context, answering=self.answering(context.query.generator))
 
     # -- answers ---------------------------------------------------------------------------
 
@@ -298,9 +309,13 @@ class Engine:
         top_k: int | None = None,
         filters: Mapping[str, FilterValue] | None = None,
         mode: str | None = None,
+        generator: str | None = None,
     ) -> Answer:
-        """Retrieve, then answer with citations; degraded (extractive) if the LLM fails."""
+        """Retrieve, then answer with citations; degraded (extractive) if the LLM fails.
+        ``generator``: "extractive" to answer without the LLM (see ``answering``)."""
+        self.check_generator(generator)
         context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode, "answer")
+        context = context.model_copy(update={"query": context.query.model_copy(update={"generator": generator})})
         return await self.generate(context)
 
     async def stream(
@@ -310,10 +325,12 @@ class Engine:
         top_k: int | None = None,
         filters: Mapping[str, FilterValue] | None = None,
         mode: str | None = None,
+        generator: str | None = None,
     ) -> AsyncIterator[str | Answer]:
         """Text pieces as they are generated, then the final Answer."""
+        answering = self.answering(generator)
         context = await self.search(question, tenant, top_k or self.settings.answer_top_k, filters, mode, "answer")
-        async for item in generation.generate_stream(context, answering=self.answering()):
+        async for item in generation.generate_stream(context, answering=answering):
             yield item
 
     async def stats(self, tenant: str | None = None) -> dict[str, Any]:

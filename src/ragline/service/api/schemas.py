@@ -22,6 +22,12 @@ class QueryRequest(Strict):
     mode: Literal["dense", "bm25", "hybrid"] | None = Field(
         default=None, description="Retrieval mode; default: the deployment's."
     )
+    generator: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_\-]{0,39}$",
+        description="Answer with this generator: the deployment's own, or `extractive` (no LLM: the passages' "
+        "sentences, fastest); another is refused (422). Default: the deployment's.",
+    )
 
 
 class SearchRequest(Strict):

@@ -144,7 +144,7 @@ def generate_handler(engine, topics: Topics, bus: Bus | None = None, delta_inter
                 await bus.publish(topic, delta.model_dump_json().encode(), key, {KIND: b"delta"}, partition)
                 seq, buffered, last = seq + 1, [], time.perf_counter()
 
-        async for item in generation.generate_stream(context, answering=engine.answering()):
+        async for item in generation.generate_stream(context, answering=engine.answering(context.query.generator)):
             if isinstance(item, Answer):
                 answer = item
             else:

@@ -28,6 +28,7 @@ def make_query(
     filters: Mapping[str, FilterValue] | None = None,
     mode: str | None = None,
     default_top_k: int | None = None,
+    generator: str | None = None,
 ) -> Query:
     """A validated query within the limits; its id is the HTTP request's (X-Request-ID)."""
     settings = request.app.state.settings
@@ -41,6 +42,7 @@ def make_query(
         top_k=top_k or default_top_k or settings.top_k,
         filters=dict(filters or {}),
         mode=mode,
+        generator=generator,
         **({"request_id": request_id} if request_id else {}),
     )
 

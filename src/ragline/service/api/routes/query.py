@@ -32,6 +32,7 @@ async def query(body: QueryRequest, request: Request, who: QueryCaller):
         body.filters,
         body.mode,
         default_top_k=request.app.state.settings.answer_top_k,
+        generator=body.generator,
     )
     if body.stream:
         return StreamingResponse(
