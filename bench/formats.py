@@ -144,9 +144,10 @@ def main() -> None:
     args = parser.parse_args()
     from ragline import Settings
     from ragline.cli.remote_ingest import RemoteIngest
-    from ragline.client import AsyncClient, Client
+    from ragline.client import Client
+    from ragline.seam.remote import RemoteService
     from ragline.service.engine import Engine
-    from ragline.service.watching import ClientSink, Watcher
+    from ragline.service.watching import ServiceSink, Watcher
 
     tmp = Path(tempfile.mkdtemp(prefix="ragline-formats-"))
     corpus = tmp / "corpus"
@@ -194,8 +195,11 @@ def main() -> None:
         watch_key = tenant_key(tmp, "watch")
 
         async def watch() -> None:
-            async with AsyncClient(url, watch_key) as client:
-                await Watcher(ClientSink(client), [corpus], "watch", 20_000_000, "w/").sync()
+            service = RemoteService(url, watch_key)
+            try:
+                await Watcher(ServiceSink(service, "watch"), [corpus], "watch", 20_000_000, "w/").sync()
+            finally:
+                await service.close()
 
         asyncio.run(watch())
         with Client(url, watch_key) as rag:

@@ -21,8 +21,9 @@ from pathlib import Path
 from _common import percentile, report
 
 from ragline import Settings
+from ragline.seam.local import LocalService
 from ragline.service.engine import Engine
-from ragline.service.watching import EngineSink, Watcher
+from ragline.service.watching import ServiceSink, Watcher
 
 WORDS = [
     "honeybees",
@@ -59,7 +60,7 @@ async def main() -> None:
             if what == "updated" and seconds is not None:
                 measured.append(seconds)
 
-        watcher = Watcher(EngineSink(engine, None), [folder], "default", 10**7, report=heard)
+        watcher = Watcher(ServiceSink(LocalService(engine), "default"), [folder], "default", 10**7, report=heard)
         ready = asyncio.Event()
         task = asyncio.create_task(watcher.run(ready=ready))
         await asyncio.wait_for(ready.wait(), 30)

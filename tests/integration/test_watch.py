@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ragline.service.watching import EngineSink, Watcher
+from ragline.seam.local import LocalService
+from ragline.service.watching import ServiceSink, Watcher
 from tests.conftest import free_port, serve_env, wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,9 @@ async def test_the_watcher_keeps_the_index_in_step_with_the_folder(engine, tmp_p
     await engine.ingest_paths([folder])
     (folder / "old" / "gone.md").unlink()
     seen: list[tuple[str, str, float | None]] = []
-    watcher = Watcher(EngineSink(engine, None), [folder], "default", 10**7, report=lambda *e: seen.append(e))
+    watcher = Watcher(
+        ServiceSink(LocalService(engine), "default"), [folder], "default", 10**7, report=lambda *e: seen.append(e)
+    )
     assert await watcher.sync() == (1, 1)  # kept.md in step (unchanged), old/gone.md removed
 
     async def ids() -> set[str]:
@@ -77,7 +80,9 @@ async def test_links_out_of_the_watched_folder_made_while_it_watches_are_skipped
     (outside / "deep" / "more.md").write_text("The second vault code is 9920.")
     (folder / "plain.md").write_text("An ordinary note about tea.")
     seen: list[tuple[str, str, float | None]] = []
-    watcher = Watcher(EngineSink(engine, None), [folder], "default", 10**7, report=lambda *e: seen.append(e))
+    watcher = Watcher(
+        ServiceSink(LocalService(engine), "default"), [folder], "default", 10**7, report=lambda *e: seen.append(e)
+    )
     await watcher.sync()
     ready = asyncio.Event()
     task = asyncio.create_task(watcher.run(ready=ready))

@@ -43,7 +43,6 @@ from ragline.cli._shared import (
     JsonOption,
     TenantOption,
     UrlOption,
-    _main,
     _parse_filters,
     _print_json,
     _remote,
@@ -265,7 +264,7 @@ def watch(
     ] = False,
 ) -> None:
     """Keep the index in step with folders: created, changed, renamed and deleted files."""
-    from ragline.service.watching import ClientSink, EngineSink, Watcher
+    from ragline.service.watching import ServiceSink, Watcher
 
     for folder in folders:
         if not folder.is_dir():
@@ -279,9 +278,22 @@ def watch(
         style = {"updated": "green", "deleted": "yellow"}.get(what, "dim")
         err.print(f"[{style}]{what}[/] {escape(name)}{after}")
 
-    async def follow(sink: Any, tenant_name: str) -> None:
+    async def work(service: Service, tenant_name: str) -> None:
+        engine = getattr(service, "engine", None)  # a LocalService: this process's metrics
+        if metrics_port and engine is not None:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, registry=engine.metrics.registry)
+        elif metrics_port:
+            err.print("[yellow]note:[/] --metrics-port is for a local index; the server's /metrics has its freshness")
         watcher = Watcher(
-            sink, folders, tenant_name, max_bytes, id_prefix, report=said, follow_symlinks=follow_symlinks
+            ServiceSink(service, tenant_name),
+            folders,
+            tenant_name,
+            max_bytes,
+            id_prefix,
+            report=said,
+            follow_symlinks=follow_symlinks,
         )
         written, deleted = await watcher.sync()
         ready = asyncio.Event()
@@ -293,26 +305,7 @@ def watch(
         )
         await running
 
-    client = _remote(config, url, api_key, tenant)
-    if client is not None:
-        client.close()
-        from ragline.client import AsyncClient
-
-        async def remotely() -> None:
-            async with AsyncClient(client.url, client.api_key, tenant=client.tenant) as c:
-                await follow(ClientSink(c), tenant or settings.default_tenant)
-
-        _main(remotely(), lambda name: f"stopped watching ({name})")
-        return
-
-    async def locally(engine: Engine) -> None:
-        if metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(metrics_port, registry=engine.metrics.registry)
-        await follow(EngineSink(engine, tenant), engine.tenant(tenant))
-
-    _run(config, locally, on_interrupt=lambda name: f"stopped watching ({name})")
+    _serve(config, url, api_key, tenant, work, on_interrupt=lambda name: f"stopped watching ({name})")
 
 
 @app.command()

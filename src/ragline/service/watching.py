@@ -13,7 +13,9 @@ A document's id is the path relative to the folder given, with ``id_prefix`` in 
 so the freshness metric (``rag_ingest_freshness_seconds``) measures change ->
 searchable. Hidden files and unsupported types are ignored (editors' swap files).
 
-Where it writes is a ``Sink``: the engine in this process, or a server over HTTP.
+Where it writes is a ``Sink``; ``ServiceSink`` writes through the answering seam, so the
+same watcher serves the engine in this process (LocalService) and a server over HTTP
+(RemoteService).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 from ragline.core.errors import DocumentError, NotFound
 from ragline.core.models import Document
 from ragline.ingest.loaders import SUPPORTED_SUFFIXES, iter_files, load_file
+from ragline.seam import Service, catalogue_of
 
 log = logging.getLogger("ragline.watch")
 
@@ -42,17 +45,22 @@ class Sink(Protocol):
     async def documents(self, prefix: str) -> list[dict[str, Any]]: ...
 
 
-class EngineSink:
-    def __init__(self, engine: Any, tenant: str | None) -> None:
-        self.engine = engine
-        self.tenant = engine.tenant(tenant)
+class ServiceSink:
+    """Writes, deletes and lists through the seam (a Service with a catalogue: the
+    engine here, or a server), a tenant's documents, 32 to a request."""
+
+    def __init__(self, service: Service, tenant: str) -> None:
+        self.service = service
+        self.tenant = tenant
+        self.catalogue = catalogue_of(service)  # the bus shape has none: it says so at once
 
     async def write(self, documents: Sequence[Document]) -> None:
-        await self.engine.ingest_documents(documents)
+        for start in range(0, len(documents), 32):
+            await self.service.write(documents[start : start + 32], wait=True)
 
     async def delete(self, document_id: str) -> bool:
         try:
-            await self.engine.delete_document(document_id, self.tenant)
+            await self.service.delete(self.tenant, document_id)
         except NotFound:
             return False
         return True
@@ -61,28 +69,9 @@ class EngineSink:
         found: list[dict[str, Any]] = []
         after: str | None = ""
         while after is not None:
-            page, after = await self.engine.list_documents(self.tenant, prefix, after, 1000)
+            page, after = await self.catalogue.documents(self.tenant, prefix, after, 1000)
             found += page
         return found
-
-
-class ClientSink:
-    def __init__(self, client: Any) -> None:  # ragline.client.AsyncClient
-        self.client = client
-
-    async def write(self, documents: Sequence[Document]) -> None:
-        for start in range(0, len(documents), 32):
-            await self.client.add(documents[start : start + 32], wait=True)
-
-    async def delete(self, document_id: str) -> bool:
-        try:
-            await self.client.delete(document_id)
-        except NotFound:
-            return False
-        return True
-
-    async def documents(self, prefix: str) -> list[dict[str, Any]]:
-        return [d.model_dump() async for d in self.client.documents(prefix)]
 
 
 @dataclass(frozen=True)
