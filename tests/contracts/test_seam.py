@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +19,7 @@ from ragline.adapters.generators.extractive import ExtractiveGenerator
 from ragline.adapters.stores.milvus import MilvusStore
 from ragline.core.errors import InvalidInput, NotFound, NotImplementedInShape
 from ragline.core.models import Answer, Document, Query
-from ragline.seam import Receipt, Service, catalogue_of
+from ragline.seam import Receipt, Service, catalogue_of, files_of
 from ragline.seam.remote import RemoteService
 from ragline.settings import Settings
 from tests.conftest import LiveServer, free_port
@@ -225,6 +226,29 @@ async def test_the_catalogue_lists_and_counts_or_says_it_is_not_here(service, te
     assert stats["tenant"] == tenant and stats["chunks"] >= 3
     if isinstance(service, RemoteService):
         assert stats["server"] == service.url  # the CLI's `stats` says which server answered
+
+
+async def test_files_by_path_are_ingested_once_with_progress_or_the_shape_says_it_has_none(service, tenant, tmp_path):
+    folder = tmp_path / "kb"
+    (folder / "guide").mkdir(parents=True)
+    (folder / "bees.md").write_text("# Bees\n\n" + BEES)
+    (folder / "guide" / "tea.txt").write_text(TEA)
+    (folder / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    if service.files is None:
+        with pytest.raises(NotImplementedInShape, match="by path"):
+            files_of(service)
+        return
+    files, seen, chunks = files_of(service), [], Counter()
+    report = await files.ingest_paths(
+        tenant, [folder], id_prefix="kb/", on_file=seen.append, progress=lambda kind, n: chunks.update({kind: n})
+    )
+    assert report.documents == 2 and report.chunks_written == chunks["written"] > 0, report
+    assert len(report.errors) == 1 and "photo.png" in report.errors[0] and "unsupported" in report.errors[0]
+    assert any(name.endswith("tea.txt") for name in seen)
+    assert [h.document_id for h in await service.document(tenant, "kb/guide/tea.txt")] == ["kb/guide/tea.txt"]
+    again = await files.ingest_paths(tenant, [folder], id_prefix="kb/")
+    assert again.chunks_written == 0 and again.chunks_unchanged == report.chunks_written
+    assert files.interrupted("SIGINT").startswith("interrupted (SIGINT): 2 documents written")
 
 
 async def test_readiness_reports_required_dependencies_ok(service):

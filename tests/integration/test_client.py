@@ -149,7 +149,7 @@ REAL = Path(__file__).resolve().parents[1] / "data" / "real"
 
 
 def test_ingesting_through_a_server_follows_its_jobs_keeps_pages_and_writes_nothing_twice(server, tmp_path: Path):
-    from ragline.cli.remote_ingest import RemoteIngest
+    from ragline.seam.remote_ingest import RemoteIngest
 
     url, key = server
     folder = tmp_path / "real"
@@ -172,7 +172,7 @@ def test_ingesting_through_a_server_follows_its_jobs_keeps_pages_and_writes_noth
 
 
 def test_a_server_that_stops_mid_ingest_is_a_clear_message_and_a_rerun_finishes(tmp_path: Path):
-    from ragline.cli.remote_ingest import RemoteIngest, ServerStopped
+    from ragline.seam.remote_ingest import RemoteIngest, ServerStopped
 
     port = free_port()
     env = serve_env(tmp_path, port, RAGLINE_RATE_LIMIT_RPS="0")

@@ -110,12 +110,6 @@ ApiKeyOption = Annotated[
 ]
 
 
-def _remote(config: Path | None, url: str | None, api_key: str | None, tenant: str | None) -> Client | None:
-    """A client of the server this command goes to (see ``_endpoint``), or None."""
-    endpoint = _endpoint(config, url, api_key)
-    return None if endpoint is None else Client(*endpoint, tenant=tenant)
-
-
 def _endpoint(config: Path | None, url: str | None, api_key: str | None) -> tuple[str, str | None] | None:
     """The server this command goes to, as (URL, credential): ``--url``, or the live server that owns the local
     database (found through its owner record); None to open the database in this process.
@@ -171,19 +165,6 @@ def _say_if_new_database(settings: Settings) -> None:
         )
 
 
-def _through(client: Client, work: Callable[[Client], T]) -> T:
-    """Run one operation against a server; its errors become a message and an exit status."""
-    try:
-        with client:
-            return work(client)
-    except Unauthorized as exc:
-        err.print(f"[red]error:[/] {exc}; pass --api-key (or set RAGLINE_API_KEY) for {client.url}")
-        raise typer.Exit(1) from None
-    except RaglineError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-
-
 def _run(
     config: Path | None,
     work: Callable[[Engine], Awaitable[T]],
@@ -229,7 +210,7 @@ def _serve(
             _say_if_new_database(settings)
             service = LocalService(Engine.from_settings(settings))
         else:
-            service = RemoteService(*endpoint)
+            service = RemoteService(*endpoint, max_document_mb=settings.max_document_mb)
         try:
             return await work(service, tenant or settings.default_tenant)
         except Unauthorized as exc:

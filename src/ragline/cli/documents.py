@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,18 +16,17 @@ from ragline.core.errors import RaglineError
 from ragline.service.samples import SAMPLE_TENANT
 
 if TYPE_CHECKING:
-    from ragline.client import Client
     from ragline.core.models import IngestReport
     from ragline.ingest.loaders import iter_files
-    from ragline.seam import Service, catalogue_of
+    from ragline.seam import FileIngest, Service, catalogue_of, files_of
     from ragline.service.engine import Engine
     from ragline.service.samples import sample_files
     from ragline.settings import Settings
 else:  # imported on first use: --help and --version stay fast (ragline/core/lazy.py)
     from ragline.core.lazy import Lazy
 
-    Client = Lazy("ragline.client", "Client")
     catalogue_of = Lazy("ragline.seam", "catalogue_of")
+    files_of = Lazy("ragline.seam", "files_of")
     Engine = Lazy("ragline.service.engine", "Engine")
     iter_files = Lazy("ragline.ingest.loaders", "iter_files")
     IngestReport = Lazy("ragline.core.models", "IngestReport")
@@ -39,16 +37,12 @@ else:  # imported on first use: --help and --version stay fast (ragline/core/laz
 from ragline.cli._shared import (
     ApiKeyOption,
     ConfigOption,
-    Interrupted,
     JsonOption,
     TenantOption,
     UrlOption,
     _parse_filters,
     _print_json,
-    _remote,
-    _run,
     _serve,
-    _through,
     app,
     err,
     out,
@@ -96,48 +90,29 @@ def ingest(
         err.print("[red]error:[/] --id-prefix must be printable text")
         raise typer.Exit(2)
     files = [item[0] for item in iter_files(targets, follow_symlinks) if isinstance(item, tuple)]
-    client = _remote(config, url, api_key, tenant)
-    if sample and client is not None:
-        _sample_tenant_only(client)
-    so_far = IngestReport()
-
-    def interrupted(name: str) -> str:
-        return (
-            f"interrupted ({name}): {so_far.documents} documents written before it ({so_far.chunks_written} "
-            f"chunks written, {so_far.chunks_unchanged} unchanged); run the same command again to finish: "
-            "what is written is skipped"
-        )
+    stopping: list[FileIngest] = []  # whoever ingests, for the message when interrupted
 
     with _IngestProgress(files, disable=as_json) as progress:
-        if client is not None:
-            from ragline.cli.remote_ingest import RemoteIngest
 
-            max_bytes = int(Settings.load(config).max_document_mb * 1_000_000)
-            remote = RemoteIngest(client, max_bytes, progress.file, progress.chunks, so_far)
-            previous = signal.signal(signal.SIGTERM, _raise_interrupted)
-            try:
-                report = _through(client, lambda c: remote.run(targets, follow_symlinks, id_prefix))
-            except (Interrupted, KeyboardInterrupt) as exc:
-                progress.stop()
-                stopped = exc if isinstance(exc, Interrupted) else Interrupted("SIGINT")
-                err.print(f"[yellow]{remote.interrupted(stopped.signal_name)}[/]")
-                raise typer.Exit(stopped.exit_code) from None
-            finally:
-                signal.signal(signal.SIGTERM, previous)
-        else:
-            report = _run(
-                config,
-                lambda engine: engine.ingest_paths(
-                    targets,
-                    tenant,
-                    on_file=progress.file,
-                    follow_symlinks=follow_symlinks,
-                    id_prefix=id_prefix,
-                    progress=progress.chunks,
-                    into=so_far,
-                ),
-                on_interrupt=interrupted,
+        async def work(service: Service, tenant_name: str) -> IngestReport:
+            if sample:
+                await _sample_tenant_only(service, tenant_name)
+            ingest = files_of(service)
+            stopping.append(ingest)
+            return await ingest.ingest_paths(
+                tenant_name,
+                targets,
+                follow_symlinks=follow_symlinks,
+                id_prefix=id_prefix,
+                on_file=progress.file,
+                progress=progress.chunks,
             )
+
+        def interrupted(name: str) -> str:
+            progress.stop()
+            return stopping[0].interrupted(name) if stopping else f"interrupted ({name})"
+
+        report = _serve(config, url, api_key, tenant, work, on_interrupt=interrupted)
     if as_json:
         _print_json(report.model_dump_json())
     else:
@@ -160,17 +135,17 @@ def ingest(
 _SHOWN_ERRORS = 20
 
 
-def _sample_tenant_only(client: Client) -> None:
+async def _sample_tenant_only(service: Service, tenant: str) -> None:
     """The sample corpus goes into its own tenant, never the user's: through a server, an
     API key's tenant wins over --tenant, so check which tenant the writes would land in."""
     try:
-        landing = client.stats()["tenant"]
+        stats = await catalogue_of(service).stats(tenant)
+        landing, where = stats["tenant"], stats.get("server", "this index")
     except RaglineError as exc:
-        landing = f"unknown ({exc})"
+        landing, where = f"unknown ({exc})", "the server"
     if landing != SAMPLE_TENANT:
-        client.close()
         err.print(
-            f"[red]error:[/] through {client.url} the sample corpus would go into the tenant {landing!r}, "
+            f"[red]error:[/] through {where} the sample corpus would go into the tenant {landing!r}, "
             f"not {SAMPLE_TENANT!r}: use an API key of the tenant {SAMPLE_TENANT!r} (ragline keys create "
             f"--tenant {SAMPLE_TENANT} --scopes query,ingest)"
         )
@@ -235,10 +210,6 @@ class _IngestProgress:
         self.bar.update(
             self.task, completed=self.done, total=max(estimate, self.done, 1), rate=f"{rate:.0f}/s", **fields
         )
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted(signal.Signals(signum).name)
 
 
 def _size_of(path: Path) -> int:

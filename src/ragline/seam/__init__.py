@@ -8,6 +8,9 @@ Three small Protocols, one per concern (as Haystack keeps one per document-store
   already, queued on a durable bus, or accepted as a job to follow) and delete one.
 - ``Catalogue``: list documents and count chunks. Optional: a front door that holds no
   store (the gateway of the bus shape) has none, and says so with ``catalogue = None``.
+- ``FileIngest``: ingest files and folders named by path on this machine (``ragline
+  ingest``), with progress and what to say when interrupted. Optional like the catalogue
+  (the gateway serves other machines' files only as uploads).
 
 A ``Service`` has all of them plus readiness and close. Three implementations, built
 only by their factories (nothing else branches on the shape):
@@ -21,8 +24,9 @@ only by their factories (nothing else branches on the shape):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ragline.core.errors import NotImplementedInShape
@@ -96,11 +100,40 @@ class Catalogue(Protocol):
         ...
 
 
+class FileIngest(Protocol):
+    """Files and folders on this machine, read with the same loaders (ingest/loaders.py)
+    whoever writes them: the engine here (files parsed in child processes) or a server
+    (sent a batch at a time as jobs, followed to the end)."""
+
+    async def ingest_paths(
+        self,
+        tenant: str,
+        targets: list[Path],
+        *,
+        follow_symlinks: bool = False,
+        id_prefix: str = "",
+        on_file: Callable[[str], None] | None = None,
+        progress: Callable[[str, int], None] | None = None,
+        into: IngestReport | None = None,
+    ) -> IngestReport:
+        """Write every file (a file that fails is reported in ``errors``; the rest go on).
+        ``into`` is kept up to date as groups are written; ``progress(kind, n)``: chunks
+        planned, written and unchanged; ``on_file(path)`` as each file is read."""
+        ...
+
+    def interrupted(self, signal_name: str) -> str:
+        """What the user who stopped the ingest should know: what is written, what goes on."""
+        ...
+
+
 class Service(Answers, DocumentWrites, Protocol):
     """Everything a front door needs: answers, writes, an optional catalogue, readiness."""
 
     @property
     def catalogue(self) -> Catalogue | None: ...
+
+    @property
+    def files(self) -> FileIngest | None: ...
 
     @property
     def generator_name(self) -> str: ...
@@ -124,4 +157,22 @@ def catalogue_of(service: Service) -> Catalogue:
     return catalogue
 
 
-__all__ = ["Answers", "Catalogue", "DocumentWrites", "Receipt", "Service", "WriteStatus", "catalogue_of"]
+def files_of(service: Service) -> FileIngest:
+    """The service's file ingest, or a clear 501 where this deployment has none."""
+    files = service.files
+    if files is None:
+        raise NotImplementedInShape("ingesting files by path needs the engine or a server to send them to")
+    return files
+
+
+__all__ = [
+    "Answers",
+    "Catalogue",
+    "DocumentWrites",
+    "FileIngest",
+    "Receipt",
+    "Service",
+    "WriteStatus",
+    "catalogue_of",
+    "files_of",
+]

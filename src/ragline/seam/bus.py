@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragline.core.errors import InvalidInput
 from ragline.core.models import Answer, Context, Document, Hit, Query
-from ragline.seam import Catalogue, Receipt
+from ragline.seam import Catalogue, FileIngest, Receipt
 from ragline.seam.local import check
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ class BusService:
     retrieve workers; writes and deletes go through the documents topic, in order."""
 
     catalogue: Catalogue | None = None
+    files: FileIngest | None = None  # files reach the gateway as uploads (POST /v1/documents/files)
 
     def __init__(self, gateway: Gateway, bus_url: str, generator_name: str) -> None:
         self.gateway = gateway

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ragline.core import generation
 from ragline.core.errors import RaglineError
 from ragline.core.models import Answer, Context, Document, Hit, IngestReport, Query
-from ragline.seam import Catalogue, Receipt
+from ragline.seam import Catalogue, FileIngest, Receipt
 
 if TYPE_CHECKING:
     from ragline.service.api.jobs import Jobs
@@ -23,6 +24,41 @@ class LocalService:
     def __init__(self, engine: Engine, jobs: Jobs | None = None) -> None:
         self.engine = engine
         self.jobs = jobs
+        self._ingesting = IngestReport()  # the last ingest_paths' report, as far as it got
+
+    @property
+    def files(self) -> FileIngest:
+        return self
+
+    async def ingest_paths(
+        self,
+        tenant: str,
+        targets: list[Path],
+        *,
+        follow_symlinks: bool = False,
+        id_prefix: str = "",
+        on_file: Callable[[str], None] | None = None,
+        progress: Callable[[str, int], None] | None = None,
+        into: IngestReport | None = None,
+    ) -> IngestReport:
+        self._ingesting = into if into is not None else IngestReport()
+        return await self.engine.ingest_paths(
+            targets,
+            tenant,
+            on_file=on_file,
+            follow_symlinks=follow_symlinks,
+            id_prefix=id_prefix,
+            progress=progress,
+            into=self._ingesting,
+        )
+
+    def interrupted(self, signal_name: str) -> str:
+        done = self._ingesting
+        return (
+            f"interrupted ({signal_name}): {done.documents} documents written before it ({done.chunks_written} "
+            f"chunks written, {done.chunks_unchanged} unchanged); run the same command again to finish: "
+            "what is written is skipped"
+        )
 
     @property
     def generator_name(self) -> str:

@@ -7,15 +7,21 @@ caller choose one (the owner's token, ``--no-auth``); an API key keeps its own t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ragline.client import AsyncClient
 from ragline.core.errors import NotFound, RaglineError
-from ragline.core.models import Answer, Context, Document, Hit, Query
-from ragline.seam import Catalogue, Receipt, WriteStatus
+from ragline.core.models import Answer, Context, Document, Hit, IngestReport, Query
+from ragline.seam import Catalogue, FileIngest, Receipt, WriteStatus
+
+if TYPE_CHECKING:
+    from ragline.seam.remote_ingest import RemoteIngest
 
 
 class RemoteService:
@@ -28,9 +34,12 @@ class RemoteService:
         *,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_document_mb: float = 20.0,
     ) -> None:
         self.url, self.api_key, self.timeout, self.transport = url, api_key, timeout, transport
+        self.max_document_bytes = int(max_document_mb * 1_000_000)  # files larger are not sent
         self._clients: dict[str, AsyncClient] = {}
+        self._ingest: RemoteIngest | None = None  # the last ingest_paths, as far as it got
         self.generator_name = f"the server's ({self._client('').url})"
 
     def _client(self, tenant: str) -> AsyncClient:
@@ -43,6 +52,48 @@ class RemoteService:
     @property
     def catalogue(self) -> Catalogue:
         return self
+
+    @property
+    def files(self) -> FileIngest:
+        return self
+
+    async def ingest_paths(
+        self,
+        tenant: str,
+        targets: list[Path],
+        *,
+        follow_symlinks: bool = False,
+        id_prefix: str = "",
+        on_file: Callable[[str], None] | None = None,
+        progress: Callable[[str, int], None] | None = None,
+        into: IngestReport | None = None,
+    ) -> IngestReport:
+        """Read here, write there as jobs followed to the end (seam/remote_ingest.py), in a
+        thread of its own: a Ctrl-C leaves at once (the server goes on with its jobs; the
+        thread ends with the process) instead of waiting for the loop's executor."""
+        from ragline.client import Client
+        from ragline.seam.remote_ingest import RemoteIngest
+
+        client = Client(self.url, self.api_key, tenant=tenant or None, timeout=self.timeout)
+        ingest = RemoteIngest(client, self.max_document_bytes, total=into if into is not None else IngestReport())
+        if on_file is not None:
+            ingest.on_file = on_file
+        if progress is not None:
+            ingest.progress = progress
+        self._ingest = ingest
+        executor = ThreadPoolExecutor(1, thread_name_prefix="ragline-ingest")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, ingest.run, targets, follow_symlinks, id_prefix
+            )
+        finally:
+            executor.shutdown(wait=False)
+            client.close()
+
+    def interrupted(self, signal_name: str) -> str:
+        if self._ingest is None:
+            return f"interrupted ({signal_name})"
+        return self._ingest.interrupted(signal_name)
 
     async def ask(self, query: Query) -> Answer:
         return await self._client(query.tenant).ask(
