@@ -143,9 +143,9 @@ def main() -> None:
     parser.add_argument("--extra", type=Path, help="a folder of more real files (ingested, not page-checked)")
     args = parser.parse_args()
     from ragline import Settings
-    from ragline.seam.remote_ingest import RemoteIngest
     from ragline.client import Client
     from ragline.seam.remote import RemoteService
+    from ragline.seam.remote_ingest import RemoteIngest
     from ragline.service.engine import Engine
     from ragline.service.watching import ServiceSink, Watcher
 
