@@ -7,9 +7,10 @@ mounted Kubernetes Secret), then an optional TOML file (``--config`` or ``RAGLIN
 The names users set stay flat (``RAGLINE_MILVUS_URI``, ``llm_url = ...`` in the TOML
 file: every deployment, manifest and document says them so). What the code passes on
 is grouped: one small frozen value per port (``settings.store``, ``.bus``, ``.cache``,
-``.llm``, ``.embedding``), each with the URL or name its registry chooses by. Adapters
-and their registries receive these groups, never ``Settings`` (tests/unit/test_layers.py
-checks it); the service reads the rest (the HTTP front door, limits, workers) itself.
+``.llm``, ``.embedding``), each with the URL or name its registry chooses by, and the
+front door's (``.api``, ``.limits``). Adapters and their registries receive their port's
+group, never ``Settings`` (tests/unit/test_layers.py checks it). The TOML file may set a
+group as a section (``[store] url = ...``); GROUPS says which flat setting each field is.
 """
 
 from __future__ import annotations
@@ -290,6 +291,14 @@ class Settings(BaseSettings):
     def bus(self) -> BusSettings:
         return _group(self, BusSettings)
 
+    @property
+    def api(self) -> ApiSettings:
+        return _group(self, ApiSettings)
+
+    @property
+    def limits(self) -> LimitsSettings:
+        return _group(self, LimitsSettings)
+
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Settings:
         if self.chunk_overlap >= self.chunk_tokens:
@@ -439,6 +448,51 @@ class BusSettings:
     dlq_retention_days: float
 
 
+@dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP front door: address, credentials, rate limits, connections, spools."""
+
+    host: str
+    port: int
+    auth_enabled: bool
+    keys_file: str
+    spool_dir: str
+    ingest_queue_jobs: int
+    accepted_spool_mb: int
+    accepted_resend_after_s: float
+    jwt_secret: str | None
+    jwt_public_key_file: str | None
+    jwt_audience: str | None
+    jwt_issuer: str | None
+    jwt_tenant_claim: str
+    rate_limit_rps: float
+    rate_limit_burst: int
+    header_timeout_s: float
+    body_timeout_s: float
+    keepalive_s: int
+    max_connections: int
+    max_requests_per_tenant: int
+    trusted_proxies: str
+    parser: str
+    metrics_require_key: bool
+    auth_failures_per_minute: int
+    shutdown_grace_s: float
+
+
+@dataclass(frozen=True)
+class LimitsSettings:
+    """What one request or document may hold (core/limits.py checks them)."""
+
+    max_body_mb: float
+    max_query_body_kb: float
+    max_document_mb: float
+    max_filter_keys: int
+    max_filter_values: int
+    max_filter_value_chars: int
+    max_metadata_bytes: int
+    max_metadata_depth: int
+
+
 # Each group's fields, and the flat setting each one is (the same name when not listed):
 # what the properties above read, and what a TOML section ([store] url = ...) sets.
 GROUPS: dict[str, tuple[type[Any], dict[str, str]]] = {
@@ -472,6 +526,12 @@ GROUPS: dict[str, tuple[type[Any], dict[str, str]]] = {
             "linger_ms", "interactive_linger_ms", "transactions", "stats_interval_ms",
         )},
     }),
+    "api": (ApiSettings, {
+        f: f"http_{f}" for f in (
+            "header_timeout_s", "body_timeout_s", "keepalive_s", "max_connections", "max_requests_per_tenant", "parser",
+        )
+    }),
+    "limits": (LimitsSettings, {}),
 }  # fmt: skip
 
 

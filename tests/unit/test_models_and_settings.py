@@ -128,10 +128,13 @@ def test_the_toml_file_takes_sections_per_group_or_flat_names(tmp_path):
     config.write_text(
         'top_k = 7\n[store]\nurl = "http://milvus:19530"\nindex = "HNSW"\n'
         '[llm]\nurl = "http://vllm:8000/v1"\nbatch_max = 16\n[bus]\nurl = "kafka://b:9092"\n'
+        "[api]\nport = 9000\nmax_connections = 64\n[limits]\nmax_filter_keys = 3\n"
     )
     settings = Settings.load(config)
     assert (settings.milvus_uri, settings.index, settings.top_k) == ("http://milvus:19530", "HNSW", 7)
     assert (settings.llm.url, settings.llm_batch_max, settings.bus.url) == ("http://vllm:8000/v1", 16, "kafka://b:9092")
+    assert (settings.port, settings.http_max_connections, settings.api.max_connections) == (9000, 64, 64)
+    assert settings.limits.max_filter_keys == settings.max_filter_keys == 3
     config.write_text('[store]\nuri = "x"\n')
     with pytest.raises(ConfigurationError, match=r"\[store\] has no setting 'uri'; it has: .*url"):
         Settings.load(config)

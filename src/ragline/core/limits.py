@@ -29,13 +29,14 @@ class Limits:
     max_metadata_depth: int = 4
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Limits:
+    def of(cls, limits: Any) -> Limits:
+        """From the limits settings group (``settings.limits``: the same names)."""
         return cls(
-            settings.max_filter_keys,
-            settings.max_filter_values,
-            settings.max_filter_value_chars,
-            settings.max_metadata_bytes,
-            settings.max_metadata_depth,
+            limits.max_filter_keys,
+            limits.max_filter_values,
+            limits.max_filter_value_chars,
+            limits.max_metadata_bytes,
+            limits.max_metadata_depth,
         )
 
     def check_filters(self, filters: Mapping[str, Any] | None) -> None:

@@ -71,7 +71,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     keys.check()  # a corrupt keys file is a configuration error now, not a 500 per request
     app.state.settings = settings
     app.state.keys = keys
-    app.state.limits = Limits.from_settings(settings)
+    app.state.limits = Limits.of(settings.limits)
     app.state.parsers = ParseLanes(
         settings.upload_parse_workers,
         settings.parse_queue,
