@@ -10,7 +10,8 @@ is grouped: one small frozen value per port (``settings.store``, ``.bus``, ``.ca
 ``.llm``, ``.embedding``), each with the URL or name its registry chooses by, and the
 front door's (``.api``, ``.limits``). Adapters and their registries receive their port's
 group, never ``Settings`` (tests/unit/test_layers.py checks it). The TOML file may set a
-group as a section (``[store] url = ...``); GROUPS says which flat setting each field is.
+group as a section (``[store] url = ...``) and the environment as ``RAGLINE_STORE__URL``;
+GROUPS says which flat setting each field is.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SecretsSettingsSource,
     SettingsConfigDict,
@@ -316,7 +318,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, _grouped_env(settings_cls)]
         secrets_dir = os.environ.get("RAGLINE_SECRETS_DIR")
         if secrets_dir:  # one file per setting, named like its variable (Kubernetes Secret volumes)
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
@@ -566,6 +568,26 @@ class _GroupedToml(TomlConfigSettingsSource):
                     raise ConfigurationError(f"{file_path}: {name} is set twice (also as [{group}] {key})")
                 flat[name] = value
         return flat
+
+
+def _grouped_env(settings_cls: type[BaseSettings]) -> InitSettingsSource:
+    """``RAGLINE_<GROUP>__<FIELD>`` variables (``RAGLINE_STORE__URL`` is ``milvus_uri``),
+    after the flat names; one set both ways, or a field its group lacks, is refused."""
+    values: dict[str, Any] = {}
+    for variable, value in os.environ.items():
+        group, sep, key = variable.removeprefix("RAGLINE_").lower().partition("__")
+        if not variable.startswith("RAGLINE_") or not sep:
+            continue
+        if group not in GROUPS:
+            raise ConfigurationError(f"{variable}: no settings group {group!r}; groups: {', '.join(GROUPS)}")
+        known = {f.name for f in fields(GROUPS[group][0])}
+        if key not in known:
+            raise ConfigurationError(f"{variable}: {group} has no setting {key!r}; it has: {', '.join(sorted(known))}")
+        name = _setting_of(group, key)
+        if f"RAGLINE_{name.upper()}" in os.environ:
+            raise ConfigurationError(f"RAGLINE_{name.upper()} is set twice (also as {variable})")
+        values[name] = value
+    return InitSettingsSource(settings_cls, values)
 
 
 def _env_config_file() -> Path | None:

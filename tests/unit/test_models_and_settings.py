@@ -141,3 +141,24 @@ def test_the_toml_file_takes_sections_per_group_or_flat_names(tmp_path):
     config.write_text('milvus_uri = "a"\n[store]\nurl = "b"\n')
     with pytest.raises(ConfigurationError, match=r"milvus_uri is set twice \(also as \[store\] url\)"):
         Settings.load(config)
+
+
+def test_environment_variables_may_name_a_group_and_its_field(monkeypatch):
+    monkeypatch.setenv("RAGLINE_STORE__URL", "http://milvus:19530")
+    monkeypatch.setenv("RAGLINE_LLM__BATCH_MAX", "8")
+    monkeypatch.setenv("RAGLINE_API__MAX_CONNECTIONS", "100")
+    settings = Settings.load()
+    assert (settings.milvus_uri, settings.store.url, settings.llm.batch_max) == ("http://milvus:19530",) * 2 + (8,)
+    assert settings.http_max_connections == 100
+    assert Settings.load(llm_batch_max=4).llm_batch_max == 4  # arguments still win
+    monkeypatch.setenv("RAGLINE_MILVUS_URI", "elsewhere")
+    with pytest.raises(ConfigurationError, match=r"RAGLINE_MILVUS_URI is set twice \(also as RAGLINE_STORE__URL\)"):
+        Settings.load()
+    monkeypatch.delenv("RAGLINE_MILVUS_URI")
+    monkeypatch.setenv("RAGLINE_STORE__URI", "x")
+    with pytest.raises(ConfigurationError, match=r"RAGLINE_STORE__URI: store has no setting 'uri'; it has: .*url"):
+        Settings.load()
+    monkeypatch.delenv("RAGLINE_STORE__URI")
+    monkeypatch.setenv("RAGLINE_STORAGE__URL", "x")
+    with pytest.raises(ConfigurationError, match="no settings group 'storage'"):
+        Settings.load()
