@@ -72,3 +72,25 @@ def test_with_an_llm_configured_a_follow_up_is_rewritten_by_it_before_retrieval(
     assert len(rewrites) == 1 and "and which port does it listen on?" in json.dumps(rewrites[0])
     # whether SmolLM's rewrite passed its check or the rule stood in, Milvus's passage answers
     assert reply.model_extra["sources"][0]["document_id"] == "milvus"
+
+
+def test_the_extractive_model_answers_without_the_deployments_llm(serve_app, running_llm, tmp_path):
+    """`ragline-extractive` (listed where the deployment has an LLM) answers from the
+    passages' sentences: not one call to the LLM, not even to rewrite a follow-up."""
+    from ragline.adapters.generators.openai import OpenAIGenerator
+
+    bodies: list[dict] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "POST":
+            bodies.append(json.loads(request.content))
+
+    generator = OpenAIGenerator(running_llm.url, "smollm2", max_retries=0, event_hooks={"request": [record]})
+    server = serve_app(generator=generator, generator_name="openai")
+    client = client_with_documents(server, tmp_path / "keys.json", timeout=120)
+    assert [m.id for m in client.models.list()] == ["ragline", "ragline-extractive"]
+    reply = client.chat.completions.create(model="ragline-extractive", messages=TURNS)
+    assert reply.model_extra["answered_by"] == "extractive" and "19530" in reply.choices[0].message.content
+    assert bodies == []  # the LLM was not asked anything
+    client.chat.completions.create(model="ragline", messages=TURNS[1:2])
+    assert bodies  # the deployment's own model does ask it

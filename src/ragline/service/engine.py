@@ -283,7 +283,8 @@ class Engine:
         cheaper question vector (MiniLM: int8)."""
         exact = query.purpose == "answer"
         with span("retrieve", tenant=query.tenant, request_id=query.request_id):
-            if query.follows and self.settings.generator != "extractive" and self.settings.llm_rewrites_follow_ups:
+            with_llm = self.settings.generator != "extractive" and query.generator != "extractive"
+            if query.follows and with_llm and self.settings.llm_rewrites_follow_ups:
                 query = await generation.standalone(query, self.generator, self.settings.llm_rewrite_timeout_s)
             try:
                 context = await stages.retrieve(

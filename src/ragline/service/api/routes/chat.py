@@ -139,7 +139,14 @@ router = APIRouter(tags=["answers"])
 @router.post("/v1/chat/completions", responses={200: {"content": {"text/event-stream": {}}}})
 async def chat_completions(body: ChatRequest, request: Request, who: QueryCaller) -> Any:
     question, follows = question_of(body)
-    q = make_query(request, question, who.tenant, None, default_top_k=request.app.state.settings.answer_top_k)
+    q = make_query(
+        request,
+        question,
+        who.tenant,
+        None,
+        default_top_k=request.app.state.settings.answer_top_k,
+        generator="extractive" if body.model == EXTRACTIVE_MODEL else None,  # any other name: the deployment's
+    )
     q = q.model_copy(update={"instructions": instructions_of(body), "follows": follows})
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
@@ -177,15 +184,17 @@ async def _events(request: Request, q: Query, completion_id: str, model: str) ->
 
 @router.get("/v1/models")
 async def models(request: Request, who: QueryCaller) -> dict[str, Any]:
-    """OpenAI's model list, so chat front ends (Open WebUI, LibreChat) can connect."""
+    """OpenAI's model list, so chat front ends (Open WebUI, LibreChat) can connect: ``ragline``
+    answers with the deployment's generator; where that is an LLM, ``ragline-extractive``
+    answers from the passages' own sentences without it (faster, never made up)."""
+    answering = service(request).generator_name
+    models = [("ragline", f"ragline ({answering})")]
+    if answering != "extractive":
+        models.append((EXTRACTIVE_MODEL, "ragline (extractive: the passages' sentences, no LLM)"))
     return {
         "object": "list",
-        "data": [
-            {
-                "id": "ragline",
-                "object": "model",
-                "created": 0,
-                "owned_by": f"ragline ({service(request).generator_name})",
-            }
-        ],
+        "data": [{"id": name, "object": "model", "created": 0, "owned_by": owner} for name, owner in models],
     }
+
+
+EXTRACTIVE_MODEL = "ragline-extractive"
