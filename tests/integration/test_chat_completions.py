@@ -31,6 +31,22 @@ def client_with_documents(server, keys_file, **options) -> OpenAI:
     return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, **options)
 
 
+def client_of_an_llm_deployment(serve_app, running_llm, tmp_path) -> tuple[OpenAI, list[dict]]:
+    """A client of a deployment whose generator is the local LLM server, and the bodies of
+    the requests that reach that LLM, as they are sent."""
+    from ragline.adapters.generators.openai import OpenAIGenerator
+
+    bodies: list[dict] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "POST":
+            bodies.append(json.loads(request.content))
+
+    generator = OpenAIGenerator(running_llm.url, "smollm2", max_retries=0, event_hooks={"request": [record]})
+    server = serve_app(generator=generator, generator_name="openai")
+    return client_with_documents(server, tmp_path / "keys.json", timeout=120), bodies
+
+
 @pytest.fixture
 def openai_client(serve_app, tmp_path):
     return client_with_documents(serve_app(), tmp_path / "keys.json")
@@ -56,17 +72,7 @@ def test_models_lists_ragline_for_chat_front_ends(openai_client):
 
 
 def test_with_an_llm_configured_a_follow_up_is_rewritten_by_it_before_retrieval(serve_app, running_llm, tmp_path):
-    from ragline.adapters.generators.openai import OpenAIGenerator
-
-    bodies: list[dict] = []
-
-    async def record(request: httpx.Request) -> None:
-        if request.method == "POST":
-            bodies.append(json.loads(request.content))
-
-    generator = OpenAIGenerator(running_llm.url, "smollm2", max_retries=0, event_hooks={"request": [record]})
-    server = serve_app(generator=generator, generator_name="openai")
-    client = client_with_documents(server, tmp_path / "keys.json", timeout=120)
+    client, bodies = client_of_an_llm_deployment(serve_app, running_llm, tmp_path)
     reply = client.chat.completions.create(model="ragline", messages=TURNS)
     rewrites = [b for b in bodies if "Standalone question:" in json.dumps(b)]
     assert len(rewrites) == 1 and "and which port does it listen on?" in json.dumps(rewrites[0])
@@ -77,17 +83,7 @@ def test_with_an_llm_configured_a_follow_up_is_rewritten_by_it_before_retrieval(
 def test_the_extractive_model_answers_without_the_deployments_llm(serve_app, running_llm, tmp_path):
     """`ragline-extractive` (listed where the deployment has an LLM) answers from the
     passages' sentences: not one call to the LLM, not even to rewrite a follow-up."""
-    from ragline.adapters.generators.openai import OpenAIGenerator
-
-    bodies: list[dict] = []
-
-    async def record(request: httpx.Request) -> None:
-        if request.method == "POST":
-            bodies.append(json.loads(request.content))
-
-    generator = OpenAIGenerator(running_llm.url, "smollm2", max_retries=0, event_hooks={"request": [record]})
-    server = serve_app(generator=generator, generator_name="openai")
-    client = client_with_documents(server, tmp_path / "keys.json", timeout=120)
+    client, bodies = client_of_an_llm_deployment(serve_app, running_llm, tmp_path)
     assert [m.id for m in client.models.list()] == ["ragline", "ragline-extractive"]
     reply = client.chat.completions.create(model="ragline-extractive", messages=TURNS)
     assert reply.model_extra["answered_by"] == "extractive" and "19530" in reply.choices[0].message.content

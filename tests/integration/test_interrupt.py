@@ -31,20 +31,7 @@ def test_an_interrupted_ingest_stops_at_once_and_a_rerun_finishes_it(tmp_path: P
         "COLUMNS": "200",
     }
     command = [sys.executable, "-m", "ragline.cli", "ingest", str(corpus)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    progress: list[str] = []
-    first_group = threading.Event()
-
-    def read_progress() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            progress.append(line)
-            if line.startswith("ingest: "):  # a group is written (a line per group without a terminal)
-                first_group.set()
-
-    reader = threading.Thread(target=read_progress, daemon=True)
-    reader.start()
-    assert first_group.wait(timeout=120), "".join(progress)[-2000:]
+    process, progress, reader = _ingest_until_a_group_is_written(command, env)
     sent = time.monotonic()
     process.send_signal(sig)
     process.wait(timeout=30)
@@ -91,20 +78,7 @@ def test_an_ingest_through_a_server_interrupted_says_what_the_server_goes_on_wit
         wait_until(lambda: _status(f"{url}/readyz") == 200, timeout_s=60, interval_s=0.2)
         wait_until(lambda: (tmp_path / "m.db.owner").exists() and "url" in (tmp_path / "m.db.owner").read_text())
         command = [sys.executable, "-m", "ragline.cli", "ingest", str(corpus)]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        progress: list[str] = []
-        first_group = threading.Event()
-
-        def read_progress() -> None:
-            assert process.stderr is not None
-            for line in process.stderr:
-                progress.append(line)
-                if line.startswith("ingest: "):
-                    first_group.set()
-
-        reader = threading.Thread(target=read_progress, daemon=True)
-        reader.start()
-        assert first_group.wait(timeout=120), "".join(progress)[-2000:]
+        process, progress, reader = _ingest_until_a_group_is_written(command, env)
         sent = time.monotonic()
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
@@ -132,6 +106,28 @@ def test_an_ingest_through_a_server_interrupted_says_what_the_server_goes_on_wit
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def _ingest_until_a_group_is_written(
+    command: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """`ragline ingest` started, once its first group is written (a progress line per group
+    without a terminal); its stderr lines keep arriving in the list the thread fills."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress: list[str] = []
+    first_group = threading.Event()
+
+    def read_progress() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            progress.append(line)
+            if line.startswith("ingest: "):
+                first_group.set()
+
+    reader = threading.Thread(target=read_progress, daemon=True)
+    reader.start()
+    assert first_group.wait(timeout=120), "".join(progress)[-2000:]
+    return process, progress, reader
 
 
 def _status(url: str) -> int:

@@ -157,6 +157,14 @@ def catalogue_of(service: Service) -> Catalogue:
     return catalogue
 
 
+def written_so_far(signal_name: str, report: IngestReport) -> str:
+    """The first words to a user who stopped an ingest, whoever was writing."""
+    return (
+        f"interrupted ({signal_name}): {report.documents} documents written "
+        f"({report.chunks_written} chunks written, {report.chunks_unchanged} unchanged)"
+    )
+
+
 def files_of(service: Service) -> FileIngest:
     """The service's file ingest, or a clear 501 where this deployment has none."""
     files = service.files
@@ -175,4 +183,5 @@ __all__ = [
     "WriteStatus",
     "catalogue_of",
     "files_of",
+    "written_so_far",
 ]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ragline.core import generation
 from ragline.core.errors import RaglineError
 from ragline.core.models import Answer, Context, Document, Hit, IngestReport, Query
-from ragline.seam import Catalogue, FileIngest, Receipt
+from ragline.seam import Catalogue, FileIngest, Receipt, written_so_far
 
 if TYPE_CHECKING:
     from ragline.service.api.jobs import Jobs
@@ -53,12 +53,8 @@ class LocalService:
         )
 
     def interrupted(self, signal_name: str) -> str:
-        done = self._ingesting
-        return (
-            f"interrupted ({signal_name}): {done.documents} documents written before it ({done.chunks_written} "
-            f"chunks written, {done.chunks_unchanged} unchanged); run the same command again to finish: "
-            "what is written is skipped"
-        )
+        done = written_so_far(signal_name, self._ingesting)
+        return f"{done}; run the same command again to finish: what is written is skipped"
 
     @property
     def generator_name(self) -> str:

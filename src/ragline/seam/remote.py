@@ -75,11 +75,13 @@ class RemoteService:
         from ragline.seam.remote_ingest import RemoteIngest
 
         client = Client(self.url, self.api_key, tenant=tenant or None, timeout=self.timeout)
-        ingest = RemoteIngest(client, self.max_document_bytes, total=into if into is not None else IngestReport())
-        if on_file is not None:
-            ingest.on_file = on_file
-        if progress is not None:
-            ingest.progress = progress
+        ingest = RemoteIngest(
+            client,
+            self.max_document_bytes,
+            on_file or (lambda name: None),
+            progress or (lambda kind, n: None),
+            into if into is not None else IngestReport(),
+        )
         self._ingest = ingest
         executor = ThreadPoolExecutor(1, thread_name_prefix="ragline-ingest")
         try:

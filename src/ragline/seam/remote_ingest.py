@@ -38,6 +38,7 @@ from ragline.core.errors import (
 )
 from ragline.core.models import Document, IngestReport
 from ragline.ingest.loaders import iter_files, load_file
+from ragline.seam import written_so_far
 
 _BATCH_DOCS, _BATCH_BYTES = 32, 4_000_000  # per request (the server's body limit is 25 MB by default)
 _ENDED = {"searchable", "published", "failed", "interrupted"}
@@ -87,10 +88,7 @@ class RemoteIngest:
 
     def interrupted(self, signal_name: str) -> str:
         """What was written, and what the server goes on with: for the user who pressed Ctrl-C."""
-        written = (
-            f"interrupted ({signal_name}): {self.total.documents} documents written "
-            f"({self.total.chunks_written} chunks written, {self.total.chunks_unchanged} unchanged)"
-        )
+        written = written_so_far(signal_name, self.total)
         if not self.pending:
             return f"{written}; run the same command again to finish: what is written is skipped"
         jobs = ", ".join(
