@@ -8,7 +8,7 @@ same worker is also timed (`kafka_*`), to show the per-message Kafka overhead.
 
 Last line: {"ingest_docs_per_s", "retrieve_per_s", "generate_per_s", "kafka_retrieve_per_s", ...}.
 
-    python bench/workers.py [--messages 400]
+    python bench/workers.py [--messages 400] [--only ingest] [--milvus-uri http://HOST:PORT]
 """
 
 from __future__ import annotations
@@ -58,7 +58,12 @@ async def run(args) -> dict:
     result: dict = {"messages": args.messages}
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.load(
-            milvus_uri=f"{tmp}/w.db", generator="extractive", cache_url="none", retrieval_mode="dense", embed_threads=1
+            milvus_uri=args.milvus_uri or f"{tmp}/w.db",
+            collection=f"bench_workers_{uuid.uuid4().hex[:6]}",
+            generator="extractive",
+            cache_url="none",
+            retrieval_mode="dense",
+            embed_threads=1,
         )
         engine = Engine.from_settings(settings)
         await engine.ingest_paths(sample_files())
@@ -78,11 +83,14 @@ async def run(args) -> dict:
         ]
         topics = Topics()
         bus = MemoryBus()
+        result["ingest_docs_per_s"] = await drain(engine, bus, topics, "ingest", docs, topics.docs)
+        if args.only == "ingest":
+            await engine.close()
+            return result
         result["retrieve_per_s"] = await drain(engine, bus, topics, "retrieve", queries, topics.queries)
         result["generate_per_s"] = await drain(
             engine, bus, topics, "generate", await contexts(engine, args.messages), topics.context
         )
-        result["ingest_docs_per_s"] = await drain(engine, bus, topics, "ingest", docs, topics.docs)
         proc, bootstrap = start_broker()
         try:
             suffix = uuid.uuid4().hex[:6]
@@ -105,6 +113,8 @@ async def run(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--only", choices=("ingest",), default=None, help="only the ingest worker's figure")
+    parser.add_argument("--milvus-uri", default=None, help="a Milvus server (default: Milvus Lite)")
     report(asyncio.run(run(parser.parse_args())))
 
 

@@ -237,3 +237,32 @@ async def _take(stream, n):
     for _ in range(n):
         yield await asyncio.wait_for(anext(stream), 5)
     await stream.aclose()
+
+
+async def test_documents_in_hand_together_are_written_in_batches_and_a_delete_keeps_its_place(bus, topics, engine):
+    """The ingest worker writes the documents it holds at once in one call; a document's
+    write, delete and write again, taken together, still end with the last write."""
+    from ragline.core.models import DocumentRef
+    from ragline.service.protocol import DELETE, KIND
+
+    calls: list[int] = []
+    write = engine.ingest_documents
+
+    async def counted(documents, *args, **kwargs):
+        calls.append(len(documents))
+        return await write(documents, *args, **kwargs)
+
+    engine.ingest_documents = counted
+    key = b"default/again"
+    await bus.publish(topics.docs, Document(id="again", text=f"{BEES} First.").model_dump_json().encode(), key)
+    for i in range(40):
+        await bus.publish(topics.docs, Document(id=f"d{i}", text=f"{BEES} ({i})").model_dump_json().encode())
+    ref = DocumentRef(tenant="default", id="again").model_dump_json().encode()
+    await bus.publish(topics.docs, ref, key, {KIND: DELETE})
+    await bus.publish(topics.docs, Document(id="again", text=f"{BEES} Last.").model_dump_json().encode(), key)
+    worker = Worker(bus, "ingest", topics.docs, "ingesters", ingest_handler(engine), topics.dlq, concurrency=32)
+    await asyncio.wait_for(worker.run(limit=43), 60)
+    assert (worker.processed, worker.dead) == (43, 0)
+    assert await engine.store.count("default") == 41
+    assert [h.text for h in await engine.store.document_chunks("default", "again")] == [f"{BEES} Last."]
+    assert max(calls) > 1 and len(calls) < 42  # batched: fewer calls than documents

@@ -78,3 +78,36 @@ async def test_a_full_queue_is_refused_at_once():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError):
         Coalescer("test", Recorder(), max_batch=0)
+
+
+async def test_with_a_linger_items_arriving_a_few_at_a_time_go_in_one_batch():
+    run = Recorder(delay_s=0)
+    sizes: list[int] = []
+    coalescer = Coalescer("test", run, max_batch=32, linger_s=0.05)
+    coalescer.on_batch = sizes.append
+
+    async def trickle() -> list[int]:
+        tasks = []
+        for i in range(12):  # three at a time, 5 ms apart: well inside the linger
+            tasks.append(asyncio.ensure_future(coalescer.submit(i)))
+            if i % 3 == 2:
+                await asyncio.sleep(0.005)
+        return list(await asyncio.gather(*tasks))
+
+    assert await trickle() == [i * 10 for i in range(12)]
+    assert sizes == [12]  # without the linger: the first alone, then the rest
+    assert await coalescer.submit(5) == 50  # and the next lone item still runs, after its linger
+
+
+async def test_a_lingering_batch_cancelled_cancels_its_callers_and_frees_the_key():
+    run = Recorder(delay_s=0)
+    coalescer = Coalescer("test", run, linger_s=10)
+    waiting = [asyncio.ensure_future(coalescer.submit(i)) for i in range(3)]
+    await asyncio.sleep(0.01)
+    for task in list(coalescer._tasks):
+        task.cancel()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    assert run.calls == []
+    coalescer.linger_s = 0
+    assert await coalescer.submit(4) == 40  # the key is free again

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from ragline.core import sentences
 from ragline.core.chunking import Chunker
 from ragline.core.ids import chunk_id, content_hash
@@ -245,7 +247,13 @@ async def _with_sentences(
             distinct = list(dict.fromkeys(s for i in part for s in per_chunk[i]))
             if not distinct:
                 continue
-            vectors = await embedder.embed(distinct, tenant, interactive=interactive)
+            # a chunk that is one sentence (a short document) already has its vector
+            known = {chunks[i].text: chunks[i].vector for i in part if chunks[i].vector is not None}
+            missing = [s for s in distinct if s not in known]
+            vector_of = {s: np.asarray(v, dtype=np.float32) for s, v in known.items()}
+            if missing:
+                vector_of.update(zip(missing, await embedder.embed(missing, tenant, interactive=interactive)))
+            vectors = np.stack([vector_of[s] for s in distinct])
             row = {s: n for n, s in enumerate(distinct)}
             for i in part:
                 found = per_chunk[i]
