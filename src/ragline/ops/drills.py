@@ -235,7 +235,8 @@ async def drill(
         # Late or gone? Looked for again until every one is readable or ``late_grace_s``
         # passed: a store that was down for a minute leaves a backlog (measured with the
         # stack's Milvus 2.3 server after kill -9: back after ~70 s, its collection loaded
-        # ~30 s later, then ~11 writes/s), and a document written late is not lost.
+        # ~30 s later, then ~55 writes/s with batched ingestion), and a document written
+        # late is not lost.
         checked = time.monotonic()
         still = Load(stack.url, accepted_docs=sorted(missing), accepted_at=load.accepted_at)
         gone, twice = await still.check_documents(grace_s=late_grace_s)
